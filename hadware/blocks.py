@@ -1,0 +1,77 @@
+"""The registry of hardware blocks.
+
+Each block is known by one name that is used everywhere: the config class
+``hadware.config.<name>``, the Amaranth component in ``hadware.hw.<name>``, the golden model in
+``hadware.golden.<name>``, the cocotb testbench in ``hadware.tb.<name>`` and the synthesis
+folders ``build/synth/<name>-<hash>``. Entries are import paths, resolved on first use, so the
+command line starts without importing torch or Amaranth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any
+
+from hadware.errors import HadwareError
+
+__all__ = ["BLOCKS", "Block", "get_block"]
+
+
+def _resolve(path: str) -> Any:
+    module, _, attr = path.partition(":")
+    mod = importlib.import_module(module)
+    return getattr(mod, attr) if attr else mod
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    """One hardware block and where its pieces live."""
+
+    name: str
+    summary: str
+    config: str  # "module:Class" of the BlockConfig subclass
+    component: str  # "module:Class" of the wiring.Component; its constructor takes the config
+    golden: str  # module with check_inputs(cfg, arrays) and run_vectors(cfg, arrays)
+    tb: str  # cocotb test module with encode/decode
+
+    def config_class(self) -> Any:
+        return _resolve(self.config)
+
+    def component_class(self) -> Any:
+        return _resolve(self.component)
+
+    def golden_module(self) -> Any:
+        return _resolve(self.golden)
+
+    def tb_module(self) -> Any:
+        return _resolve(self.tb)
+
+    def load_config(self, path: str | None) -> Any:
+        """The block's config from a JSON file, or its defaults when ``path`` is None."""
+        cls = self.config_class()
+        return cls() if path is None else cls.load(path)
+
+
+BLOCKS: dict[str, Block] = {
+    b.name: b
+    for b in [
+        Block(
+            name="score_unit",
+            summary="XNOR-popcount score unit: lanes x (2*popcount(XNOR(q,k)) - d)",
+            config="hadware.config.score_unit:ScoreUnitConfig",
+            component="hadware.hw.score_unit:ScoreUnit",
+            golden="hadware.golden.score_unit",
+            tb="hadware.tb.score_unit",
+        ),
+    ]
+}
+
+
+def get_block(name: str) -> Block:
+    """The block called ``name``; a :class:`HadwareError` lists the known ones otherwise."""
+    try:
+        return BLOCKS[name]
+    except KeyError:
+        raise HadwareError(f"unknown block {name!r}; known blocks: "
+                           f"{', '.join(sorted(BLOCKS))}") from None

@@ -1,0 +1,208 @@
+"""The ``hadware`` command line.
+
+Subcommands::
+
+    hadware blocks                                   list the blocks
+    hadware config   BLOCK [-o CFG.json]             write a block's default config
+    hadware generate BLOCK [--config CFG] -o DIR     Verilog + description JSON, linted
+    hadware golden   BLOCK [--config CFG] --inputs IN.npz --outputs OUT.npz
+    hadware sim      BLOCK [--config CFG] --inputs IN.npz --outputs OUT.npz [--simulator ...]
+    hadware synth    BLOCK [--config CFG] -o DIR     area, FPGA cells, fmax
+    hadware demo     [-o DIR]                        the built-in demonstration
+
+Errors caused by the user's input (a bad config value, a missing file, an input array that does
+not fit) are printed on one line and the exit status is 1; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from hadware.blocks import BLOCKS, get_block
+from hadware.errors import HadwareError
+
+__all__ = ["main"]
+
+log = logging.getLogger("hadware")
+
+
+def _add_block(p: argparse.ArgumentParser, config: bool = True) -> None:
+    p.add_argument("block", metavar="BLOCK", help=f"one of: {', '.join(sorted(BLOCKS))}")
+    if config:
+        p.add_argument("--config", metavar="CFG.json", help="block configuration "
+                       "(default: the block's defaults; see 'hadware config BLOCK')")
+
+
+def _load(args) -> tuple:
+    b = get_block(args.block)
+    return b, b.load_config(args.config)
+
+
+def cmd_blocks(args) -> int:
+    for name, b in sorted(BLOCKS.items()):
+        print(f"{name:12s} {b.summary}")
+    return 0
+
+
+def cmd_config(args) -> int:
+    b = get_block(args.block)
+    cfg = b.config_class()()
+    if args.output:
+        cfg.save(args.output)
+        log.info("wrote %s", args.output)
+    else:
+        sys.stdout.write(cfg.to_json())
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from hadware.hw.generate import generate, lint
+
+    b, cfg = _load(args)
+    paths = generate(b.name, cfg, args.output)
+    print(f"verilog:     {paths['verilog']}")
+    print(f"description: {paths['description']}")
+    if not args.no_lint:
+        warnings = lint(paths["verilog"], b.name)
+        for w in warnings:
+            print(w)
+        if warnings:
+            raise HadwareError(f"verilator lint: {len(warnings)} warning(s) in "
+                               f"{paths['verilog']}")
+        print("lint:        clean (verilator --lint-only -Wall, documented waivers)")
+    return 0
+
+
+def cmd_golden(args) -> int:
+    from hadware.vectors import load_npz, save_npz
+
+    b, cfg = _load(args)
+    inputs = load_npz(args.inputs)
+    outputs = b.golden_module().run_vectors(cfg, inputs)
+    save_npz(args.outputs, outputs)
+    print(f"golden {b.name}: wrote {', '.join(f'{k} {v.shape}' for k, v in outputs.items())} "
+          f"to {args.outputs}")
+    return 0
+
+
+def cmd_sim(args) -> int:
+    from hadware.tb.runner import simulate
+    from hadware.vectors import load_npz, save_npz
+
+    b, cfg = _load(args)
+    inputs = load_npz(args.inputs)
+    t0 = time.time()
+    r = simulate(b.name, cfg, inputs, simulator=args.simulator, seed=args.seed,
+                 idle_prob=args.idle, stall_prob=args.stall, waves=args.waves)
+    save_npz(args.outputs, r.outputs)
+    print(f"sim {b.name} ({args.simulator}): {r.stats['cycles']} cycles, "
+          f"{time.time() - t0:.1f} s; wrote "
+          f"{', '.join(f'{k} {v.shape}' for k, v in r.outputs.items())} to {args.outputs}")
+    if r.waves:
+        print(f"waves: {r.waves}")
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from hadware.synth.flow import synthesize
+
+    b, cfg = _load(args)
+    report = synthesize(b.name, cfg, args.output, fmax=not args.no_fmax)
+    sys.stdout.write((Path(args.output) / "report.md").read_text())
+    log.debug("%s", json.dumps(report))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from hadware.sw.demo import run_demo
+
+    run_demo(args.output, seed=args.seed)
+    return 0
+
+
+def _prob(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), not {text}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hadware", description="Verified RTL for binarized "
+                                "Hamming attention and ternary MatMul-free MLPs.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("blocks", help="list the blocks")
+    s.set_defaults(func=cmd_blocks)
+
+    s = sub.add_parser("config", help="write a block's default configuration")
+    _add_block(s, config=False)
+    s.add_argument("-o", "--output", metavar="CFG.json")
+    s.set_defaults(func=cmd_config)
+
+    s = sub.add_parser("generate", help="generate Verilog and its description, then lint it")
+    _add_block(s)
+    s.add_argument("-o", "--output", metavar="DIR", required=True)
+    s.add_argument("--no-lint", action="store_true", help="skip the Verilator lint")
+    s.set_defaults(func=cmd_generate)
+
+    for name, func, text in (("golden", cmd_golden, "run the golden model on a vector file"),
+                             ("sim", cmd_sim, "run a vector file through the simulated RTL")):
+        s = sub.add_parser(name, help=text)
+        _add_block(s)
+        s.add_argument("--inputs", metavar="IN.npz", required=True)
+        s.add_argument("--outputs", metavar="OUT.npz", required=True)
+        s.set_defaults(func=func)
+        if name == "sim":
+            s.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
+            s.add_argument("--seed", type=int, default=0, help="seed of the random stalls")
+            s.add_argument("--stall", type=_prob, default=0.0, metavar="P",
+                           help="probability that the output is not ready in a cycle")
+            s.add_argument("--idle", type=_prob, default=0.0, metavar="P",
+                           help="probability that an input beat is held back a cycle")
+            s.add_argument("--waves", action="store_true", help="record an FST/VCD trace")
+
+    s = sub.add_parser("synth", help="synthesize: area, FPGA cells, fmax")
+    _add_block(s)
+    s.add_argument("-o", "--output", metavar="DIR", required=True)
+    s.add_argument("--no-fmax", action="store_true", help="skip place and route")
+    s.set_defaults(func=cmd_synth)
+
+    s = sub.add_parser("demo", help="the built-in demonstration (make demo)")
+    s.add_argument("-o", "--output", metavar="DIR", default="build/demo")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="%(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (HadwareError, TypeError, ValueError) as e:
+        if args.debug:
+            raise
+        msg = str(e).strip().splitlines()
+        print(f"hadware: error: {msg[0] if msg else type(e).__name__}", file=sys.stderr)
+        for line in msg[1:]:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("hadware: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

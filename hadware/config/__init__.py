@@ -1,0 +1,1 @@
+"""Block configurations: one frozen, validated dataclass per block."""

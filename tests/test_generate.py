@@ -1,0 +1,61 @@
+"""Verilog generation: the description matches the emitted module, and the lint is clean."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from hadware.config.score_unit import ScoreUnitConfig
+from hadware.hw.generate import generate, lint
+
+
+def verilog_ports(text: str, top: str) -> dict[str, tuple[str, int]]:
+    """Ports of module ``top`` read from the Verilog text itself."""
+    body = text.split(f"module {top}(", 1)[1].split("endmodule", 1)[0]
+    ports = {}
+    for direction, msb, name in re.findall(r"^\s*(input|output)\s+(?:reg\s+)?(?:\[(\d+):0\]\s+)?"
+                                           r"([\w$]+);", body, re.M):
+        ports[name] = ("in" if direction == "input" else "out", int(msb or 0) + 1)
+    return ports
+
+
+@pytest.mark.parametrize("cfg", [ScoreUnitConfig(d=8, lanes=1), ScoreUnitConfig(d=40, lanes=3)])
+def test_description_matches_verilog(tmp_path, cfg):
+    paths = generate("score_unit", cfg, tmp_path)
+    desc = json.loads(paths["description"].read_text())
+    ports = verilog_ports(paths["verilog"].read_text(), "score_unit")
+    assert {p["name"]: (p["direction"], p["width"]) for p in desc["ports"]} == ports
+    assert desc["config"] == cfg.to_dict() and desc["config_hash"] == cfg.stable_hash()
+    assert desc["latency_cycles"] >= 1
+    streams = {s["name"]: s for s in desc["streams"]}
+    assert streams["i_stream"]["direction"] == "in"
+    assert streams["i_stream"]["payload_width"] == ports["i_stream__payload"][1]
+    assert streams["o_stream"]["payload_width"] == ports["o_stream__payload"][1]
+    fields = {f["name"]: f for f in streams["i_stream"]["fields"]}
+    assert fields["q"] == {"name": "q", "offset": 0, "width": cfg.d, "signed": False}
+    assert fields["k"]["offset"] == cfg.d and fields["k"]["array"]["length"] == cfg.lanes
+
+
+def test_regeneration_keeps_unchanged_files(tmp_path):
+    cfg = ScoreUnitConfig(d=16, lanes=2)
+    v = generate("score_unit", cfg, tmp_path)["verilog"]
+    before = v.stat().st_mtime_ns
+    generate("score_unit", cfg, tmp_path)
+    assert v.stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("cfg", [ScoreUnitConfig(d=8, lanes=1), ScoreUnitConfig(d=64, lanes=4),
+                                 ScoreUnitConfig(d=24, lanes=3)])
+def test_lint_clean(tmp_path, cfg):
+    paths = generate("score_unit", cfg, tmp_path)
+    assert lint(paths["verilog"], "score_unit") == []
+
+
+def test_lint_reports_real_warnings(tmp_path):
+    # A width truncation is not waived and must be reported.
+    v = tmp_path / "bad.v"
+    v.write_text("module bad(input [3:0] a, output [1:0] y);\n  assign y = a;\nendmodule\n")
+    warnings = lint(v, "bad")
+    assert any("WIDTHTRUNC" in w for w in warnings)
