@@ -26,7 +26,14 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["PAD_INDEX", "PAD_SCORE", "select_topk", "stream_topk_row"]
+__all__ = [
+    "PAD_INDEX",
+    "PAD_SCORE",
+    "check_inputs",
+    "run_vectors",
+    "select_topk",
+    "stream_topk_row",
+]
 
 #: Index of a padding slot.
 PAD_INDEX = -1
@@ -118,3 +125,47 @@ def stream_topk_row(scores: list[int], n_valid: int, top_k: int) -> tuple[list[i
             del held[top_k:]
     pad = top_k - len(held)
     return ([j for _, j in held] + [PAD_INDEX] * pad, [s for s, _ in held] + [PAD_SCORE] * pad)
+
+
+# -- vector files (hadware golden topk / hadware sim topk) -------------------------------------
+
+
+def check_inputs(cfg, arrays: dict) -> dict:
+    """Check a top-k vector file against a :class:`~hadware.config.topk.TopKConfig`.
+
+    ``scores``: integers (m, n) with 1 <= n <= n_max, each within the signed
+    ``score_width``-bit range; ``n_valid`` (optional): integers (m,) in [0, n], default n.
+    """
+    import numpy as np
+
+    from hadware.errors import InputError
+    from hadware.vectors import check_integer_array, check_known, require
+
+    check_known(arrays, {"scores", "n_valid"})
+    s = require(arrays, "scores", 2)
+    m, n = s.shape
+    if not 1 <= n <= cfg.n_max:
+        raise InputError(f"array 'scores' has {n} columns; the config allows 1 to n_max "
+                         f"({cfg.n_max})")
+    if m < 1:
+        raise InputError("array 'scores' has no rows")
+    lim = 1 << (cfg.score_width - 1)
+    s = check_integer_array("scores", s, -lim, lim - 1)
+    if "n_valid" in arrays:
+        nv = require(arrays, "n_valid", 1)
+        if nv.shape[0] != m:
+            raise InputError(f"array 'n_valid' has {nv.shape[0]} entries, 'scores' has {m} rows")
+        nv = check_integer_array("n_valid", nv, 0, n)
+    else:
+        nv = np.full(m, n, dtype=np.int64)
+    return {"scores": s, "n_valid": nv}
+
+
+def run_vectors(cfg, arrays: dict) -> dict:
+    """Golden outputs ``topk_index`` and ``topk_score``, int32 (m, top_k)."""
+    import numpy as np
+
+    a = check_inputs(cfg, arrays)
+    idx, sc = select_topk(torch.from_numpy(a["scores"]), torch.from_numpy(a["n_valid"]),
+                          cfg.top_k)
+    return {"topk_index": idx.numpy().astype(np.int32), "topk_score": sc.numpy().astype(np.int32)}

@@ -64,6 +64,14 @@ BLOCKS: dict[str, Block] = {
             golden="hadware.golden.score_unit",
             tb="hadware.tb.score_unit",
         ),
+        Block(
+            name="topk",
+            summary="streaming top-k sparsifier: lanes scores per beat in, k best out, sorted",
+            config="hadware.config.topk:TopKConfig",
+            component="hadware.hw.topk:TopK",
+            golden="hadware.golden.topk",
+            tb="hadware.tb.topk",
+        ),
     ]
 }
 
