@@ -72,6 +72,14 @@ BLOCKS: dict[str, Block] = {
             golden="hadware.golden.topk",
             tb="hadware.tb.topk",
         ),
+        Block(
+            name="attention",
+            summary="HAD attention core: Hamming scores, top-k, table softmax, weighted sum",
+            config="hadware.config.attention:AttentionConfig",
+            component="hadware.hw.attention:Attention",
+            golden="hadware.golden.attention",
+            tb="hadware.tb.attention",
+        ),
     ]
 }
 

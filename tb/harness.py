@@ -7,6 +7,10 @@ variable ``HADWARE_RUN_DIR``. It holds:
 * ``inputs.npz``: the input arrays, already checked against the config;
 * ``expected.npz`` (optional): the golden model's outputs for the scoreboard.
 
+A testbench module's ``encode`` returns the beats of each input stream, the number of beats
+expected on each output stream and, with ``"sequential": True``, asks for the input streams to
+be driven one after the other (for example a context before the queries that read it).
+
 The test drives the block's input streams with the beats its testbench module encodes, collects
 the output beats with random backpressure, checks that exactly the expected number of beats came
 out (nothing lost, nothing duplicated), decodes them into arrays and writes ``outputs.npz`` and
@@ -16,6 +20,7 @@ mismatching elements and the test fails unless there are none.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -73,6 +78,10 @@ async def run_vector_test(dut, tb_module) -> None:
                      rng=random.Random(seed * 7919 + i))
         for i, (name, beats) in enumerate(enc["streams"].items())
     ]
+    if enc.get("sequential"):
+        # Each input stream starts once the previous one has sent everything.
+        for prev, src in itertools.pairwise(sources):
+            src.after = prev
     sinks = [
         StreamSink(dut, name, stall_prob=params["stall_prob"], rng=random.Random(seed * 104729 + i))
         for i, name in enumerate(enc["expected"])

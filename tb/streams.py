@@ -52,6 +52,8 @@ class StreamSource:
         self.rng = rng or random.Random(0)
         self.presenting = False
         self.cycles: list[int] = []  # cycle of each transfer
+        #: Another source that must have sent all its beats before this one starts.
+        self.after: StreamSource | None = None
 
     @property
     def done(self) -> bool:
@@ -61,6 +63,9 @@ class StreamSource:
         self.valid.value = 0
 
     def drive(self) -> None:
+        if self.after is not None and not self.after.done:
+            self.valid.value = 0
+            return
         if not self.presenting and not self.done and self.rng.random() >= self.idle_prob:
             self.payload.value = self.beats[self.pos]
             self.presenting = True

@@ -59,3 +59,14 @@ def test_lint_reports_real_warnings(tmp_path):
     v.write_text("module bad(input [3:0] a, output [1:0] y);\n  assign y = a;\nendmodule\n")
     warnings = lint(v, "bad")
     assert any("WIDTHTRUNC" in w for w in warnings)
+
+
+@pytest.mark.parametrize("block", ["score_unit", "topk", "attention"])
+def test_every_block_lints_clean_at_defaults(tmp_path, block):
+    from hadware.blocks import get_block
+
+    cfg = get_block(block).config_class()()
+    paths = generate(block, cfg, tmp_path)
+    assert lint(paths["verilog"], block) == []
+    desc = json.loads(paths["description"].read_text())
+    assert desc["block"] == block and desc["latency_formula"]

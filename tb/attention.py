@@ -1,0 +1,138 @@
+"""cocotb testbench of the HAD attention core.
+
+Encoding: ``ctx_stream`` gets one ``clear`` beat, then one beat per key/value row in index
+order; ``q_stream`` gets one beat per query ``{q, n_valid}``, only after the whole context has
+been written. ``o_stream`` gives one beat per query; unselected slots decode to index -1 and
+score 0.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+
+import cocotb
+import numpy as np
+from cocotb.triggers import ClockCycles, FallingEdge
+
+from hadware.config.attention import AttentionConfig
+from hadware.hw.attention import Attention
+from hadware.tb.harness import load_run, run_vector_test, write_results
+from hadware.tb.payload import pack, unpack
+from hadware.tb.streams import StreamSink, StreamSource, reset, run_streams, start_clock
+
+__all__ = ["bits_to_int", "ctx_beats", "decode", "encode", "query_beats"]
+
+
+def bits_to_int(row: np.ndarray) -> int:
+    """A +-1 vector as an integer, bit j = 1 where element j is +1."""
+    return int.from_bytes(np.packbits(np.asarray(row) > 0, bitorder="little").tobytes(), "little")
+
+
+def ctx_beats(cfg: AttentionConfig, k: np.ndarray, v: np.ndarray, clear: bool = True) -> list:
+    layout = Attention.layouts(cfg)[0]
+    beats = [pack(layout, {"clear": 1, "key": 0, "value": [0] * cfg.d_v})] if clear else []
+    for krow, vrow in zip(k, v, strict=True):
+        beats.append(pack(layout, {"clear": 0, "key": bits_to_int(krow),
+                                   "value": [int(x) for x in vrow]}))
+    return beats
+
+
+def query_beats(cfg: AttentionConfig, q: np.ndarray, n_valid: np.ndarray) -> list:
+    layout = Attention.layouts(cfg)[1]
+    return [pack(layout, {"q": bits_to_int(row), "n": int(n)})
+            for row, n in zip(q, n_valid, strict=True)]
+
+
+def encode(cfg: AttentionConfig, arrays: dict[str, np.ndarray]) -> dict:
+    return {
+        "streams": {"ctx_stream": ctx_beats(cfg, arrays["k"], arrays["v"]),
+                    "q_stream": query_beats(cfg, arrays["q"], arrays["n_valid"])},
+        "expected": {"o_stream": arrays["q"].shape[0]},
+        "sequential": True,
+    }
+
+
+def decode(cfg: AttentionConfig, arrays: dict[str, np.ndarray],
+           beats: dict[str, list[int]]) -> dict[str, np.ndarray]:
+    layout = Attention.layouts(cfg)[2]
+    words = beats["o_stream"]
+    m = len(words)
+    out = np.zeros((m, cfg.d_v), dtype=np.int32)
+    idx = np.full((m, cfg.top_k), -1, dtype=np.int32)
+    sc = np.zeros((m, cfg.top_k), dtype=np.int32)
+    for r, word in enumerate(words):
+        b = unpack(layout, word)
+        out[r] = b["out"]
+        for p in range(cfg.top_k):
+            if (b["sel"] >> p) & 1:
+                idx[r, p], sc[r, p] = b["index"][p], b["score"][p]
+    return {"out": out, "topk_index": idx, "topk_score": sc}
+
+
+@cocotb.test()
+async def vectors(dut):
+    """Write the run folder's context, then run its queries, and score the outputs."""
+    await run_vector_test(dut, sys.modules[__name__])
+
+
+async def _phase(dut, params: dict, seed: int, ctx: list[int], queries: list[int]) -> list[int]:
+    """Write ``ctx`` beats, then send ``queries``; return the output beats (one per query)."""
+    src_c = StreamSource(dut, "ctx_stream", ctx, idle_prob=params["idle_prob"],
+                         rng=random.Random(seed))
+    src_q = StreamSource(dut, "q_stream", queries, idle_prob=params["idle_prob"],
+                         rng=random.Random(seed + 1))
+    src_q.after = src_c
+    sink = StreamSink(dut, "o_stream", stall_prob=params["stall_prob"],
+                      rng=random.Random(seed + 2))
+    await run_streams(dut, [src_c, src_q], [sink], [len(queries)])
+    assert len(sink.beats) == len(queries), \
+        f"o_stream: received {len(sink.beats)} beats, expected {len(queries)}"
+    return sink.beats
+
+
+@cocotb.test()
+async def refill(dut):
+    """Context A (the first half of the keys), all queries; clear; context B (all keys), all
+    queries again. Outputs: the two passes stacked (2m rows), queries clamped to A's size in
+    the first pass."""
+    run_dir, params, cfg, a = load_run()
+    seed = int(params["seed"])
+    n = a["k"].shape[0]
+    half = max(1, n // 2)
+    start_clock(dut)
+    await reset(dut)
+    for s in ("ctx_stream", "q_stream"):
+        getattr(dut, f"{s}__valid").value = 0
+    n1 = np.minimum(a["n_valid"], half)
+    beats = await _phase(dut, params, seed, ctx_beats(cfg, a["k"][:half], a["v"][:half]),
+                         query_beats(cfg, a["q"], n1))
+    beats += await _phase(dut, params, seed + 10, ctx_beats(cfg, a["k"], a["v"]),
+                          query_beats(cfg, a["q"], a["n_valid"]))
+    write_results(run_dir, decode(cfg, a, {"o_stream": beats}), {})
+
+
+@cocotb.test()
+async def reset_mid_query(dut):
+    """Write the context, start the first query, assert reset while it is being scored, then
+    write the context again and run every query: only the complete run's outputs may appear."""
+    run_dir, params, cfg, a = load_run()
+    seed = int(params["seed"])
+    start_clock(dut)
+    await reset(dut)
+    dut.q_stream__valid.value = 0
+    await _phase(dut, params, seed, ctx_beats(cfg, a["k"], a["v"]), [])
+    layout_q = query_beats(cfg, a["q"][:1], a["n_valid"][:1])[0]
+    await FallingEdge(dut.clk)
+    dut.o_stream__ready.value = 1
+    dut.q_stream__payload.value = layout_q
+    dut.q_stream__valid.value = 1
+    await FallingEdge(dut.clk)
+    dut.q_stream__valid.value = 0
+    await ClockCycles(dut.clk, 3)
+    assert not int(dut.o_stream__valid.value), "output before the query could finish"
+    await reset(dut)
+    assert not int(dut.o_stream__valid.value), "output valid right after reset"
+    beats = await _phase(dut, params, seed + 20, ctx_beats(cfg, a["k"], a["v"]),
+                         query_beats(cfg, a["q"], a["n_valid"]))
+    write_results(run_dir, decode(cfg, a, {"o_stream": beats}), {})
