@@ -32,8 +32,14 @@ class Block:
     summary: str
     config: str  # "module:Class" of the BlockConfig subclass
     component: str  # "module:Class" of the wiring.Component; its constructor takes the config
-    golden: str  # module with check_inputs(cfg, arrays) and run_vectors(cfg, arrays)
+    golden: str  # module with check_inputs(cfg, arrays) and run_vectors(cfg, *extras, arrays)
     tb: str  # cocotb test module with encode/decode
+    #: Names of extra vector files the block needs besides its inputs (``("weights",)``: the
+    #: command line takes ``--weights W.npz``). Their arrays are baked into the generated RTL
+    #: (the component's constructor takes them after the config) and are passed, in this order,
+    #: to the golden ``run_vectors(cfg, *extras, inputs)`` and to the testbench's
+    #: ``encode``/``decode``.
+    extras: tuple[str, ...] = ()
 
     def config_class(self) -> Any:
         return _resolve(self.config)

@@ -36,11 +36,27 @@ def _add_block(p: argparse.ArgumentParser, config: bool = True) -> None:
     if config:
         p.add_argument("--config", metavar="CFG.json", help="block configuration "
                        "(default: the block's defaults; see 'hadware config BLOCK')")
+        p.add_argument("--weights", metavar="W.npz", help="weights, for blocks that have them "
+                       "(mlp): float latent weights as a trained model has them")
 
 
 def _load(args) -> tuple:
     b = get_block(args.block)
     return b, b.load_config(args.config)
+
+
+def _extras(b, args) -> dict:
+    """The block's extra vector files (``--weights`` ...), loaded; an error names a missing
+    one."""
+    from hadware.vectors import load_npz
+
+    out = {}
+    for name in b.extras:
+        path = getattr(args, name, None)
+        if path is None:
+            raise HadwareError(f"block {b.name} needs --{name} FILE.npz")
+        out[name] = load_npz(path, what=f"{name} file")
+    return out
 
 
 def cmd_blocks(args) -> int:
@@ -64,7 +80,7 @@ def cmd_generate(args) -> int:
     from hadware.hw.generate import generate, lint
 
     b, cfg = _load(args)
-    paths = generate(b.name, cfg, args.output)
+    paths = generate(b.name, cfg, args.output, _extras(b, args))
     print(f"verilog:     {paths['verilog']}")
     print(f"description: {paths['description']}")
     if not args.no_lint:
@@ -82,8 +98,9 @@ def cmd_golden(args) -> int:
     from hadware.vectors import load_npz, save_npz
 
     b, cfg = _load(args)
+    extras = _extras(b, args)
     inputs = load_npz(args.inputs)
-    outputs = b.golden_module().run_vectors(cfg, inputs)
+    outputs = b.golden_module().run_vectors(cfg, *[extras[n] for n in b.extras], inputs)
     save_npz(args.outputs, outputs)
     print(f"golden {b.name}: wrote {', '.join(f'{k} {v.shape}' for k, v in outputs.items())} "
           f"to {args.outputs}")
@@ -95,10 +112,11 @@ def cmd_sim(args) -> int:
     from hadware.vectors import load_npz, save_npz
 
     b, cfg = _load(args)
+    extras = _extras(b, args)
     inputs = load_npz(args.inputs)
     t0 = time.time()
     r = simulate(b.name, cfg, inputs, simulator=args.simulator, seed=args.seed,
-                 idle_prob=args.idle, stall_prob=args.stall, waves=args.waves)
+                 idle_prob=args.idle, stall_prob=args.stall, waves=args.waves, extras=extras)
     save_npz(args.outputs, r.outputs)
     print(f"sim {b.name} ({args.simulator}): {r.stats['cycles']} cycles, "
           f"{time.time() - t0:.1f} s; wrote "
@@ -112,7 +130,8 @@ def cmd_synth(args) -> int:
     from hadware.synth.flow import synthesize
 
     b, cfg = _load(args)
-    report = synthesize(b.name, cfg, args.output, fmax=not args.no_fmax)
+    report = synthesize(b.name, cfg, args.output, fmax=not args.no_fmax,
+                        extras=_extras(b, args))
     sys.stdout.write((Path(args.output) / "report.md").read_text())
     log.debug("%s", json.dumps(report))
     return 0

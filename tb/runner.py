@@ -27,7 +27,7 @@ import numpy as np
 from hadware.blocks import get_block
 from hadware.config.base import BlockConfig, atomic_write_text
 from hadware.errors import ToolError
-from hadware.hw.generate import verilog_text, write_if_changed
+from hadware.hw.generate import extras_hash, verilog_text, write_if_changed
 from hadware.tools import apply_tool_env, build_root, icarus_available
 
 __all__ = ["SIMULATORS", "SimResult", "build", "simulate"]
@@ -71,12 +71,13 @@ def _runner(simulator: str):
 
 
 def build(block: str, cfg: BlockConfig, *, simulator: str = "verilator", waves: bool = False,
-          root: Path | None = None) -> Path:
+          root: Path | None = None, extras: dict[str, dict] | None = None) -> Path:
     """Build ``block`` at ``cfg`` for ``simulator`` unless an up-to-date build exists; return
     the build folder."""
     root = build_root() if root is None else Path(root)
-    folder = root / "sim" / cfg.build_name / (simulator + ("-waves" if waves else ""))
-    text, desc = verilog_text(block, cfg)
+    name = cfg.build_name + (f"-{extras_hash(extras)}" if extras else "")
+    folder = root / "sim" / name / (simulator + ("-waves" if waves else ""))
+    text, desc = verilog_text(block, cfg, extras)
     import cocotb
 
     key = hashlib.sha256("\0".join([text, simulator, str(waves), cocotb.__version__])
@@ -129,7 +130,8 @@ def simulate(block: str, cfg: BlockConfig, inputs: dict[str, np.ndarray], *,
              simulator: str = "verilator", seed: int = 0, idle_prob: float = 0.0,
              stall_prob: float = 0.0, expected: dict[str, np.ndarray] | None = None,
              waves: bool = False, testcase: str = "vectors", root: Path | None = None,
-             run_dir: Path | None = None) -> SimResult:
+             run_dir: Path | None = None,
+             extras: dict[str, dict[str, np.ndarray]] | None = None) -> SimResult:
     """Run ``inputs`` through the simulated RTL of ``block``.
 
     ``inputs`` are checked with the block's golden ``check_inputs`` first (the same contract
@@ -141,8 +143,13 @@ def simulate(block: str, cfg: BlockConfig, inputs: dict[str, np.ndarray], *,
         if not 0.0 <= p < 1.0:
             raise ValueError(f"{name} must be in [0, 1), not {p!r}")
     b = get_block(block)
+    missing = [name for name in b.extras if not extras or name not in extras]
+    if missing:
+        raise ToolError(f"block {block} needs the extra file(s) {', '.join(missing)}")
     checked = b.golden_module().check_inputs(cfg, inputs)
-    folder = build(block, cfg, simulator=simulator, waves=waves, root=root)
+    if not isinstance(checked, dict):  # a block whose check returns its single array
+        checked = {next(iter(inputs)): checked}
+    folder = build(block, cfg, simulator=simulator, waves=waves, root=root, extras=extras)
     runs = folder / "runs"
     runs.mkdir(exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=runs)) if run_dir is None else run_dir
@@ -154,6 +161,8 @@ def simulate(block: str, cfg: BlockConfig, inputs: dict[str, np.ndarray], *,
     np.savez(run_dir / "inputs.npz", **checked)
     if expected is not None:
         np.savez(run_dir / "expected.npz", **expected)
+    for name in b.extras:
+        np.savez(run_dir / f"extra_{name}.npz", **extras[name])
     runner = _runner(simulator)
     log_file = run_dir / "sim.log"
     results = run_dir / "results.xml"
