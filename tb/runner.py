@@ -71,13 +71,20 @@ def _runner(simulator: str):
 
 
 def build(block: str, cfg: BlockConfig, *, simulator: str = "verilator", waves: bool = False,
-          root: Path | None = None, extras: dict[str, dict] | None = None) -> Path:
+          root: Path | None = None, extras: dict[str, dict] | None = None,
+          netlist: list[Path] | None = None) -> Path:
     """Build ``block`` at ``cfg`` for ``simulator`` unless an up-to-date build exists; return
-    the build folder."""
+    the build folder. ``netlist`` replaces the generated RTL by other Verilog files with the
+    same top module (a gate-level netlist and its cell models)."""
     root = build_root() if root is None else Path(root)
     name = cfg.build_name + (f"-{extras_hash(extras)}" if extras else "")
+    if netlist is None:
+        text, desc = verilog_text(block, cfg, extras)
+    else:
+        text = "\n".join(Path(p).read_text() for p in netlist)
+        desc = {"block": block, "netlist": [Path(p).name for p in netlist]}
+        name += "-gates-" + hashlib.sha256(text.encode()).hexdigest()[:12]
     folder = root / "sim" / name / (simulator + ("-waves" if waves else ""))
-    text, desc = verilog_text(block, cfg, extras)
     import cocotb
 
     key = hashlib.sha256("\0".join([text, simulator, str(waves), cocotb.__version__])
@@ -87,7 +94,7 @@ def build(block: str, cfg: BlockConfig, *, simulator: str = "verilator", waves: 
         if stamp.exists() and json.loads(stamp.read_text()).get("key") == key:
             return folder
         src = folder / f"{block}.v"
-        write_if_changed(src, text)
+        write_if_changed(src, text)  # (a netlist is concatenated into one file)
         write_if_changed(folder / f"{block}.json", json.dumps(desc, indent=2) + "\n")
         runner = _runner(simulator)
         log_file = folder / "build.log"
@@ -95,7 +102,9 @@ def build(block: str, cfg: BlockConfig, *, simulator: str = "verilator", waves: 
             with _quiet_stdout(log_file):
                 runner.build(sources=[src], hdl_toplevel=block, build_dir=folder,
                              timescale=TIMESCALE, waves=waves, always=True,
-                             build_args=["-Wno-fatal"] if simulator == "verilator" else [])
+                             build_args=(["-Wno-fatal"] + (["--trace-underscore"] if netlist
+                                                           else []))
+                             if simulator == "verilator" else [])
         except (SystemExit, Exception) as e:
             raise ToolError(f"{simulator} build of {block} failed ({e}); see {log_file}") from None
         atomic_write_text(stamp, json.dumps({"key": key, "block": block,
@@ -131,7 +140,8 @@ def simulate(block: str, cfg: BlockConfig, inputs: dict[str, np.ndarray], *,
              stall_prob: float = 0.0, expected: dict[str, np.ndarray] | None = None,
              waves: bool = False, testcase: str = "vectors", root: Path | None = None,
              run_dir: Path | None = None,
-             extras: dict[str, dict[str, np.ndarray]] | None = None) -> SimResult:
+             extras: dict[str, dict[str, np.ndarray]] | None = None,
+             netlist: list[Path] | None = None) -> SimResult:
     """Run ``inputs`` through the simulated RTL of ``block``.
 
     ``inputs`` are checked with the block's golden ``check_inputs`` first (the same contract
@@ -149,7 +159,8 @@ def simulate(block: str, cfg: BlockConfig, inputs: dict[str, np.ndarray], *,
     checked = b.golden_module().check_inputs(cfg, inputs)
     if not isinstance(checked, dict):  # a block whose check returns its single array
         checked = {next(iter(inputs)): checked}
-    folder = build(block, cfg, simulator=simulator, waves=waves, root=root, extras=extras)
+    folder = build(block, cfg, simulator=simulator, waves=waves, root=root, extras=extras,
+                   netlist=netlist)
     runs = folder / "runs"
     runs.mkdir(exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=runs)) if run_dir is None else run_dir
