@@ -17,8 +17,9 @@ Method
 
 ``energy = sum_cells toggles(out) * weight(cell) + cycles * CLOCK_WEIGHT * flip_flops``, in
 arbitrary units ("transistor-toggles"), over the active run (reset release to the last output
-transfer). It ranks designs relative to each other on the same workload; it is not a power figure in watts (no wire load, no process data, no glitches: a
-zero-delay simulation counts at most one toggle per net per cycle).
+transfer). It ranks designs relative to each other on the same workload; it is not a power
+figure in watts (no wire load, no process data, no glitches: a zero-delay simulation counts at
+most one toggle per net per cycle).
 """
 
 from __future__ import annotations
