@@ -3,9 +3,11 @@
 ``synthesize(block, cfg, out_dir)`` runs, in ``out_dir``:
 
 1. **Generic CMOS area.** Yosys ``synth`` keeping the hierarchy (ABC runs per module, which
-   keeps large designs tractable), ``dfflegalize`` to a plain D flip-flop (enables and resets
-   become logic, so every cell has a transistor figure), ``abc -g AND,NAND,OR,NOR,XOR,XNOR,MUX``,
-   then ``stat -tech cmos``: an estimated transistor count, per module and in total.
+   keeps large designs tractable) but leaving memories as memories, ``dfflegalize`` to a plain
+   D flip-flop (enables and resets become logic, so every cell has a transistor figure),
+   ``abc -g AND,NAND,OR,NOR,XOR,XNOR,MUX``, then ``stat -tech cmos``: an estimated transistor
+   count of the logic, per module and in total. Memories (context storage, tables) are
+   reported as storage bits beside it, not converted into flip-flops.
 2. **FPGA cells.** ``synth_ice40`` and ``synth_ecp5`` of the bare block: LUTs, flip-flops,
    carry cells, DSP blocks, block RAM.
 3. **fmax.** The block inside a pin-light wrapper (all inputs from one registered shift chain,
@@ -44,15 +46,46 @@ DEVICES = {
                                                         "--lpf-allow-unconstrained"]},
 }
 
-CMOS_SCRIPT = """\
+# Memories stay memories ($mem_v2 cells, counted as storage bits, not as gates): the flow is
+# Yosys's "synth" up to its "fine" step, then the same steps without memory_map.
+CMOS_PREFIX = """\
 read_verilog -sv {src}
 hierarchy -check -top {top}
-synth -top {top}
+synth -top {top} -run begin:fine
+opt -fast -full
+techmap
+opt -fast
 dfflegalize -cell $_DFF_P_ 01
 abc -g AND,NAND,OR,NOR,XOR,XNOR,MUX
 opt_clean
+"""
+CMOS_SCRIPT = CMOS_PREFIX + """\
+tee -q -o memories.il dump t:$mem_v2
 tee -q -o {out} stat -json -tech cmos
 """
+
+
+def parse_memories(text: str) -> list[dict[str, Any]]:
+    """Memories of a design from an RTLIL dump of its ``$mem_v2`` cells: module, name, width,
+    depth, bits, and ``rom`` (no write port) or ``ram``."""
+    out: list[dict[str, Any]] = []
+    module = None
+    for line in text.splitlines():
+        tok = line.split()
+        if not tok:
+            continue
+        if tok[0] == "module":
+            module = tok[1].lstrip("\\")
+        elif tok[0] == "cell" and tok[1] == "$mem_v2":
+            out.append({"module": module, "name": tok[2].lstrip("\\")})
+        elif tok[0] == "parameter" and out and tok[1] in ("\\WIDTH", "\\SIZE", "\\WR_PORTS"):
+            val = tok[2]
+            num = int(val.split("'")[1], 2) if "'" in val else int(val)
+            out[-1][{"\\WIDTH": "width", "\\SIZE": "depth", "\\WR_PORTS": "wr"}[tok[1]]] = num
+    for mem in out:
+        mem["bits"] = mem.get("width", 0) * mem.get("depth", 0)
+        mem["kind"] = "ram" if mem.pop("wr", 0) else "rom"
+    return out
 
 FPGA_SCRIPT = """\
 read_verilog -sv {src}
@@ -160,11 +193,18 @@ def _cells(stat: dict[str, Any], family: str) -> dict[str, int]:
     }
 
 
+def _transistors(value: Any) -> int:
+    # Yosys appends "+" when some cells (memories) have no transistor figure; those are
+    # reported as storage bits instead.
+    return int(str(value).rstrip("+") or 0)
+
+
 def _area(stat: dict[str, Any], top: str) -> dict[str, Any]:
-    """Transistor estimates per module: ``total`` includes submodules, ``self`` does not."""
+    """Transistor estimates of the logic per module (``total`` includes submodules, ``self``
+    does not) and the storage bits of memories, which are not counted as logic."""
     mods = stat["modules"]
-    totals = {name.lstrip("\\"): int(m.get("estimated_num_transistors", 0)) for name, m in
-              mods.items()}
+    totals = {name.lstrip("\\"): _transistors(m.get("estimated_num_transistors", 0))
+              for name, m in mods.items()}
     per_module = {}
     for name, m in mods.items():
         name = name.lstrip("\\")
@@ -175,7 +215,7 @@ def _area(stat: dict[str, Any], top: str) -> dict[str, Any]:
                             "transistors_self": totals[name] - children,
                             "cells": m["num_cells"]}
     return {
-        "transistors": int(stat["design"]["estimated_num_transistors"]),
+        "transistors": _transistors(stat["design"]["estimated_num_transistors"]),
         "flip_flops": stat["design"]["num_cells_by_type"].get("$_DFF_P_", 0),
         "per_module": per_module,
     }
@@ -201,8 +241,10 @@ def synthesize(block: str, cfg: BlockConfig, out_dir: str | Path, *, fmax: bool 
         "latency_cycles": desc.get("latency_cycles"),
         "latency_formula": desc.get("latency_formula"),
         "area_cmos": _area(json.loads((out_dir / "stat_cmos.json").read_text()), block),
+        "memories": parse_memories((out_dir / "memories.il").read_text()),
         "fpga": {},
     }
+    report["area_cmos"]["storage_bits"] = sum(m["bits"] for m in report["memories"])
     for family in ("ice40", "ecp5"):
         log.info("%s: %s cells", block, family)
         _yosys(FPGA_SCRIPT.format(src=src, family=family, top=block, out=f"stat_{family}.json"),
@@ -228,8 +270,10 @@ def report_markdown(r: dict[str, Any]) -> str:
         "",
         "| metric | value |",
         "|---|---:|",
-        f"| CMOS transistor estimate (Yosys `stat -tech cmos`) | {a['transistors']:,} |",
+        f"| CMOS transistor estimate of the logic (Yosys `stat -tech cmos`) | "
+        f"{a['transistors']:,} |",
         f"| flip-flops | {a['flip_flops']:,} |",
+        f"| storage (memory bits, not in the logic estimate) | {a['storage_bits']:,} |",
     ]
     for fam, e in r["fpga"].items():
         lines.append(f"| {fam} LUT4 / FF / carry | {e['lut']:,} / {e['ff']:,} / {e['carry']:,} |")
@@ -238,6 +282,11 @@ def report_markdown(r: dict[str, Any]) -> str:
             f = "n/a (" + e.get("reason", "") + ")" if e["fmax_mhz"] is None \
                 else f"{e['fmax_mhz']:.1f} MHz"
             lines.append(f"| {fam} fmax (nextpnr, seed 1) | {f} |")
+    if r.get("memories"):
+        lines += ["", "| memory | module | kind | depth x width | bits |", "|---|---|---|---|---:|"]
+        for mem in r["memories"]:
+            lines.append(f"| {mem['name']} | {mem['module']} | {mem['kind']} | "
+                         f"{mem['depth']} x {mem['width']} | {mem['bits']:,} |")
     lines += ["", "| module | transistors (self) | transistors (with submodules) |",
               "|---|---:|---:|"]
     for name, m in sorted(a["per_module"].items()):

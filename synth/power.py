@@ -35,6 +35,7 @@ import numpy as np
 from hadware.config.base import BlockConfig, atomic_write_text
 from hadware.errors import ToolError
 from hadware.hw.generate import generate
+from hadware.synth.flow import CMOS_PREFIX
 
 __all__ = ["CELL_WEIGHT", "CLOCK_WEIGHT", "count_toggles", "estimate_energy"]
 
@@ -47,13 +48,7 @@ CELL_WEIGHT = {
 #: Clock-pin cost of one flip-flop per cycle, in the same units.
 CLOCK_WEIGHT = 4
 
-NETLIST_SCRIPT = """\
-read_verilog -sv {src}
-hierarchy -check -top {top}
-synth -top {top}
-dfflegalize -cell $_DFF_P_ 01
-abc -g AND,NAND,OR,NOR,XOR,XNOR,MUX
-opt_clean
+NETLIST_SCRIPT = CMOS_PREFIX + """\
 write_verilog -noexpr -noattr {out}
 """
 

