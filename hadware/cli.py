@@ -32,7 +32,8 @@ log = logging.getLogger("hadware")
 
 
 def _add_block(p: argparse.ArgumentParser, config: bool = True) -> None:
-    p.add_argument("block", metavar="BLOCK", help=f"one of: {', '.join(sorted(BLOCKS))}")
+    p.add_argument("block", metavar="BLOCK", help=f"one of: {', '.join(sorted(BLOCKS))}"
+                   + (" (synth also: compare, sweep)" if p.prog.endswith("synth") else ""))
     if config:
         p.add_argument("--config", metavar="CFG.json", help="block configuration "
                        "(default: the block's defaults; see 'hadware config BLOCK')")
@@ -127,6 +128,8 @@ def cmd_sim(args) -> int:
 
 
 def cmd_synth(args) -> int:
+    if args.block in ("compare", "sweep"):
+        return cmd_compare(args)
     from hadware.synth.flow import synthesize
 
     b, cfg = _load(args)
@@ -134,6 +137,22 @@ def cmd_synth(args) -> int:
                         extras=_extras(b, args))
     sys.stdout.write((Path(args.output) / "report.md").read_text())
     log.debug("%s", json.dumps(report))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from hadware.config.attention import AttentionConfig
+
+    cfg = AttentionConfig() if args.config is None else AttentionConfig.load(args.config)
+    if args.block == "compare":
+        from hadware.synth.compare import compare
+
+        compare(cfg, args.output, queries=args.queries, fmax=not args.no_fmax, jobs=args.jobs)
+    else:
+        from hadware.synth.sweep import sweep
+
+        sweep(cfg, args.output, queries=args.queries, jobs=args.jobs)
+    sys.stdout.write((Path(args.output) / "report.md").read_text())
     return 0
 
 
@@ -190,10 +209,15 @@ def build_parser() -> argparse.ArgumentParser:
                            help="probability that an input beat is held back a cycle")
             s.add_argument("--waves", action="store_true", help="record an FST/VCD trace")
 
-    s = sub.add_parser("synth", help="synthesize: area, FPGA cells, fmax")
+    s = sub.add_parser("synth", help="synthesize: area, FPGA cells, fmax; 'synth compare' and "
+                       "'synth sweep' compare HAD with standard attention")
     _add_block(s)
     s.add_argument("-o", "--output", metavar="DIR", required=True)
     s.add_argument("--no-fmax", action="store_true", help="skip place and route")
+    s.add_argument("--queries", type=int, default=4, metavar="M",
+                   help="compare/sweep: queries in the energy workload")
+    s.add_argument("--jobs", type=int, default=2, metavar="J",
+                   help="compare/sweep: designs synthesized in parallel")
     s.set_defaults(func=cmd_synth)
 
     s = sub.add_parser("demo", help="the built-in demonstration (make demo)")

@@ -53,7 +53,14 @@ from hadware.config.topk import TopKConfig
 from hadware.hw.score_unit import ScoreLane, score_unit_latency
 from hadware.hw.topk import TopK
 
-__all__ = ["Attention", "attention_cycles", "attention_latency_constant"]
+__all__ = [
+    "Attention",
+    "Divider",
+    "Scaler",
+    "WeightedSum",
+    "attention_cycles",
+    "attention_latency_constant",
+]
 
 
 def attention_latency_constant(cfg: AttentionConfig) -> int:
@@ -206,6 +213,28 @@ class Divider(wiring.Component):
             ]
             with m.If(steps == 1):
                 m.d.sync += [busy.eq(0), self.done.eq(1)]
+        return m
+
+
+class Scaler(wiring.Component):
+    """``out = (num * recip + 2**(S-1)) >> S`` for one value column (combinational): the one
+    wide multiplier of the output normalisation, in its own module."""
+
+    def __init__(self, cfg: AttentionConfig):
+        self.cfg = cfg
+        super().__init__({
+            "num": In(signed(cfg.num_width)),
+            "recip": In(cfg.recip_width),
+            "out": Out(signed(cfg.out_width)),
+        })
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        cfg = self.cfg
+        recip_s = Cat(self.recip, Const(0, 1)).as_signed()
+        prod = Signal(signed(cfg.product_width + 1))
+        m.d.comb += prod.eq(self.num * recip_s + (1 << (cfg.out_shift - 1)))
+        m.d.comb += self.out.eq(prod >> cfg.out_shift)
         return m
 
 
@@ -379,11 +408,10 @@ class Attention(wiring.Component):
         for c in range(1, cfg.d_v):
             with m.If(col == c):
                 m.d.comb += num_sel.eq(wsum.num[c])
-        recip_s = Cat(div.recip, Const(0, 1)).as_signed()
-        prod = Signal(signed(cfg.product_width + 1))
-        m.d.comb += prod.eq(num_sel * recip_s + (1 << (cfg.out_shift - 1)))
-        result = Signal(signed(cfg.out_width))
-        m.d.comb += result.eq(prod >> cfg.out_shift)
+        scaler = Scaler(cfg)
+        m.submodules.scale = scaler
+        m.d.comb += [scaler.num.eq(num_sel), scaler.recip.eq(div.recip)]
+        result = scaler.out
         out_valid = Signal()
         out_regs = Signal(data.ArrayLayout(signed(cfg.out_width), cfg.d_v))
         with m.If(div.done):

@@ -1,0 +1,274 @@
+"""HAD attention against standard attention and the ablations, at one configuration.
+
+``compare(cfg, out_dir)`` synthesizes every attention design at the same configuration (the
+fields they share: d, n_max, d_v, lanes, temperature, exp_frac_bits, out_frac_bits, top_k where
+it applies), runs them on one workload, and writes ``report.json``, ``report.md`` and PNG plots:
+
+* logic area (Yosys ``stat -tech cmos`` transistor estimate, hierarchy kept) broken down into
+  sub-blocks by module name (:func:`category`), and storage (memory bits) beside it;
+* iCE40 and ECP5 cells and nextpnr fmax (:mod:`hadware.synth.flow`);
+* dynamic energy per query from gate-level switching activity (:mod:`hadware.synth.power`), with
+  the gate-level outputs checked against the RTL outputs for every design;
+* cycles per query from the RTL simulation;
+* ``area_reduction`` and ``power_reduction``: ``1 - HAD / standard attention``.
+
+The workload: ``queries`` query rows over a full context of ``n_max`` keys, random int8 queries,
+keys and values from a fixed seed; the binarized designs see the signs of the same queries and
+keys (element >= 0 is +1), so every design answers the same questions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hadware.blocks import BLOCKS, get_block
+from hadware.config.attention import AttentionConfig
+from hadware.config.base import atomic_write_text
+
+__all__ = ["DESIGNS", "SRAM_TRANSISTORS_PER_BIT", "category", "compare"]
+
+log = logging.getLogger(__name__)
+
+#: Designs in report order: (block, label, binarized, sparsified). The first is HAD, the
+#: second the reference for the reductions.
+DESIGNS = [
+    ("attention", "HAD (binary + top-k)", True, True),
+    ("std_attention", "standard (int8, dense)", False, False),
+    ("int8_topk_attention", "int8 + top-k", False, True),
+    ("binary_dense_attention", "binary, dense", True, False),
+]
+
+#: Transistors per stored bit when storage is added to logic (a 6T SRAM cell).
+SRAM_TRANSISTORS_PER_BIT = 6
+
+CATEGORIES = ["scoring", "top-k", "softmax + weighted sum", "normalisation", "control"]
+
+
+def category(module: str) -> str:
+    """Sub-block of a module, by the last part of its hierarchical name."""
+    leaf = module.rsplit(".", 1)[-1] if "." in module else ""
+    if leaf.startswith(("lane", "dot", "mul", "score")):
+        return "scoring"
+    if leaf.startswith("topk"):
+        return "top-k"
+    if leaf.startswith(("wsum", "softmax", "exp", "max")):
+        return "softmax + weighted sum"
+    if leaf.startswith(("divider", "recip", "scale")):
+        return "normalisation"
+    return "control"
+
+
+def workload(cfg: AttentionConfig, queries: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "q": rng.integers(-128, 128, (queries, cfg.d)).astype(np.int8),
+        "k": rng.integers(-128, 128, (cfg.n_max, cfg.d)).astype(np.int8),
+        "v": rng.integers(-128, 128, (cfg.n_max, cfg.d_v)).astype(np.int8),
+    }
+
+
+def _design_config(block: str, cfg: AttentionConfig):
+    cls = get_block(block).config_class()
+    fields = set(cls.field_names())
+    return cls.from_dict({k: v for k, v in cfg.to_dict().items() if k in fields},
+                         source=f"{block} configuration derived from the compare config")
+
+
+def _inputs(binary: bool, w: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    if not binary:
+        return dict(w)
+    sign = lambda a: np.where(a >= 0, 1, -1).astype(np.int8)  # noqa: E731
+    return {"q": sign(w["q"]), "k": sign(w["k"]), "v": w["v"]}
+
+
+def _cycles_per_query(stats: dict[str, Any]) -> float:
+    q_in = stats["in_cycles"]["q_stream"]
+    out = stats["out_cycles"]["o_stream"]
+    return float(np.mean([o - i for i, o in zip(q_in, out, strict=True)]))
+
+
+def run_design(block: str, cfg_dict: dict, binary: bool, w: dict[str, np.ndarray],
+               out_dir: str, fmax: bool, pnr_timeout: float) -> dict[str, Any]:
+    """Synthesis, RTL simulation and gate-level energy of one design (runs in a worker)."""
+    from hadware.synth.flow import synthesize
+    from hadware.synth.power import estimate_energy
+    from hadware.tb.runner import simulate
+
+    t0 = time.time()
+    cfg = _design_config(block, AttentionConfig.from_dict(cfg_dict))
+    folder = Path(out_dir) / block
+    inputs = _inputs(binary, w)
+    rtl = simulate(block, cfg, inputs, seed=0)
+    syn = synthesize(block, cfg, folder / "synth", fmax=fmax, timeout=pnr_timeout)
+    energy = estimate_energy(block, cfg, inputs, folder / "power", rtl_outputs=rtl.outputs)
+    return {"block": block, "config": cfg.to_dict(), "synth": syn, "energy": energy,
+            "cycles_per_query": _cycles_per_query(rtl.stats),
+            "wall_time_s": round(time.time() - t0, 1)}
+
+
+def _summarise(label: str, binary: bool, sparse: bool, r: dict[str, Any]) -> dict[str, Any]:
+    syn, en = r["synth"], r["energy"]
+    area = syn["area_cmos"]
+    by_cat = dict.fromkeys(CATEGORIES, 0)
+    for name, m in area["per_module"].items():
+        by_cat[category(name)] += m["transistors_self"]
+    energy_cat = dict.fromkeys(CATEGORIES, 0.0)
+    for name, e in en["per_instance"].items():
+        energy_cat[category(name)] += (e["data"] + e["clock"]) / max(1, en["queries"])
+    storage = area["storage_bits"]
+    return {
+        "block": r["block"], "label": label, "binarized": binary, "sparsified": sparse,
+        "config": r["config"],
+        "logic_transistors": area["transistors"],
+        "logic_transistors_by_subblock": by_cat,
+        "storage_bits": storage,
+        "storage_by_memory": {f"{m['module']}.{m['name']}": m["bits"] for m in syn["memories"]},
+        "area_transistors_with_storage": area["transistors"] + SRAM_TRANSISTORS_PER_BIT * storage,
+        "flip_flops": area["flip_flops"],
+        "fpga": syn["fpga"],
+        "energy_per_query": en["energy_per_query"],
+        "energy_per_query_by_subblock": energy_cat,
+        "gate_level_matches_rtl": en["gate_level_matches_rtl"],
+        "cycles_per_query": r["cycles_per_query"],
+        "wall_time_s": r["wall_time_s"],
+    }
+
+
+def compare(cfg: AttentionConfig, out_dir: str | Path, *, queries: int = 4, seed: int = 0,
+            fmax: bool = True, jobs: int = 2, pnr_timeout: float = 600.0,
+            designs: list[str] | None = None) -> dict[str, Any]:
+    """Run every registered attention design at ``cfg``; write and return the report."""
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    chosen = [d for d in DESIGNS if d[0] in BLOCKS and (designs is None or d[0] in designs)]
+    w = workload(cfg, queries, seed)
+    cfg_dict = cfg.to_dict()
+    results: dict[str, dict[str, Any]] = {}
+    with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = {block: pool.submit(run_design, block, cfg_dict, binary, w, str(out_dir),
+                                      fmax, pnr_timeout)
+                   for block, _, binary, _ in chosen}
+        for block, fut in futures.items():
+            results[block] = fut.result()
+            log.info("%s done in %.0f s", block, results[block]["wall_time_s"])
+    rows = [_summarise(label, binary, sparse, results[block])
+            for block, label, binary, sparse in chosen]
+    report: dict[str, Any] = {
+        "config": cfg_dict,
+        "workload": {"queries": queries, "keys": cfg.n_max, "seed": seed},
+        "designs": rows,
+        "wall_time_s": round(time.time() - t0, 1),
+        "method": {
+            "area": "Yosys stat -tech cmos transistor estimate of the logic, hierarchy kept; "
+                    "memories reported as storage bits; area with storage adds "
+                    f"{SRAM_TRANSISTORS_PER_BIT} transistors per bit",
+            "energy": "gate-level simulation of the CMOS netlist on the workload, toggles of "
+                      "every cell output weighted by the cell's transistor count plus a clock "
+                      "cost per flip-flop per cycle (synth/power.py); storage accesses are not "
+                      "included",
+        },
+    }
+    had = next((r for r in rows if r["block"] == "attention"), None)
+    std = next((r for r in rows if r["block"] == "std_attention"), None)
+    if had and std:
+        report["area_reduction"] = 1 - had["area_transistors_with_storage"] / \
+            std["area_transistors_with_storage"]
+        report["logic_area_reduction"] = 1 - had["logic_transistors"] / std["logic_transistors"]
+        report["power_reduction"] = 1 - had["energy_per_query"] / std["energy_per_query"]
+    atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
+    plots = write_plots(report, out_dir)
+    atomic_write_text(out_dir / "report.md", report_markdown(report, plots))
+    return report
+
+
+def write_plots(report: dict[str, Any], out_dir: Path) -> list[str]:
+    """Stacked bars of logic area and energy per query by sub-block; returns file names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["designs"]
+    labels = [r["label"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
+    for ax, key, title, unit in (
+        (axes[0], "logic_transistors_by_subblock", "Logic area", "transistors"),
+        (axes[2], "energy_per_query_by_subblock", "Dynamic energy per query",
+         "transistor-toggles"),
+    ):
+        bottom = np.zeros(len(rows))
+        for cat in CATEGORIES:
+            vals = np.array([r[key][cat] for r in rows], dtype=float)
+            ax.bar(labels, vals, bottom=bottom, label=cat)
+            bottom += vals
+        ax.set_title(title)
+        ax.set_ylabel(unit)
+        ax.tick_params(axis="x", rotation=20)
+    axes[0].legend(fontsize=8)
+    axes[1].bar(labels, [r["storage_bits"] / 1024 for r in rows], color="tab:gray")
+    axes[1].set_title("Storage (keys, values, tables)")
+    axes[1].set_ylabel("kbit")
+    axes[1].tick_params(axis="x", rotation=20)
+    c = report["config"]
+    fig.suptitle(f"d={c['d']}, n_max={c['n_max']}, top_k={c['top_k']}, lanes={c['lanes']}, "
+                 f"d_v={c['d_v']}")
+    fig.tight_layout()
+    name = "compare.png"
+    tmp = out_dir / f".{name}.tmp.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(out_dir / name)
+    return [name]
+
+
+def _fmt_fmax(e: dict[str, Any]) -> str:
+    if "fmax_mhz" not in e:
+        return "-"
+    return "n/a" if e["fmax_mhz"] is None else f"{e['fmax_mhz']:.0f}"
+
+
+def report_markdown(report: dict[str, Any], plots: list[str]) -> str:
+    c = report["config"]
+    rows = report["designs"]
+    lines = [
+        f"# Attention designs at d={c['d']}, n_max={c['n_max']}, top_k={c['top_k']}, "
+        f"lanes={c['lanes']}, d_v={c['d_v']}",
+        "",
+        "| design | logic (transistors) | storage (bits) | area incl. storage | energy / query "
+        "| cycles / query | iCE40 LUT / FF / BRAM / fmax MHz | ECP5 LUT / FF / DSP / BRAM / "
+        "fmax MHz | gate-level = RTL |",
+        "|---|---:|---:|---:|---:|---:|---|---|---|",
+    ]
+    for r in rows:
+        i, e = r["fpga"]["ice40"], r["fpga"]["ecp5"]
+        lines.append(
+            f"| {r['label']} | {r['logic_transistors']:,} | {r['storage_bits']:,} | "
+            f"{r['area_transistors_with_storage']:,} | {r['energy_per_query']:,.0f} | "
+            f"{r['cycles_per_query']:.0f} | {i['lut']:,} / {i['ff']:,} / {i['bram']} / "
+            f"{_fmt_fmax(i)} | {e['lut']:,} / {e['ff']:,} / {e['dsp']} / {e['bram']} / "
+            f"{_fmt_fmax(e)} | {'yes' if r['gate_level_matches_rtl'] else 'NO'} |")
+    if "area_reduction" in report:
+        lines += ["", f"HAD against standard attention: area (logic + storage) "
+                      f"{100 * report['area_reduction']:.1f}% smaller, logic alone "
+                      f"{100 * report['logic_area_reduction']:.1f}% smaller, dynamic energy "
+                      f"per query {100 * report['power_reduction']:.1f}% lower."]
+    lines += ["", "Logic transistors by sub-block:", "",
+              "| design | " + " | ".join(CATEGORIES) + " |",
+              "|---|" + "---:|" * len(CATEGORIES)]
+    for r in rows:
+        lines.append(f"| {r['label']} | " + " | ".join(
+            f"{r['logic_transistors_by_subblock'][k]:,}" for k in CATEGORIES) + " |")
+    lines += ["", f"Method: {report['method']['area']}. Energy: {report['method']['energy']}.",
+              f"Workload: {report['workload']['queries']} queries over "
+              f"{report['workload']['keys']} keys (seed {report['workload']['seed']}). "
+              f"Wall time {report['wall_time_s']:.0f} s."]
+    lines += ["", *[f"![{p}]({p})" for p in plots]]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,39 @@
+"""The HAD-versus-baselines comparison on a tiny configuration (the full-size run is a
+benchmark, documented in the README, not a test)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hadware.config.attention import AttentionConfig
+from hadware.synth.compare import CATEGORIES, category, compare
+
+
+def test_categories():
+    assert category("attention.lane3") == "scoring"
+    assert category("attention.topk") == "top-k"
+    assert category("attention.wsum") == "softmax + weighted sum"
+    assert category("attention.divider") == "normalisation"
+    assert category("attention.scale") == "normalisation"
+    assert category("attention") == "control"
+    assert set(CATEGORIES) >= {"scoring", "top-k", "control"}
+
+
+@pytest.mark.sim
+@pytest.mark.synth
+def test_compare_report(tmp_path):
+    cfg = AttentionConfig(d=8, n_max=6, top_k=2, d_v=1, lanes=2, exp_frac_bits=8,
+                          out_frac_bits=2)
+    r = compare(cfg, tmp_path, queries=2, fmax=False, jobs=1, designs=["attention"])
+    assert json.loads((tmp_path / "report.json").read_text()) == r
+    (had,) = r["designs"]
+    assert had["gate_level_matches_rtl"] is True
+    assert had["logic_transistors"] == sum(had["logic_transistors_by_subblock"].values())
+    # Storage: keys (3 rows of 2 x 8 bits), values (6 x 8 bits), table (9 x 9 bits).
+    assert had["storage_bits"] == 3 * 16 + 6 * 8 + 9 * 9
+    assert had["cycles_per_query"] > cfg.top_k
+    assert (tmp_path / "compare.png").stat().st_size > 0
+    md = (tmp_path / "report.md").read_text()
+    assert "HAD (binary + top-k)" in md and "compare.png" in md
