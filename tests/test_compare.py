@@ -37,3 +37,18 @@ def test_compare_report(tmp_path):
     assert (tmp_path / "compare.png").stat().st_size > 0
     md = (tmp_path / "report.md").read_text()
     assert "HAD (binary + top-k)" in md and "compare.png" in md
+
+
+@pytest.mark.sim
+@pytest.mark.synth
+@pytest.mark.full
+def test_sweep_tiny(tmp_path):
+    from hadware.synth.sweep import sweep
+
+    cfg = AttentionConfig(d=8, n_max=8, top_k=2, d_v=1, lanes=2, exp_frac_bits=8,
+                          out_frac_bits=2)
+    r = sweep(cfg, tmp_path, queries=1, jobs=1, n_max=(4, 8), d=(8,))
+    had = sorted((p["value"], p["storage_bits"]) for p in r["points"]
+                 if p["axis"] == "n_max" and p["block"] == "attention")
+    assert [v for v, _ in had] == [4, 8] and had[0][1] < had[1][1]
+    assert (tmp_path / "sweep.png").stat().st_size > 0

@@ -1,0 +1,117 @@
+"""How area and energy per query grow with context length and head size, HAD against
+standard attention.
+
+``sweep(cfg, out_dir)`` varies ``n_max`` over :data:`N_MAX` at the configuration's ``d``, and
+``d`` over :data:`D` at its ``n_max`` (other fields as in ``cfg``; ``top_k`` is capped at
+``n_max``), runs the CMOS area flow and the gate-level energy estimate of each design at each
+point (no FPGA flows), and writes ``report.json``, ``report.md`` and ``sweep.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from hadware.blocks import BLOCKS
+from hadware.config.attention import AttentionConfig
+from hadware.config.base import atomic_write_text
+from hadware.synth.compare import SRAM_TRANSISTORS_PER_BIT, run_design, workload
+
+__all__ = ["N_MAX", "D", "sweep"]
+
+N_MAX = (64, 128, 256, 512, 1024, 2048)
+D = (32, 64, 128, 256)
+DESIGNS = [("attention", "HAD", True), ("std_attention", "standard attention", False)]
+
+
+def _point(cfg: AttentionConfig, **change: int) -> AttentionConfig:
+    d = cfg.to_dict()
+    d.update(change)
+    d["top_k"] = min(d["top_k"], d["n_max"])
+    d["lanes"] = min(d["lanes"], d["n_max"])
+    return AttentionConfig.from_dict(d)
+
+
+def sweep(cfg: AttentionConfig, out_dir: str | Path, *, queries: int = 2, seed: int = 0,
+          jobs: int = 2, n_max: tuple[int, ...] = N_MAX, d: tuple[int, ...] = D
+          ) -> dict[str, Any]:
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    points = [("n_max", v, _point(cfg, n_max=v)) for v in n_max] + \
+             [("d", v, _point(cfg, d=v)) for v in d]
+    designs = [x for x in DESIGNS if x[0] in BLOCKS]
+    rows: list[dict[str, Any]] = []
+    with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futs = []
+        for axis, value, pcfg in points:
+            w = workload(pcfg, queries, seed)
+            for block, label, binary in designs:
+                folder = out_dir / f"{axis}{value}"
+                futs.append(((axis, value, block, label), pool.submit(
+                    run_design, block, pcfg.to_dict(), binary, w, str(folder), False, 600.0,
+                    False)))
+        for (axis, value, block, label), fut in futs:
+            r = fut.result()
+            area = r["synth"]["area_cmos"]
+            rows.append({
+                "axis": axis, "value": value, "block": block, "label": label,
+                "config": r["config"],
+                "logic_transistors": area["transistors"],
+                "storage_bits": area["storage_bits"],
+                "area_transistors_with_storage":
+                    area["transistors"] + SRAM_TRANSISTORS_PER_BIT * area["storage_bits"],
+                "energy_per_query": r["energy"]["energy_per_query"],
+                "cycles_per_query": r["cycles_per_query"],
+            })
+    report = {"base_config": cfg.to_dict(), "points": rows,
+              "wall_time_s": round(time.time() - t0, 1)}
+    atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
+    _plot(report, out_dir / "sweep.png")
+    atomic_write_text(out_dir / "report.md", _markdown(report))
+    return report
+
+
+def _plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    for col, axis in enumerate(("n_max", "d")):
+        for row, (key, ylabel) in enumerate((("area_transistors_with_storage",
+                                              "area: transistors (logic + 6T/bit storage)"),
+                                             ("energy_per_query", "energy per query"))):
+            ax = axes[row][col]
+            for label in sorted({p["label"] for p in report["points"]}):
+                pts = sorted((p["value"], p[key]) for p in report["points"]
+                             if p["axis"] == axis and p["label"] == label)
+                if pts:
+                    ax.plot(*zip(*pts, strict=True), marker="o", label=label)
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel(axis)
+            ax.set_ylabel(ylabel)
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    lines = ["# Sweep: HAD against standard attention", "",
+             "| axis | value | design | logic transistors | storage bits | energy / query | "
+             "cycles / query |", "|---|---:|---|---:|---:|---:|---:|"]
+    for p in report["points"]:
+        lines.append(f"| {p['axis']} | {p['value']} | {p['label']} | "
+                     f"{p['logic_transistors']:,} | {p['storage_bits']:,} | "
+                     f"{p['energy_per_query']:,.0f} | {p['cycles_per_query']:.0f} |")
+    lines += ["", f"Wall time {report['wall_time_s']:.0f} s.", "", "![sweep](sweep.png)"]
+    return "\n".join(lines) + "\n"
