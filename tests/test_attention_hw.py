@@ -166,3 +166,12 @@ def test_divider_rounds_the_reciprocal_half_up():
         exact = Fraction(2**r, den)
         assert abs(Fraction(rec) - exact) <= Fraction(1, 2), den
         assert rec == ((1 << r) + den // 2) // den
+
+
+def test_largest_d():
+    cfg = AttentionConfig(d=1024, n_max=5, top_k=2, d_v=2, lanes=2, temperature=0.01,
+                          exp_frac_bits=12, out_frac_bits=4)
+    a = random_arrays(cfg, 3, seed=11)
+    a["q"][1] = a["k"][3]  # the extreme score +1024
+    a["q"][2] = -a["k"][0]  # and -1024
+    check(cfg, a, idle=0.2, stall=0.3, seed=11)

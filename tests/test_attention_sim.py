@@ -125,6 +125,15 @@ def test_cli_sim_and_golden_agree(tmp_path):
 
 @pytest.mark.sim
 @pytest.mark.full
+def test_verilator_largest_d():
+    cfg = AttentionConfig(d=1024, n_max=64, top_k=8, d_v=4, lanes=4, temperature=0.005,
+                          exp_frac_bits=19, out_frac_bits=8)
+    compare(cfg, random_arrays(cfg, 6, seed=9), seed=9, idle_prob=0.3, stall_prob=0.3)
+    compare(cfg, edge_arrays(cfg, seed=10), seed=10, idle_prob=0.2, stall_prob=0.4)
+
+
+@pytest.mark.sim
+@pytest.mark.full
 @pytest.mark.parametrize("cfg", CONFIGS, ids=ident)
 def test_verilator_long_random(cfg):
     for seed in range(3):
