@@ -156,6 +156,20 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from hadware.sw.train import run
+
+    return run(args)
+
+
+def cmd_train_sweep(args) -> int:
+    from hadware.sw.train import sweep_recall
+
+    sweep_recall(args.out, top_ks=tuple(args.top_ks), seed=args.seed, threads=args.threads)
+    sys.stdout.write((Path(args.out) / "sweep.md").read_text())
+    return 0
+
+
 def cmd_demo(args) -> int:
     from hadware.sw.demo import run_demo
 
@@ -219,6 +233,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=int, default=2, metavar="J",
                    help="compare/sweep: designs synthesized in parallel")
     s.set_defaults(func=cmd_synth)
+
+    s = sub.add_parser("train", help="train a teacher and its HAD + ternary student on a "
+                       "built-in task")
+    from hadware.sw.train import add_arguments
+
+    add_arguments(s)
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("train-sweep", help="top_k sweep on the recall task (table and plot)")
+    s.add_argument("--out", metavar="DIR", required=True)
+    s.add_argument("--top-ks", metavar="K", type=int, nargs="+", default=[4, 8, 16, 32])
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(func=cmd_train_sweep)
 
     s = sub.add_parser("demo", help="the built-in demonstration (make demo)")
     s.add_argument("-o", "--output", metavar="DIR", default="build/demo")
