@@ -170,6 +170,26 @@ def cmd_train_sweep(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from hadware.sw.export import export_checkpoint
+
+    m = export_checkpoint(args.checkpoint, args.out, task=args.task, lanes=args.lanes)
+    print(f"exported {len(m['layers'])} layer(s), {len(m['files'])} files to {args.out}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from hadware.sw.run import run_exported
+
+    r = run_exported(args.folder, golden=args.golden, both=args.both, samples=args.samples,
+                     out=args.out)
+    for k, v in r.items():
+        print(f"  {k:24s} {v}")
+    if args.both and not r["hw_matches_golden"]:
+        raise HadwareError("hardware and golden predictions differ")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from hadware.sw.demo import run_demo
 
@@ -247,6 +267,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(func=cmd_train_sweep)
+
+    s = sub.add_parser("export", help="export a trained student into ROM images and configs")
+    s.add_argument("checkpoint", metavar="CHECKPOINT", help="student.pt of 'hadware train'")
+    s.add_argument("--out", metavar="DIR", required=True)
+    s.add_argument("--task", default=None, help="task name (default: from metrics.json)")
+    s.add_argument("--lanes", type=int, default=4, help="hardware lanes (default 4)")
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("run", help="run an exported model on the simulated hardware")
+    s.add_argument("folder", metavar="DIR")
+    s.add_argument("--golden", action="store_true", help="bit-exact golden models instead")
+    s.add_argument("--both", action="store_true", help="hardware and golden, compared")
+    s.add_argument("--samples", type=int, default=None, help="first N test samples")
+    s.add_argument("--out", metavar="RESULT.json", default=None)
+    s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("demo", help="the built-in demonstration (make demo)")
     s.add_argument("-o", "--output", metavar="DIR", default="build/demo")

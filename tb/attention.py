@@ -136,3 +136,25 @@ async def reset_mid_query(dut):
     beats = await _phase(dut, params, seed + 20, ctx_beats(cfg, a["k"], a["v"]),
                          query_beats(cfg, a["q"], a["n_valid"]))
     write_results(run_dir, decode(cfg, a, {"o_stream": beats}), {})
+
+
+@cocotb.test()
+async def batch(dut):
+    """Many independent contexts: for each sample s, clear and write context ``k[s], v[s]``,
+    then run every query ``q[s]`` over all of it (arrays (S, L, ...)). Used to run a model
+    layer's head over a whole data set in one simulation."""
+    run_dir, params, cfg, a = load_run()
+    seed = int(params["seed"])
+    start_clock(dut)
+    await reset(dut)
+    dut.ctx_stream__valid.value = 0
+    dut.q_stream__valid.value = 0
+    beats: list[int] = []
+    n = a["k"].shape[1]
+    for s in range(a["q"].shape[0]):
+        beats += await _phase(dut, params, seed + s, ctx_beats(cfg, a["k"][s], a["v"][s]),
+                              query_beats(cfg, a["q"][s], np.full(a["q"].shape[1], n)))
+    flat = {"q": a["q"].reshape(-1, cfg.d)}
+    out = decode(cfg, flat, {"o_stream": beats})
+    write_results(run_dir, {k: v.reshape(a["q"].shape[0], a["q"].shape[1], -1)
+                            for k, v in out.items()}, {})

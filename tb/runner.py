@@ -141,7 +141,7 @@ def simulate(block: str, cfg: BlockConfig, inputs: dict[str, np.ndarray], *,
              waves: bool = False, testcase: str = "vectors", root: Path | None = None,
              run_dir: Path | None = None,
              extras: dict[str, dict[str, np.ndarray]] | None = None,
-             netlist: list[Path] | None = None) -> SimResult:
+             netlist: list[Path] | None = None, check: bool = True) -> SimResult:
     """Run ``inputs`` through the simulated RTL of ``block``.
 
     ``inputs`` are checked with the block's golden ``check_inputs`` first (the same contract
@@ -156,7 +156,8 @@ def simulate(block: str, cfg: BlockConfig, inputs: dict[str, np.ndarray], *,
     missing = [name for name in b.extras if not extras or name not in extras]
     if missing:
         raise ToolError(f"block {block} needs the extra file(s) {', '.join(missing)}")
-    checked = b.golden_module().check_inputs(cfg, inputs)
+    # check=False: the caller has validated inputs of a testcase with its own contract.
+    checked = b.golden_module().check_inputs(cfg, inputs) if check else dict(inputs)
     if not isinstance(checked, dict):  # a block whose check returns its single array
         checked = {next(iter(inputs)): checked}
     folder = build(block, cfg, simulator=simulator, waves=waves, root=root, extras=extras,

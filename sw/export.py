@@ -1,0 +1,212 @@
+"""Export a trained student into hardware images, and load an export back (never
+re-quantizing).
+
+``hadware export CHECKPOINT --out DIR`` writes one folder (atomically, see
+:func:`hadware.sw.rom.write_folder`)::
+
+    manifest.json                 format version, task, model config, every block config,
+                                  scales, packing layout, size and sha256 of every file
+    host.npz                      float parameters the host runs: embeddings, norms, Q/K/V and
+                                  output projections, classifier head
+    layer<i>/attention_head<h>.json       AttentionConfig of one head (its temperature)
+    layer<i>/attention_head<h>_exp_lut.{hex,mif,coe}   the softmax table ROM of that head
+    layer<i>/mlp.json                     MlpConfig
+    layer<i>/mlp_gate_up.{hex,mif,coe}    ternary codes, packing layout v1, 32-bit words
+    layer<i>/mlp_down.{hex,mif,coe}
+    layer<i>/mlp_constants.json           betas and RMSNorm gains of the two BitLinear layers
+
+Loading (:func:`load_export`) checks the manifest (version, sizes, sha256), every config, the
+ROM image shapes and codes, and that each table image equals the table its config generates;
+any problem is an :class:`~hadware.sw.rom.ExportError` naming the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hadware.config.attention import AttentionConfig
+from hadware.config.mlp import MlpConfig
+from hadware.errors import HadwareError
+from hadware.sw.rom import (
+    ExportError,
+    read_hex,
+    verify_folder,
+    write_coe,
+    write_folder,
+    write_hex,
+    write_mif,
+)
+
+__all__ = ["ExportedModel", "export_checkpoint", "load_export"]
+
+OUT_FRAC_BITS = 8
+
+
+def _images(folder: Path, stem: str, words: list[int], width: int) -> None:
+    write_hex(folder / f"{stem}.hex", words, width)
+    write_mif(folder / f"{stem}.mif", words, width)
+    write_coe(folder / f"{stem}.coe", words, width)
+
+
+def attention_config(head_dim: int, n_max: int, top_k: int, temperature: float,
+                     lanes: int = 4) -> AttentionConfig:
+    """Hardware config of one head: ``exp_frac_bits`` is the smallest that keeps the output
+    within one unit of the last place of the exact softmax (``2**(F - O) >= 291.43 (k - 1)``)."""
+    k = min(top_k, n_max)
+    need = 0 if k == 1 else math.ceil(math.log2(291.43 * (k - 1)))
+    return AttentionConfig(d=head_dim, n_max=n_max, top_k=k, d_v=head_dim,
+                           lanes=min(lanes, n_max), temperature=float(temperature),
+                           exp_frac_bits=min(24, max(1, OUT_FRAC_BITS + need)),
+                           out_frac_bits=OUT_FRAC_BITS)
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path, *, task: str | None = None,
+                      lanes: int = 4) -> dict[str, Any]:
+    """Write the export folder of a student checkpoint (HAD attention, ternary MLPs)."""
+    from hadware.golden.mlp import quantize_weights
+    from hadware.sw.models import Encoder
+
+    checkpoint = Path(checkpoint)
+    try:
+        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        model = Encoder.from_checkpoint(ckpt)
+    except FileNotFoundError:
+        raise HadwareError(f"checkpoint {str(checkpoint)!r} does not exist") from None
+    except Exception as e:  # a file that is not one of our checkpoints
+        raise HadwareError(f"checkpoint {str(checkpoint)!r} cannot be loaded: {e}") from None
+    mc = model.config
+    if mc.attention != "had":
+        raise HadwareError(f"checkpoint {str(checkpoint)!r} has {mc.attention} attention; "
+                           "export needs a HAD student (student.pt of 'hadware train')")
+    metrics_path = checkpoint.with_name("metrics.json")
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    task = task or metrics.get("task")
+    n_max = mc.seq_len + (1 if mc.pool == "cls" else 0)
+    temps = model.temperatures()
+    state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    mlp_keys = {k for k in state if ".mlp." in k}
+
+    def fill(tmp: Path) -> dict[str, Any]:
+        np.savez(tmp / "host.npz", **{k: v for k, v in state.items() if k not in mlp_keys})
+        layers = []
+        for i in range(len(model.blocks)):
+            ld = tmp / f"layer{i}"
+            ld.mkdir()
+            heads = []
+            for h in range(mc.n_heads):
+                cfg = attention_config(mc.head_dim, n_max, mc.top_k or n_max, temps[i][h],
+                                       lanes)
+                cfg.save(ld / f"attention_head{h}.json")
+                _images(ld, f"attention_head{h}_exp_lut", list(cfg.lut), cfg.lut_width)
+                heads.append(cfg.to_dict())
+            mcfg = MlpConfig(d_model=mc.d_model, d_hidden=mc.mlp_hidden,
+                             lanes=math.gcd(lanes, math.gcd(mc.d_model, mc.mlp_hidden)))
+            mcfg.save(ld / "mlp.json")
+            w = quantize_weights(mcfg, {
+                "w_gate_up": state[f"blocks.{i}.mlp.gate_up.weight"],
+                "w_down": state[f"blocks.{i}.mlp.down.weight"],
+                "g_gate_up": state[f"blocks.{i}.mlp.gate_up.gain"],
+                "g_down": state[f"blocks.{i}.mlp.down.gain"],
+            })
+            exp = w.export()
+            consts = {}
+            for name in ("gate_up", "down"):
+                _images(ld, f"mlp_{name}", [int(x) for x in exp[f"rom_{name}"]], 32)
+                consts[f"beta_{name}"] = float(exp[f"beta_{name}"])
+                consts[f"g_{name}"] = [float(x) for x in exp[f"g_{name}"]]
+            (ld / "mlp_constants.json").write_text(json.dumps(consts, indent=1) + "\n")
+            layers.append({"attention_heads": heads, "mlp": mcfg.to_dict(),
+                           "mlp_rom_words": {n: len(exp[f"rom_{n}"]) for n in
+                                             ("gate_up", "down")}})
+        return {
+            "task": task,
+            "model": mc.to_dict(),
+            "float_metrics": {k: metrics[k] for k in ("teacher_accuracy", "student_accuracy",
+                                                      "student_ternary_accuracy")
+                              if k in metrics},
+            "packing_layout": {"version": int(exp["layout_version"]), "word_bits": 32,
+                               "codes": "2-bit two's complement: 00=0, 01=+1, 11=-1, 10 invalid",
+                               "order": "row-major, 16 codes per word, code j at bits 2j+1:2j"},
+            "value_scaling": "per sample and head: v_int8 = round(v * 127 / max|v|)",
+            "out_frac_bits": OUT_FRAC_BITS,
+            "layers": layers,
+        }
+
+    return write_folder(Path(out), fill)
+
+
+@dataclasses.dataclass
+class ExportedModel:
+    folder: Path
+    manifest: dict[str, Any]
+    host: dict[str, np.ndarray]
+    attention: list[list[AttentionConfig]]
+    mlp: list[Any]  # MlpWeights per layer
+
+    @property
+    def model_config(self):
+        from hadware.sw.models import ModelConfig
+
+        return ModelConfig.from_dict(self.manifest["model"])
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ExportError(f"{str(path)!r} is not valid JSON ({e.msg})") from None
+
+
+def load_export(folder: str | Path) -> ExportedModel:
+    """Load and check an export folder (see the module docstring)."""
+    from hadware.golden.mlp import load_exported
+
+    folder = Path(folder)
+    manifest = verify_folder(folder)
+    try:
+        with np.load(folder / "host.npz", allow_pickle=False) as f:
+            host = {k: f[k] for k in f.files}
+    except (OSError, ValueError) as e:
+        raise ExportError(f"{str(folder / 'host.npz')!r} cannot be read ({e})") from None
+    attention, mlps = [], []
+    for i, layer in enumerate(manifest["layers"]):
+        ld = folder / f"layer{i}"
+        heads = []
+        for h in range(len(layer["attention_heads"])):
+            p = ld / f"attention_head{h}.json"
+            try:
+                cfg = AttentionConfig.load(p)
+            except (TypeError, ValueError, HadwareError) as e:
+                raise ExportError(str(e)) from None
+            img = ld / f"attention_head{h}_exp_lut.hex"
+            if read_hex(img, cfg.lut_width, cfg.lut_depth) != list(cfg.lut):
+                raise ExportError(f"ROM image {str(img)!r} does not hold the table of "
+                                  f"{p.name} (temperature {cfg.temperature})")
+            heads.append(cfg)
+        try:
+            mcfg = MlpConfig.load(ld / "mlp.json")
+        except (TypeError, ValueError, HadwareError) as e:
+            raise ExportError(str(e)) from None
+        consts = _load_json(ld / "mlp_constants.json")
+        arrays: dict[str, Any] = {"layout_version": np.array(
+            manifest["packing_layout"]["version"])}
+        for name in ("gate_up", "down"):
+            depth = layer["mlp_rom_words"][name]
+            img = ld / f"mlp_{name}.hex"
+            arrays[f"rom_{name}"] = np.array(read_hex(img, 32, depth), dtype=np.uint32)
+            arrays[f"beta_{name}"] = np.array(consts[f"beta_{name}"])
+            arrays[f"g_{name}"] = np.array(consts[f"g_{name}"])
+        try:
+            mlps.append(load_exported(mcfg, arrays))
+        except HadwareError as e:
+            raise ExportError(f"{str(ld)!r}: {e}") from None
+        attention.append(heads)
+    return ExportedModel(folder=folder, manifest=manifest, host=host, attention=attention,
+                         mlp=mlps)
