@@ -1,0 +1,132 @@
+"""Export of a trained student, loading without re-quantizing, every corruption refused, and
+the exported model run through the golden models (and the simulated hardware)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from hadware.sw.export import export_checkpoint, load_export
+from hadware.sw.models import Encoder
+from hadware.sw.rom import ExportError
+from hadware.sw.train import train
+
+TINY = {"model.d_model": 16, "model.n_heads": 2, "model.mlp_hidden": 16, "data.n_train": 96}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train") / "digits"
+    torch.set_num_threads(1)
+    train("digits", out, epochs=1, progress=False, max_steps=2, overrides=TINY)
+    return out
+
+
+@pytest.fixture
+def exported(trained, tmp_path):
+    export_checkpoint(trained / "student.pt", tmp_path / "exp")
+    return tmp_path / "exp"
+
+
+def resign(folder, rel):
+    """Update the manifest entry of ``rel`` after a deliberate change (a consistent but wrong
+    export, so that the content checks behind the checksums are exercised)."""
+    m = json.loads((folder / "manifest.json").read_text())
+    data = (folder / rel).read_bytes()
+    m["files"][rel] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (folder / "manifest.json").write_text(json.dumps(m))
+
+
+def test_round_trip_keeps_codes_and_betas(trained, exported):
+    model = Encoder.from_checkpoint(torch.load(trained / "student.pt", weights_only=False))
+    m = load_export(exported)
+    assert m.manifest["task"] == "digits"
+    for i, block in enumerate(model.blocks):
+        for name in ("gate_up", "down"):
+            codes, beta = getattr(block.mlp, name).export_ternary()
+            params = getattr(m.mlp[i], name)
+            np.testing.assert_array_equal(params.codes, codes.numpy())
+            assert params.beta == pytest.approx(beta, rel=1e-6)
+        for h, cfg in enumerate(m.attention[i]):
+            assert cfg.temperature == pytest.approx(model.temperatures()[i][h])
+            assert cfg.d == model.config.head_dim and cfg.n_max == model.config.seq_len
+    # Loading twice gives the same weights: nothing is quantized again.
+    again = load_export(exported)
+    for a, b in zip(m.mlp, again.mlp, strict=True):
+        assert a.gate_up.beta == b.gate_up.beta
+        np.testing.assert_array_equal(a.gate_up.codes, b.gate_up.codes)
+
+
+def test_corruptions_are_refused(exported, tmp_path):
+    def fresh():
+        d = tmp_path / "c"
+        shutil.rmtree(d, ignore_errors=True)
+        shutil.copytree(exported, d)
+        return d
+
+    d = fresh()
+    (d / "layer0" / "mlp_down.hex").unlink()
+    with pytest.raises(ExportError, match=r"mlp_down\.hex' listed in the manifest is missing"):
+        load_export(d)
+
+    d = fresh()
+    p = d / "layer1" / "mlp_gate_up.hex"
+    text = p.read_text()
+    p.write_text(text[:-2] + ("0" if text[-2] != "0" else "1") + "\n")
+    with pytest.raises(ExportError, match=r"mlp_gate_up\.hex' does not match its sha256"):
+        load_export(d)
+
+    d = fresh()
+    p = d / "layer0" / "mlp_gate_up.hex"
+    p.write_text("\n".join(p.read_text().splitlines()[:-3]) + "\n")
+    with pytest.raises(ExportError, match=r"mlp_gate_up\.hex' has \d+ bytes.*truncated"):
+        load_export(d)
+    resign(d, "layer0/mlp_gate_up.hex")
+    with pytest.raises(ExportError, match=r"mlp_gate_up\.hex' holds \d+ words, expected"):
+        load_export(d)
+
+    d = fresh()
+    p = d / "layer0" / "mlp_down.hex"
+    lines = p.read_text().splitlines()
+    lines[0] = "00000002"  # code 0b10 is not a ternary code
+    p.write_text("\n".join(lines) + "\n")
+    resign(d, "layer0/mlp_down.hex")
+    with pytest.raises(ExportError, match=r"layer0.*invalid code 0b10 at bits \[1:0\]"):
+        load_export(d)
+
+    d = fresh()
+    p = d / "layer0" / "mlp.json"
+    cfg = json.loads(p.read_text())
+    cfg["d_hidden"] = 32
+    p.write_text(json.dumps(cfg))
+    resign(d, "layer0/mlp.json")
+    with pytest.raises(ExportError):
+        load_export(d)
+
+    d = fresh()
+    p = d / "layer0" / "attention_head0.json"
+    cfg = json.loads(p.read_text())
+    cfg["temperature"] *= 2
+    p.write_text(json.dumps(cfg))
+    resign(d, "layer0/attention_head0.json")
+    with pytest.raises(ExportError, match="does not hold the table"):
+        load_export(d)
+
+    d = fresh()
+    m = json.loads((d / "manifest.json").read_text())
+    m["format_version"] = 7
+    (d / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ExportError, match="unknown format version 7"):
+        load_export(d)
+
+
+def test_run_on_golden_models(exported):
+    from hadware.sw.run import run_exported
+
+    r = run_exported(exported, golden=True, samples=6, progress=False)
+    assert r["samples"] == 6 and 0.0 <= r["golden_accuracy"] <= 1.0
