@@ -559,12 +559,20 @@ def mlp_int(cfg: MlpConfig, weights: MlpWeights, x: torch.Tensor) -> dict[str, t
     return trace
 
 
-def _weights(cfg: MlpConfig, weights: Mapping[str, Any] | MlpWeights) -> MlpWeights:
+def as_weights(cfg: MlpConfig, weights: Mapping[str, Any] | MlpWeights) -> MlpWeights:
+    """:class:`MlpWeights` from any of: an :class:`MlpWeights`, exported arrays
+    (:meth:`MlpWeights.export`, recognised by their ``layout_version``; loaded without
+    quantizing again) or latent float weights (W.npz; quantized once)."""
     if isinstance(weights, MlpWeights):
         if weights.cfg != cfg:
             raise InputError("the weights were quantized for a different configuration")
         return weights
+    if "layout_version" in weights:
+        return load_exported(cfg, weights)
     return quantize_weights(cfg, weights)
+
+
+_weights = as_weights
 
 
 def run_vectors_int(cfg: MlpConfig, weights_arrays: Mapping[str, Any] | MlpWeights,
