@@ -86,6 +86,15 @@ BLOCKS: dict[str, Block] = {
             golden="hadware.golden.attention",
             tb="hadware.tb.attention",
         ),
+        Block(
+            name="mlp",
+            summary="ternary MatMul-free GLU MLP: BitLinear, SiLU(gate) * up, BitLinear",
+            config="hadware.config.mlp:MlpConfig",
+            component="hadware.hw.mlp:Mlp",
+            golden="hadware.golden.mlp",
+            tb="hadware.tb.mlp",
+            extras=("weights",),
+        ),
     ]
 }
 
