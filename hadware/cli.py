@@ -193,7 +193,8 @@ def cmd_run(args) -> int:
 def cmd_demo(args) -> int:
     from hadware.sw.demo import run_demo
 
-    run_demo(args.output, seed=args.seed)
+    run_demo(args.output, seed=args.seed, samples=args.samples, retrain=args.retrain,
+             synth=not args.no_synth)
     return 0
 
 
@@ -286,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="the built-in demonstration (make demo)")
     s.add_argument("-o", "--output", metavar="DIR", default="build/demo")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--samples", type=int, default=200, help="test samples on the hardware")
+    s.add_argument("--retrain", action="store_true", help="train again even if a run exists")
+    s.add_argument("--no-synth", action="store_true", help="skip the synthesis step")
     s.set_defaults(func=cmd_demo)
     return p
 

@@ -1,9 +1,16 @@
 """The built-in demonstration run by ``make demo`` (``hadware demo``).
 
-It takes the score unit through the whole flow on its default configuration: Verilog generation
-and lint, random vectors through the golden model and the Verilator simulation (with random
-stalls on both streams), a bit-for-bit comparison, and synthesis. It ends with a summary table
-on the terminal and ``<out>/summary.json``.
+On the built-in ``digits`` task it goes from data to verified hardware:
+
+1. trains the teacher and the HAD + ternary student (``hadware train digits``; reused when
+   ``<out>/train`` already holds a finished run with the same settings, unless ``--retrain``);
+2. exports the student (``hadware export``): ROM images, block configs, manifest;
+3. generates and lints the Verilog of every block the model uses (one attention core per layer
+   and head, one MLP per layer);
+4. classifies ``samples`` test images with every attention and MLP layer simulated by
+   Verilator, and again with the bit-exact golden models, and compares the predictions;
+5. synthesizes the first layer's blocks (CMOS area, iCE40/ECP5 cells);
+6. prints a summary table and writes ``<out>/summary.json``.
 """
 
 from __future__ import annotations
@@ -11,63 +18,140 @@ from __future__ import annotations
 import json
 import logging
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from hadware.config.base import atomic_write_text
+from hadware.errors import HadwareError
 
 __all__ = ["run_demo"]
 
 log = logging.getLogger(__name__)
 
 
-def run_demo(out_dir: str | Path = "build/demo", *, seed: int = 0) -> dict[str, Any]:
-    from hadware.config.score_unit import ScoreUnitConfig
-    from hadware.golden.score_unit import run_vectors
-    from hadware.hw.generate import generate, lint
-    from hadware.synth.flow import synthesize
-    from hadware.tb.runner import simulate
+def _train(out: Path, seed: int, retrain: bool) -> dict[str, Any]:
+    from hadware.sw.train import train
 
+    metrics = out / "metrics.json"
+    if not retrain and metrics.exists() and (out / "student.pt").exists():
+        m = json.loads(metrics.read_text())
+        if m.get("task") == "digits" and m.get("seed") == seed:
+            log.info("reusing the training run in %s (--retrain to train again)", out)
+            return m
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return train("digits", out, seed=seed, progress=True)
+
+
+def _build(item: tuple) -> None:
+    from hadware.tb.runner import build
+
+    build(item[0], item[1], extras=item[2])
+
+
+def run_demo(out_dir: str | Path = "build/demo", *, seed: int = 0, samples: int = 200,
+             retrain: bool = False, synth: bool = True) -> dict[str, Any]:
+    from hadware.hw.generate import generate, lint
+    from hadware.sw.export import export_checkpoint, load_export
+    from hadware.sw.run import run_exported
     out = Path(out_dir)
     t0 = time.time()
-    cfg = ScoreUnitConfig()
-    log.info("score_unit %s: generating Verilog", cfg.to_dict())
-    paths = generate("score_unit", cfg, out / "rtl")
-    warnings = lint(paths["verilog"], "score_unit")
-    rng = np.random.default_rng(seed)
-    pm1 = np.array([-1, 1], dtype=np.int8)
-    inputs = {"q": rng.choice(pm1, (64, cfg.d)), "k": rng.choice(pm1, (64, cfg.d))}
-    log.info("golden model and Verilator simulation of 64 x 64 scores")
-    golden = run_vectors(cfg, inputs)
-    sim = simulate("score_unit", cfg, inputs, seed=seed, idle_prob=0.2, stall_prob=0.3)
-    match = bool(np.array_equal(golden["s"], sim.outputs["s"]))
-    log.info("synthesis (generic CMOS, iCE40, ECP5, nextpnr)")
-    rep = synthesize("score_unit", cfg, out / "synth")
+    timings: dict[str, float] = {}
+
+    def lap(name: str, start: float) -> None:
+        timings[name] = round(time.time() - start, 1)
+        log.info("%s: %.0f s", name, timings[name])
+
+    t = time.time()
+    metrics = _train(out / "train", seed, retrain)
+    lap("train", t)
+
+    t = time.time()
+    export_checkpoint(out / "train" / "student.pt", out / "export", task="digits")
+    model = load_export(out / "export")
+    lap("export", t)
+
+    t = time.time()
+    blocks: list[tuple[str, Any, dict | None, str]] = []
+    for i, heads in enumerate(model.attention):
+        for h, cfg in enumerate(heads):
+            blocks.append(("attention", cfg, None, f"layer{i}_head{h}"))
+        blocks.append(("mlp", model.mlp[i].cfg, {"weights": model.mlp[i].export()},
+                       f"layer{i}_mlp"))
+    warnings = 0
+    for block, cfg, extras, name in blocks:
+        paths = generate(block, cfg, out / "rtl" / name, extras)
+        warnings += len(lint(paths["verilog"], block))
+    lap("generate", t)
+
+    t = time.time()
+    # Separate processes: a build redirects its process's console output to its log.
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        list(pool.map(_build, blocks))
+    lap("build simulators", t)
+
+    t = time.time()
+    run = run_exported(out / "export", both=True, samples=samples,
+                       out=out / "hw_run.json")
+    lap("hardware simulation", t)
+
+    synth_rows = []
+    if synth:
+        from hadware.synth.flow import synthesize
+
+        t = time.time()
+        # The first layer's first attention head (area and FPGA cells) and its MLP (area;
+        # its FPGA flows take minutes at this size: 'hadware synth mlp' runs them).
+        for block, cfg, extras, name in blocks[: len(model.attention[0]) + 1][-2:]:
+            fpga = block != "mlp"
+            r = synthesize(block, cfg, out / "synth" / name, fmax=False, extras=extras,
+                           fpga=fpga)
+            f = r["fpga"]
+            synth_rows.append({"block": name, "transistors": r["area_cmos"]["transistors"],
+                               "storage_bits": r["area_cmos"]["storage_bits"],
+                               "ice40_lut": f["ice40"]["lut"] if fpga else None,
+                               "ecp5_lut": f["ecp5"]["lut"] if fpga else None,
+                               "ecp5_dsp": f["ecp5"]["dsp"] if fpga else None})
+        lap("synthesis", t)
+
     summary = {
-        "block": "score_unit",
-        "config": cfg.to_dict(),
-        "lint_warnings": len(warnings),
-        "vectors": int(golden["s"].size),
-        "sim_cycles": sim.stats["cycles"],
-        "sim_matches_golden": match,
-        "latency_cycles": rep["latency_cycles"],
-        "transistors": rep["area_cmos"]["transistors"],
-        "ice40_lut": rep["fpga"]["ice40"]["lut"],
-        "ice40_fmax_mhz": rep["fpga"]["ice40"].get("fmax_mhz"),
-        "ecp5_lut": rep["fpga"]["ecp5"]["lut"],
-        "ecp5_fmax_mhz": rep["fpga"]["ecp5"].get("fmax_mhz"),
+        "task": "digits",
+        "teacher_accuracy": metrics["teacher_accuracy"],
+        "student_accuracy": metrics["student_ternary_accuracy"],
+        "student_had_float_mlp_accuracy": metrics["student_accuracy"],
+        "hw_sim_accuracy": run["verilator_accuracy"],
+        "golden_accuracy": run["golden_accuracy"],
+        "hw_samples": run["samples"],
+        "hw_matches_golden": run["hw_matches_golden"],
+        "lint_warnings": warnings,
+        "blocks": [name for _, _, _, name in blocks],
+        "synthesis": synth_rows,
+        "timings_s": timings,
         "wall_time_s": round(time.time() - t0, 1),
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    width = max(map(len, summary))
-    print("\nhadware demo summary")
-    for k, v in summary.items():
+    print("\nhadware demo: digits, HAD attention + ternary MLP on simulated hardware")
+    rows = [
+        ("teacher accuracy (float)", f"{100 * summary['teacher_accuracy']:.2f} %"),
+        ("student accuracy (HAD + ternary, float)", f"{100 * summary['student_accuracy']:.2f} %"),
+        ("hardware simulation accuracy", f"{100 * summary['hw_sim_accuracy']:.2f} %"),
+        ("golden model accuracy", f"{100 * summary['golden_accuracy']:.2f} %"),
+        ("test samples on hardware", str(summary["hw_samples"])),
+        ("hardware predictions == golden", str(summary["hw_matches_golden"])),
+        ("Verilator lint warnings", str(warnings)),
+    ]
+    for r in synth_rows:
+        rows.append((f"{r['block']}: transistors / storage bits",
+                     f"{r['transistors']:,} / {r['storage_bits']:,}"))
+        if r["ice40_lut"] is not None:
+            rows.append((f"{r['block']}: iCE40 LUT / ECP5 LUT / ECP5 DSP",
+                         f"{r['ice40_lut']:,} / {r['ecp5_lut']:,} / {r['ecp5_dsp']}"))
+    rows.append(("wall time", f"{summary['wall_time_s']:.0f} s"))
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
         print(f"  {k:<{width}}  {v}")
-    print(f"  {'report':<{width}}  {out / 'synth' / 'report.md'}")
-    if not match:
-        from hadware.errors import HadwareError
-
-        raise HadwareError("the simulated RTL does not match the golden model")
+    print(f"  {'summary':<{width}}  {out / 'summary.json'}")
+    if not summary["hw_matches_golden"]:
+        raise HadwareError("hardware and golden predictions differ; see "
+                           f"{out / 'hw_run.json'}")
     return summary

@@ -68,8 +68,10 @@ def attention_config(head_dim: int, n_max: int, top_k: int, temperature: float,
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, *, task: str | None = None,
-                      lanes: int = 4) -> dict[str, Any]:
-    """Write the export folder of a student checkpoint (HAD attention, ternary MLPs)."""
+                      lanes: int = 4, mlp_lanes: int = 64) -> dict[str, Any]:
+    """Write the export folder of a student checkpoint (HAD attention, ternary MLPs).
+    ``lanes``: keys scored per cycle by each attention core; ``mlp_lanes``: ternary weights per
+    cycle of each MLP (capped at the largest common divisor of its sizes, at most 64)."""
     from hadware.golden.mlp import quantize_weights
     from hadware.sw.models import Encoder
 
@@ -107,7 +109,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, task: str | No
                 _images(ld, f"attention_head{h}_exp_lut", list(cfg.lut), cfg.lut_width)
                 heads.append(cfg.to_dict())
             mcfg = MlpConfig(d_model=mc.d_model, d_hidden=mc.mlp_hidden,
-                             lanes=math.gcd(lanes, math.gcd(mc.d_model, mc.mlp_hidden)))
+                             lanes=math.gcd(mlp_lanes, math.gcd(mc.d_model, mc.mlp_hidden)))
             mcfg.save(ld / "mlp.json")
             w = quantize_weights(mcfg, {
                 "w_gate_up": state[f"blocks.{i}.mlp.gate_up.weight"],
