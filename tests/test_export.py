@@ -130,3 +130,13 @@ def test_run_on_golden_models(exported):
 
     r = run_exported(exported, golden=True, samples=6, progress=False)
     assert r["samples"] == 6 and 0.0 <= r["golden_accuracy"] <= 1.0
+
+
+@pytest.mark.sim
+@pytest.mark.full
+def test_run_on_simulated_hardware_matches_golden(exported):
+    from hadware.sw.run import run_exported
+
+    r = run_exported(exported, both=True, samples=3, progress=False)
+    assert r["hw_matches_golden"] is True and r["prediction_mismatches"] == 0
+    assert r["verilator_accuracy"] == r["golden_accuracy"]
