@@ -61,7 +61,8 @@ def test_lint_reports_real_warnings(tmp_path):
     assert any("WIDTHTRUNC" in w for w in warnings)
 
 
-@pytest.mark.parametrize("block", ["score_unit", "topk", "attention"])
+@pytest.mark.parametrize("block", ["score_unit", "topk", "attention", "std_attention",
+                                   "int8_topk_attention", "binary_dense_attention"])
 def test_every_block_lints_clean_at_defaults(tmp_path, block):
     from hadware.blocks import get_block
 
