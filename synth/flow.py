@@ -247,6 +247,14 @@ def synthesize(block: str, cfg: BlockConfig, out_dir: str | Path, *, fmax: bool 
         "fpga": {},
     }
     report["area_cmos"]["storage_bits"] = sum(m["bits"] for m in report["memories"])
+    if block == "mlp" and fpga:
+        # The ternary projections alone (the FPGA flows flatten the block, so their DSP use
+        # is measured on the projection module by itself): no multiplier may appear there.
+        from hadware.hw.ternary_projection import synthesize_projection
+
+        proj = synthesize_projection(cfg.lanes, max(cfg.d_model, cfg.d_hidden),
+                                     out_dir / "projection", timeout=timeout)
+        report["projection_dsp"] = {f: proj["fpga"][f]["dsp"] for f in ("ice40", "ecp5")}
     for family in ("ice40", "ecp5") if fpga else ():
         log.info("%s: %s cells", block, family)
         _yosys(FPGA_SCRIPT.format(src=src, family=family, top=block, out=f"stat_{family}.json"),
@@ -289,6 +297,10 @@ def report_markdown(r: dict[str, Any]) -> str:
         for mem in r["memories"]:
             lines.append(f"| {mem['name']} | {mem['module']} | {mem['kind']} | "
                          f"{mem['depth']} x {mem['width']} | {mem['bits']:,} |")
+    if "projection_dsp" in r:
+        p = r["projection_dsp"]
+        lines += ["", f"Ternary projection synthesized alone: {p['ice40']} DSP (iCE40), "
+                      f"{p['ecp5']} DSP (ECP5)."]
     lines += ["", "| module | transistors (self) | transistors (with submodules) |",
               "|---|---:|---:|"]
     for name, m in sorted(a["per_module"].items()):

@@ -48,5 +48,7 @@ def test_mlp_block_report(tmp_path):
     assert "mlp.glu.glu_mul" in modules and "mlp.glu.silu_mul" in modules
     # The multipliers use DSP blocks; the projections do not (tested alone above).
     assert r["fpga"]["ecp5"]["dsp"] > 0
+    assert r["projection_dsp"] == {"ice40": 0, "ecp5": 0}
+    assert "Ternary projection synthesized alone: 0 DSP" in (tmp_path / "report.md").read_text()
     assert r["area_cmos"]["transistors"] == sum(m["transistors_self"]
                                                 for m in modules.values())
