@@ -23,6 +23,7 @@ def test_categories():
 
 @pytest.mark.sim
 @pytest.mark.synth
+@pytest.mark.full
 def test_compare_report(tmp_path):
     cfg = AttentionConfig(d=8, n_max=6, top_k=2, d_v=1, lanes=2, exp_frac_bits=8,
                           out_frac_bits=2)

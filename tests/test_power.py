@@ -112,6 +112,7 @@ def test_score_unit_energy(tmp_path):
 
 @pytest.mark.sim
 @pytest.mark.synth
+@pytest.mark.full
 def test_gate_level_mismatch_is_refused(tmp_path):
     cfg = TopKConfig(top_k=2, lanes=2, n_max=6, score_width=5)
     rng = np.random.default_rng(2)
