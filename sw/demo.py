@@ -9,7 +9,8 @@ On the built-in ``digits`` task it goes from data to verified hardware:
    and head, one MLP per layer);
 4. classifies ``samples`` test images with every attention and MLP layer simulated by
    Verilator, and again with the bit-exact golden models, and compares the predictions;
-5. synthesizes the first layer's blocks (CMOS area, iCE40/ECP5 cells);
+5. synthesizes the first layer's blocks (CMOS area, iCE40/ECP5 cells) in a second
+   process while step 4 runs;
 6. prints a summary table and writes ``<out>/summary.json``.
 """
 
@@ -47,6 +48,19 @@ def _build(item: tuple) -> None:
     from hadware.tb.runner import build
 
     build(item[0], item[1], extras=item[2])
+
+
+def _synth(block: str, cfg: Any, extras: dict | None, out: str) -> dict[str, Any]:
+    from hadware.synth.flow import synthesize
+
+    fpga = block != "mlp"
+    r = synthesize(block, cfg, out, fmax=False, extras=extras, fpga=fpga)
+    f = r["fpga"]
+    return {"transistors": r["area_cmos"]["transistors"],
+            "storage_bits": r["area_cmos"]["storage_bits"],
+            "ice40_lut": f["ice40"]["lut"] if fpga else None,
+            "ecp5_lut": f["ecp5"]["lut"] if fpga else None,
+            "ecp5_dsp": f["ecp5"]["dsp"] if fpga else None}
 
 
 def run_demo(out_dir: str | Path = "build/demo", *, seed: int = 0, samples: int = 200,
@@ -90,29 +104,22 @@ def run_demo(out_dir: str | Path = "build/demo", *, seed: int = 0, samples: int 
         list(pool.map(_build, blocks))
     lap("build simulators", t)
 
-    t = time.time()
-    run = run_exported(out / "export", both=True, samples=samples,
-                       out=out / "hw_run.json")
-    lap("hardware simulation", t)
-
-    synth_rows = []
-    if synth:
-        from hadware.synth.flow import synthesize
-
+    # Synthesis of the first layer's first attention head (area and FPGA cells) and of its
+    # MLP (area; its FPGA flows take minutes at this size: 'hadware synth mlp' runs them)
+    # runs in a second process while this one simulates the test samples.
+    to_synth = blocks[: len(model.attention[0]) + 1][-2:] if synth else []
+    t_all = time.time()
+    with ProcessPoolExecutor(max_workers=1) as pool:
+        jobs = [pool.submit(_synth, block, cfg, extras, str(out / "synth" / name))
+                for block, cfg, extras, name in to_synth]
         t = time.time()
-        # The first layer's first attention head (area and FPGA cells) and its MLP (area;
-        # its FPGA flows take minutes at this size: 'hadware synth mlp' runs them).
-        for block, cfg, extras, name in blocks[: len(model.attention[0]) + 1][-2:]:
-            fpga = block != "mlp"
-            r = synthesize(block, cfg, out / "synth" / name, fmax=False, extras=extras,
-                           fpga=fpga)
-            f = r["fpga"]
-            synth_rows.append({"block": name, "transistors": r["area_cmos"]["transistors"],
-                               "storage_bits": r["area_cmos"]["storage_bits"],
-                               "ice40_lut": f["ice40"]["lut"] if fpga else None,
-                               "ecp5_lut": f["ecp5"]["lut"] if fpga else None,
-                               "ecp5_dsp": f["ecp5"]["dsp"] if fpga else None})
-        lap("synthesis", t)
+        run = run_exported(out / "export", both=True, samples=samples,
+                           out=out / "hw_run.json")
+        lap("hardware simulation", t)
+        synth_rows = [{"block": name, **job.result()}
+                      for job, (_, _, _, name) in zip(jobs, to_synth, strict=True)]
+    if synth:
+        lap("synthesis (beside the simulation)", t_all)
 
     summary = {
         "task": "digits",

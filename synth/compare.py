@@ -108,7 +108,9 @@ def run_design(block: str, cfg_dict: dict, binary: bool, w: dict[str, np.ndarray
     inputs = _inputs(binary, w)
     rtl = simulate(block, cfg, inputs, seed=0)
     syn = synthesize(block, cfg, folder / "synth", fmax=fmax, timeout=pnr_timeout, fpga=fpga)
-    energy = estimate_energy(block, cfg, inputs, folder / "power", rtl_outputs=rtl.outputs)
+    energy = estimate_energy(block, cfg, inputs, folder / "power", rtl_outputs=rtl.outputs,
+                             netlist=folder / "synth" / "gates.v",
+                             window=("q_stream", "o_stream"))
     return {"block": block, "config": cfg.to_dict(), "synth": syn, "energy": energy,
             "cycles_per_query": _cycles_per_query(rtl.stats),
             "wall_time_s": round(time.time() - t0, 1)}
@@ -173,7 +175,9 @@ def compare(cfg: AttentionConfig, out_dir: str | Path, *, queries: int = 4, seed
                     f"{SRAM_TRANSISTORS_PER_BIT} transistors per bit",
             "energy": "gate-level simulation of the CMOS netlist on the workload, toggles of "
                       "every cell output weighted by the cell's transistor count plus a clock "
-                      "cost per flip-flop per cycle (synth/power.py); storage accesses are not "
+                      "cost per flip-flop per cycle (synth/power.py), from the first query "
+                      "transfer to the last output transfer (loading the context is not "
+                      "charged), divided by the number of queries; storage accesses are not "
                       "included",
         },
     }

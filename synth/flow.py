@@ -7,7 +7,8 @@
    D flip-flop (enables and resets become logic, so every cell has a transistor figure),
    ``abc -g AND,NAND,OR,NOR,XOR,XNOR,MUX``, then ``stat -tech cmos``: an estimated transistor
    count of the logic, per module and in total. Memories (context storage, tables) are
-   reported as storage bits beside it, not converted into flip-flops.
+   reported as storage bits beside it, not converted into flip-flops. The gate netlist is
+   kept as ``gates.v`` (the power estimate, :mod:`hadware.synth.power`, simulates it).
 2. **FPGA cells.** ``synth_ice40`` and ``synth_ecp5`` of the bare block: LUTs, flip-flops,
    carry cells, DSP blocks, block RAM.
 3. **fmax.** The block inside a pin-light wrapper (all inputs from one registered shift chain,
@@ -62,6 +63,7 @@ opt_clean
 CMOS_SCRIPT = CMOS_PREFIX + """\
 tee -q -o memories.il dump t:$mem_v2
 tee -q -o {out} stat -json -tech cmos
+write_verilog -noexpr -noattr gates.v
 """
 
 

