@@ -178,6 +178,21 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_rtl(args) -> int:
+    from hadware.sw.export import generate_model
+
+    r = generate_model(args.folder, args.output, lint=not args.no_lint)
+    for b in r["blocks"]:
+        lint_text = "" if b["lint_warnings"] is None else \
+            f"  lint: {len(b['lint_warnings'])} warning(s)"
+        print(f"  {b['name']:16s} {Path(args.output) / b['verilog']}{lint_text}")
+    print(f"index: {Path(args.output) / 'model.json'}")
+    bad = [b["name"] for b in r["blocks"] if b["lint_warnings"]]
+    if bad:
+        raise HadwareError(f"verilator lint warnings in {', '.join(bad)}")
+    return 0
+
+
 def cmd_run(args) -> int:
     from hadware.sw.run import run_exported
 
@@ -275,6 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--task", default=None, help="task name (default: from metrics.json)")
     s.add_argument("--lanes", type=int, default=4, help="hardware lanes (default 4)")
     s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("rtl", help="Verilog of every block of an exported model, linted")
+    s.add_argument("folder", metavar="EXPORT_DIR", help="folder written by 'hadware export'")
+    s.add_argument("-o", "--output", metavar="DIR", required=True)
+    s.add_argument("--no-lint", action="store_true", help="skip verilator lint")
+    s.set_defaults(func=cmd_rtl)
 
     s = sub.add_parser("run", help="run an exported model on the simulated hardware")
     s.add_argument("folder", metavar="DIR")

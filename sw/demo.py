@@ -65,8 +65,7 @@ def _synth(block: str, cfg: Any, extras: dict | None, out: str) -> dict[str, Any
 
 def run_demo(out_dir: str | Path = "build/demo", *, seed: int = 0, samples: int = 200,
              retrain: bool = False, synth: bool = True) -> dict[str, Any]:
-    from hadware.hw.generate import generate, lint
-    from hadware.sw.export import export_checkpoint, load_export
+    from hadware.sw.export import export_checkpoint, generate_model, load_export, model_blocks
     from hadware.sw.run import run_exported
     out = Path(out_dir)
     t0 = time.time()
@@ -86,16 +85,9 @@ def run_demo(out_dir: str | Path = "build/demo", *, seed: int = 0, samples: int 
     lap("export", t)
 
     t = time.time()
-    blocks: list[tuple[str, Any, dict | None, str]] = []
-    for i, heads in enumerate(model.attention):
-        for h, cfg in enumerate(heads):
-            blocks.append(("attention", cfg, None, f"layer{i}_head{h}"))
-        blocks.append(("mlp", model.mlp[i].cfg, {"weights": model.mlp[i].export()},
-                       f"layer{i}_mlp"))
-    warnings = 0
-    for block, cfg, extras, name in blocks:
-        paths = generate(block, cfg, out / "rtl" / name, extras)
-        warnings += len(lint(paths["verilog"], block))
+    blocks = model_blocks(model)
+    rtl = generate_model(out / "export", out / "rtl")
+    warnings = sum(len(b["lint_warnings"]) for b in rtl["blocks"])
     lap("generate", t)
 
     t = time.time()
@@ -107,7 +99,7 @@ def run_demo(out_dir: str | Path = "build/demo", *, seed: int = 0, samples: int 
     # Synthesis of the first layer's first attention head (area and FPGA cells) and of its
     # MLP (area; its FPGA flows take minutes at this size: 'hadware synth mlp' runs them)
     # runs in a second process while this one simulates the test samples.
-    to_synth = blocks[: len(model.attention[0]) + 1][-2:] if synth else []
+    to_synth = [blocks[0], blocks[len(model.attention[0])]] if synth else []
     t_all = time.time()
     with ProcessPoolExecutor(max_workers=1) as pool:
         jobs = [pool.submit(_synth, block, cfg, extras, str(out / "synth" / name))

@@ -44,7 +44,8 @@ from hadware.sw.rom import (
     write_mif,
 )
 
-__all__ = ["ExportedModel", "export_checkpoint", "load_export"]
+__all__ = ["ExportedModel", "export_checkpoint", "generate_model", "load_export",
+           "model_blocks"]
 
 OUT_FRAC_BITS = 8
 
@@ -212,3 +213,41 @@ def load_export(folder: str | Path) -> ExportedModel:
         attention.append(heads)
     return ExportedModel(folder=folder, manifest=manifest, host=host, attention=attention,
                          mlp=mlps)
+
+
+def model_blocks(model: ExportedModel) -> list[tuple[str, Any, dict | None, str]]:
+    """The hardware blocks of an exported model, in layer order: ``(block, config, extras,
+    name)`` with names ``layer<i>_head<h>`` and ``layer<i>_mlp``."""
+    blocks: list[tuple[str, Any, dict | None, str]] = []
+    for i, heads in enumerate(model.attention):
+        for h, cfg in enumerate(heads):
+            blocks.append(("attention", cfg, None, f"layer{i}_head{h}"))
+        blocks.append(("mlp", model.mlp[i].cfg, {"weights": model.mlp[i].export()},
+                       f"layer{i}_mlp"))
+    return blocks
+
+
+def generate_model(folder: str | Path, out_dir: str | Path, *, lint: bool = True
+                   ) -> dict[str, Any]:
+    """Verilog of every block of the export in ``folder`` (``hadware rtl``): ``out_dir/<name>/``
+    holds ``<block>.v`` (the MLP's weight ROMs initialised from the export) and its
+    description; each file is linted with the documented waivers. Writes and returns
+    ``out_dir/model.json``: per block its name, block, config hash, files and lint warnings."""
+    from hadware.config.base import atomic_write_text
+    from hadware.hw.generate import generate
+    from hadware.hw.generate import lint as run_lint
+
+    model = load_export(folder)
+    out_dir = Path(out_dir)
+    rows = []
+    for block, cfg, extras, name in model_blocks(model):
+        paths = generate(block, cfg, out_dir / name, extras)
+        warnings = run_lint(paths["verilog"], block) if lint else None
+        rows.append({"name": name, "block": block, "config_hash": cfg.stable_hash(),
+                     "verilog": str(paths["verilog"].relative_to(out_dir)),
+                     "description": str(paths["description"].relative_to(out_dir)),
+                     "lint_warnings": warnings})
+    index = {"export": str(Path(folder).resolve()), "task": model.manifest.get("task"),
+             "blocks": rows}
+    atomic_write_text(out_dir / "model.json", json.dumps(index, indent=2) + "\n")
+    return index

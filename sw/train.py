@@ -79,16 +79,18 @@ def _check_out_dir(option: str, out_dir: Any) -> Path:
     path = Path(out_dir)
     if path.exists() and not path.is_dir():
         raise HadwareError(f"{option} {str(path)!r} exists and is not a folder")
-    parent = path.absolute().parent
+    # The nearest existing ancestor must be a writable folder; missing folders are created.
+    ancestor = path.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
     if not path.exists():
-        if not parent.is_dir():
-            raise HadwareError(f"{option} {str(path)!r}: parent folder {str(parent)!r} "
-                               f"does not exist")
-        if not os.access(parent, os.W_OK):
-            raise HadwareError(f"{option} {str(path)!r}: parent folder {str(parent)!r} "
+        if not ancestor.is_dir():
+            raise HadwareError(f"{option} {str(path)!r}: {str(ancestor)!r} is not a folder")
+        if not os.access(ancestor, os.W_OK):
+            raise HadwareError(f"{option} {str(path)!r}: folder {str(ancestor)!r} "
                                f"is not writable")
     try:
-        path.mkdir(exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".probe."):
             pass
     except OSError as e:
@@ -261,7 +263,7 @@ def train(task: str, out_dir: str | os.PathLike, top_k: int | None = None, seed:
           max_steps: int | None = None,
           overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Train the teacher, distill the HAD student, fine-tune its MLPs to ternary; write
-    ``metrics.json`` and the checkpoints into ``out_dir`` (created; its parent must exist).
+    ``metrics.json`` and the checkpoints into ``out_dir`` (created with its parents).
 
     Parameters
     ----------
@@ -425,7 +427,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("task", metavar="TASK", choices=TASKS,
                         help=f"built-in task: {', '.join(TASKS)}")
     parser.add_argument("--out", metavar="DIR", required=True,
-                        help="output folder (created; its parent must exist)")
+                        help="output folder (created with its parents)")
     parser.add_argument("--top-k", metavar="K", type=int, default=None,
                         help="HAD keys kept per query row (default: the task's)")
     parser.add_argument("--seed", metavar="S", type=int, default=0, help="random seed (0)")

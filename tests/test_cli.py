@@ -94,3 +94,11 @@ def test_bad_inputs_and_block(files):
     assert p.returncode == 1 and "is not a readable .npz file" in p.stderr
     p = hadware("generate", "no_such_block", "-o", str(files))
     assert p.returncode == 1 and "unknown block 'no_such_block'" in p.stderr
+
+
+def test_rtl_of_a_missing_export(tmp_path):
+    p = hadware("rtl", str(tmp_path / "nowhere"), "-o", str(tmp_path / "rtl"))
+    assert p.returncode == 1
+    assert p.stderr.strip() == f"hadware: error: export folder '{tmp_path / 'nowhere'}' " \
+                               "does not exist"
+    assert not (tmp_path / "rtl").exists()

@@ -125,6 +125,41 @@ def test_corruptions_are_refused(exported, tmp_path):
         load_export(d)
 
 
+def _rom_inits(verilog: str) -> list[dict[int, int]]:
+    """Initial contents of every 32-bit memory in a Verilog file, per (module, memory)."""
+    import re
+
+    mems: dict[tuple[str, str], dict[int, int]] = {}
+    module = ""
+    for line in verilog.splitlines():
+        if line.startswith("module "):
+            module = line.split()[1]
+        m = re.match(r"\s*(\\\S+|\w+)\s*\[(\d+)\] = 32'd(\d+);", line)
+        if m:
+            mems.setdefault((module, m.group(1)), {})[int(m.group(2))] = int(m.group(3))
+    return list(mems.values())
+
+
+def test_rtl_of_an_export(exported, tmp_path):
+    from hadware.sw.export import generate_model
+    from hadware.sw.rom import read_hex
+
+    out = tmp_path / "rtl"
+    r = generate_model(exported, out)
+    names = [b["name"] for b in r["blocks"]]
+    assert names == ["layer0_head0", "layer0_head1", "layer0_mlp",
+                     "layer1_head0", "layer1_head1", "layer1_mlp"][:len(names)]
+    assert json.loads((out / "model.json").read_text()) == r
+    assert all(b["lint_warnings"] == [] for b in r["blocks"])
+    # The MLP's weight ROMs carry the exported images, word for word.
+    manifest = json.loads((exported / "manifest.json").read_text())
+    inits = _rom_inits((out / "layer0_mlp" / "mlp.v").read_text())
+    for rom in ("gate_up", "down"):
+        words = read_hex(exported / "layer0" / f"mlp_{rom}.hex", 32,
+                         manifest["layers"][0]["mlp_rom_words"][rom])
+        assert any([mem.get(i, 0) for i in range(len(words))] == words for mem in inits), rom
+
+
 def test_run_on_golden_models(exported):
     from hadware.sw.run import run_exported
 

@@ -142,11 +142,19 @@ def test_bad_options_raise_one_line_errors(tmp_path: Path, kwargs: dict, message
     assert not (tmp_path / "out").exists()
 
 
-def test_missing_parent_folder(tmp_path: Path):
-    out = tmp_path / "missing" / "out"
-    with pytest.raises(HadwareError, match=r"^--out '.*out': parent folder '.*missing' "
-                                           r"does not exist$"):
+def test_parent_is_a_file(tmp_path: Path):
+    (tmp_path / "plain").write_text("")
+    out = tmp_path / "plain" / "sub" / "out"
+    with pytest.raises(HadwareError, match=r"^--out '.*out': '.*plain' is not a folder$"):
         train("digits", out, progress=False)
+    assert not (tmp_path / "plain").is_dir()
+
+
+def test_missing_parents_are_created(tmp_path: Path):
+    from hadware.sw.train import _check_out_dir
+
+    out = _check_out_dir("--out", tmp_path / "a" / "b" / "out")
+    assert out.is_dir() and list(out.iterdir()) == []
 
 
 def test_out_is_a_file(tmp_path: Path):
