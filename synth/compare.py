@@ -121,7 +121,7 @@ def _summarise(label: str, binary: bool, sparse: bool, r: dict[str, Any]) -> dic
     area = syn["area_cmos"]
     by_cat = dict.fromkeys(CATEGORIES, 0)
     for name, m in area["per_module"].items():
-        by_cat[category(name)] += m["transistors_self"]
+        by_cat[category(name)] += m["transistors_self"] * m["instances"]
     energy_cat = dict.fromkeys(CATEGORIES, 0.0)
     for name, e in en["per_instance"].items():
         energy_cat[category(name)] += (e["data"] + e["clock"]) / max(1, en["queries"])

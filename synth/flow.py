@@ -3,8 +3,9 @@
 ``synthesize(block, cfg, out_dir)`` runs, in ``out_dir``:
 
 1. **Generic CMOS area.** Yosys ``synth`` keeping the hierarchy (ABC runs per module, which
-   keeps large designs tractable) but leaving memories as memories, ``dfflegalize`` to a plain
-   D flip-flop (enables and resets become logic, so every cell has a transistor figure),
+   keeps large designs tractable; identical modules are merged first, :func:`share_modules`,
+   so each distinct lane is mapped once) but leaving memories as memories, ``dfflegalize`` to
+   a plain D flip-flop (enables and resets become logic, so every cell has a transistor figure),
    ``abc -g AND,NAND,OR,NOR,XOR,XNOR,MUX``, then ``stat -tech cmos``: an estimated transistor
    count of the logic, per module and in total. Memories (context storage, tables) are
    reported as storage bits beside it, not converted into flip-flops. The gate netlist is
@@ -87,9 +88,72 @@ write_verilog -noexpr -noattr gates.v
 """
 
 
-def parse_memories(text: str) -> list[dict[str, Any]]:
+_MODULE = re.compile(r"^module\s+(\\\S+|\w+)\s*\(", re.M)
+_WRITER_REG = re.compile(r"dump_module\$\d+")
+
+
+def share_modules(text: str) -> tuple[str, dict[str, str]]:
+    """Merge identical modules of a generated Verilog file: Amaranth writes one module per
+    instance, so ``lanes`` equal lanes become ``lanes`` equal module definitions. Modules whose
+    text is identical apart from their name (after their own submodules have been merged) are
+    replaced by the first of them, and the instances renamed; repeated until nothing changes.
+    Synthesis then maps each distinct module once (the CMOS flow keeps the hierarchy, so
+    this only saves time; totals count every instance). Returns the new text and the map from
+    every removed module name to the one that replaced it."""
+    merged: dict[str, str] = {}
+    while True:
+        starts = [(m.start(), m.group(1)) for m in _MODULE.finditer(text)]
+        if not starts:
+            return text, merged
+        # A module's text runs from its attribute lines to its 'endmodule'.
+        chunks: list[tuple[str, int, int]] = []
+        for pos, name in starts:
+            begin = pos
+            while begin > 0:
+                prev = text.rfind("\n", 0, begin - 1) + 1
+                if text[prev:begin].lstrip().startswith("(*"):
+                    begin = prev
+                else:
+                    break
+            end = text.index("endmodule", pos) + len("endmodule")
+            chunks.append((name, begin, end))
+        first: dict[str, str] = {}
+        renames: dict[str, str] = {}
+        for name, begin, end in chunks:
+            # (the Verilog writer numbers a helper register globally: not a difference)
+            key = _WRITER_REG.sub("", text[begin:end].replace(name, "\x00", 1))
+            if "(* top" in key:
+                continue
+            if key in first:
+                renames[name] = first[key]
+            else:
+                first[key] = name
+        if not renames:
+            return text, merged
+        merged.update(renames)
+        for old, new in list(merged.items()):
+            if new in renames:
+                merged[old] = renames[new]
+        drop = {(b, e) for n, b, e in chunks if n in renames}
+        pieces, last = [], 0
+        for b, e in sorted(drop):
+            pieces.append(text[last:b])
+            last = e
+        pieces.append(text[last:])
+        text = "".join(pieces)
+        # Instances: "  <module>  <instance> (" with the module name escaped and followed by
+        # a space.
+        names = sorted(renames, key=len, reverse=True)
+        pattern = re.compile(r"^(\s+)(" + "|".join(re.escape(n) for n in names) + r")(\s)",
+                             re.M)
+        text = pattern.sub(lambda m, r=renames: m.group(1) + r[m.group(2)] + m.group(3), text)
+
+
+def parse_memories(text: str, instances: dict[str, int] | None = None
+                   ) -> list[dict[str, Any]]:
     """Memories of a design from an RTLIL dump of its ``$mem_v2`` cells: module, name, width,
-    depth, bits, and ``rom`` (no write port) or ``ram``."""
+    depth, ``rom`` (no write port) or ``ram``, ``instances`` (of its module, from
+    ``instances``; 1 by default) and ``bits`` (width x depth x instances)."""
     out: list[dict[str, Any]] = []
     module = None
     for line in text.splitlines():
@@ -105,7 +169,8 @@ def parse_memories(text: str) -> list[dict[str, Any]]:
             num = int(val.split("'")[1], 2) if "'" in val else int(val)
             out[-1][{"\\WIDTH": "width", "\\SIZE": "depth", "\\WR_PORTS": "wr"}[tok[1]]] = num
     for mem in out:
-        mem["bits"] = mem.get("width", 0) * mem.get("depth", 0)
+        mem["instances"] = (instances or {}).get(mem["module"], 1)
+        mem["bits"] = mem.get("width", 0) * mem.get("depth", 0) * mem["instances"]
         mem["kind"] = "ram" if mem.pop("wr", 0) else "rom"
     return out
 
@@ -221,12 +286,31 @@ def _transistors(value: Any) -> int:
     return int(str(value).rstrip("+") or 0)
 
 
+def instance_counts(stat: dict[str, Any], top: str) -> dict[str, int]:
+    """How many times each module of a hierarchical ``stat -json`` report is instantiated
+    below ``top`` (``top`` itself once)."""
+    mods = {name.lstrip("\\"): m for name, m in stat["modules"].items()}
+    counts: dict[str, int] = dict.fromkeys(mods, 0)
+
+    def visit(name: str, k: int) -> None:
+        counts[name] += k
+        for t, cnt in mods[name].get("num_cells_by_type", {}).items():
+            if t.lstrip("\\") in mods:
+                visit(t.lstrip("\\"), k * cnt)
+
+    if top in mods:
+        visit(top, 1)
+    return counts
+
+
 def _area(stat: dict[str, Any], top: str) -> dict[str, Any]:
     """Transistor estimates of the logic per module (``total`` includes submodules, ``self``
-    does not) and the storage bits of memories, which are not counted as logic."""
+    does not; both for one instance, ``instances`` says how many there are) and the storage
+    bits of memories, which are not counted as logic."""
     mods = stat["modules"]
     totals = {name.lstrip("\\"): _transistors(m.get("estimated_num_transistors", 0))
               for name, m in mods.items()}
+    counts = instance_counts(stat, top)
     per_module = {}
     for name, m in mods.items():
         name = name.lstrip("\\")
@@ -235,7 +319,7 @@ def _area(stat: dict[str, Any], top: str) -> dict[str, Any]:
                        if t.lstrip("\\") in totals)
         per_module[name] = {"transistors_total": totals[name],
                             "transistors_self": totals[name] - children,
-                            "cells": m["num_cells"]}
+                            "cells": m["num_cells"], "instances": counts.get(name, 0)}
     return {
         "transistors": _transistors(stat["design"]["estimated_num_transistors"]),
         "flip_flops": stat["design"]["num_cells_by_type"].get("$_DFF_P_", 0),
@@ -256,19 +340,25 @@ def synthesize(block: str, cfg: BlockConfig, out_dir: str | Path, *, fmax: bool 
     desc = json.loads(paths["description"].read_text())
     src = paths["verilog"].name
     log.info("%s: generic CMOS area", block)
-    _yosys(CMOS_SCRIPT.format(src=src, top=block, out="stat_cmos.json"), out_dir, "cmos",
-           timeout)
+    shared, merged = share_modules(paths["verilog"].read_text())
+    atomic_write_text(out_dir / f"{block}.shared.v", shared)
+    _yosys(CMOS_SCRIPT.format(src=f"{block}.shared.v", top=block, out="stat_cmos.json"),
+           out_dir, "cmos", timeout)
+    stat_cmos = json.loads((out_dir / "stat_cmos.json").read_text())
     report: dict[str, Any] = {
         "block": block,
         "config": cfg.to_dict(),
         "config_hash": cfg.stable_hash(),
         "latency_cycles": desc.get("latency_cycles"),
         "latency_formula": desc.get("latency_formula"),
-        "area_cmos": _area(json.loads((out_dir / "stat_cmos.json").read_text()), block),
-        "memories": parse_memories((out_dir / "memories.il").read_text()),
+        "area_cmos": _area(stat_cmos, block),
+        "memories": parse_memories((out_dir / "memories.il").read_text(),
+                                   instance_counts(stat_cmos, block)),
         "fpga": {},
     }
     report["area_cmos"]["storage_bits"] = sum(m["bits"] for m in report["memories"])
+    report["area_cmos"]["shared_modules"] = {k.lstrip("\\"): v.lstrip("\\")
+                                             for k, v in sorted(merged.items())}
     if block == "mlp" and fpga:
         # The ternary projections alone (the FPGA flows flatten the block, so their DSP use
         # is measured on the projection module by itself): no multiplier may appear there.
@@ -319,16 +409,19 @@ def report_markdown(r: dict[str, Any]) -> str:
                 else f"{e['fmax_mhz']:.1f} MHz"
             lines.append(f"| {fam} fmax (nextpnr, seed 1) | {f} |")
     if r.get("memories"):
-        lines += ["", "| memory | module | kind | depth x width | bits |", "|---|---|---|---|---:|"]
+        lines += ["", "| memory | module | kind | depth x width | instances | bits |",
+                  "|---|---|---|---|---:|---:|"]
         for mem in r["memories"]:
             lines.append(f"| {mem['name']} | {mem['module']} | {mem['kind']} | "
-                         f"{mem['depth']} x {mem['width']} | {mem['bits']:,} |")
+                         f"{mem['depth']} x {mem['width']} | {mem.get('instances', 1)} | "
+                         f"{mem['bits']:,} |")
     if "projection_dsp" in r:
         p = r["projection_dsp"]
         lines += ["", f"Ternary projection synthesized alone: {p['ice40']} DSP (iCE40), "
                       f"{p['ecp5']} DSP (ECP5)."]
-    lines += ["", "| module | transistors (self) | transistors (with submodules) |",
-              "|---|---:|---:|"]
+    lines += ["", "| module | instances | transistors (self, one instance) | "
+              "transistors (with submodules, one instance) |", "|---|---:|---:|---:|"]
     for name, m in sorted(a["per_module"].items()):
-        lines.append(f"| {name} | {m['transistors_self']:,} | {m['transistors_total']:,} |")
+        lines.append(f"| {name} | {m.get('instances', 1)} | {m['transistors_self']:,} | "
+                     f"{m['transistors_total']:,} |")
     return "\n".join(lines) + "\n"

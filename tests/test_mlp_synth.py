@@ -41,14 +41,16 @@ def test_mlp_block_report(tmp_path):
     r = synthesize("mlp", cfg, tmp_path, fmax=False,
                    extras={"weights": latent_weights(cfg, seed=1)})
     modules = r["area_cmos"]["per_module"]
+    shared = r["area_cmos"]["shared_modules"]  # merged module -> the identical one kept
     for layer in ("gate_up", "down"):
         assert f"mlp.{layer}.projection" in modules
         for mul in ("gain_mul", "square_mul", "quant_mul", "scale_mul", "kappa_mul"):
-            assert f"mlp.{layer}.{mul}" in modules
+            name = f"mlp.{layer}.{mul}"
+            assert name in modules or shared.get(name) in modules
     assert "mlp.glu.glu_mul" in modules and "mlp.glu.silu_mul" in modules
     # The multipliers use DSP blocks; the projections do not (tested alone above).
     assert r["fpga"]["ecp5"]["dsp"] > 0
     assert r["projection_dsp"] == {"ice40": 0, "ecp5": 0}
     assert "Ternary projection synthesized alone: 0 DSP" in (tmp_path / "report.md").read_text()
-    assert r["area_cmos"]["transistors"] == sum(m["transistors_self"]
+    assert r["area_cmos"]["transistors"] == sum(m["transistors_self"] * m["instances"]
                                                 for m in modules.values())
