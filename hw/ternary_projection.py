@@ -201,7 +201,7 @@ def synthesize_projection(lanes: int, fan_in: int, out_dir: str | Path, *,
         "fpga": {},
     }
     for family in ("ice40", "ecp5"):
-        flow._yosys(flow.FPGA_SCRIPT.format(src=src, family=family, top=top,
+        flow._yosys(flow.FPGA_SCRIPT.format(src=src, family=family, top=top, keep="",
                                             out=f"stat_{family}.json"), out_dir, family, timeout)
         report["fpga"][family] = flow._cells(
             json.loads((out_dir / f"stat_{family}.json").read_text()), family)

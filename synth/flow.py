@@ -10,8 +10,10 @@
    count of the logic, per module and in total. Memories (context storage, tables) are
    reported as storage bits beside it, not converted into flip-flops. The gate netlist is
    kept as ``gates.v`` (the power estimate, :mod:`hadware.synth.power`, simulates it).
-2. **FPGA cells.** ``synth_ice40`` and ``synth_ecp5`` of the bare block: LUTs, flip-flops,
-   carry cells, DSP blocks, block RAM.
+2. **FPGA cells.** ``synth_ice40`` and ``synth_ecp5`` of the bare block, with identical modules
+   merged as in step 1 and kept as modules (``keep_hierarchy``; everything else is flattened),
+   so that each distinct lane is mapped once and large designs map in minutes: LUTs,
+   flip-flops, carry cells, DSP blocks, block RAM, totalled over every instance.
 3. **fmax.** The block inside a pin-light wrapper (all inputs from one registered shift chain,
    all outputs folded into a registered signature chain, 4 pins) placed and routed by
    nextpnr-ice40 (hx8k, ct256) and nextpnr-ecp5 (LFE5U-85F, CABGA381); the last "Max frequency"
@@ -176,9 +178,16 @@ def parse_memories(text: str, instances: dict[str, int] | None = None
 
 FPGA_SCRIPT = """\
 read_verilog -sv {src}
+hierarchy -top {top}
+{keep}
 synth_{family} -top {top}
 tee -q -o {out} stat -json
 """
+
+
+def keep_script(modules: Any) -> str:
+    """Yosys commands that keep ``modules`` (names as in the Verilog) out of flattening."""
+    return "\n".join(f"setattr -mod -set keep_hierarchy 1 {m}" for m in sorted(modules))
 
 PNR_SCRIPT = """\
 read_verilog -sv {src} {wrapper}
@@ -255,7 +264,11 @@ def _fmax(family: str, src: str, out_dir: Path, desc: dict[str, Any], timeout: f
 
 
 def _cells(stat: dict[str, Any], family: str) -> dict[str, int]:
-    by_type: dict[str, int] = stat["design"]["num_cells_by_type"]
+    # The design section totals the hierarchy; it also lists the top's submodule instances,
+    # which are not cells.
+    modules = {name.lstrip("\\") for name in stat["modules"]}
+    by_type: dict[str, int] = {k: v for k, v in stat["design"]["num_cells_by_type"].items()
+                               if k.lstrip("\\") not in modules}
 
     def count(pred) -> int:
         return sum(v for k, v in by_type.items() if pred(k))
@@ -267,7 +280,7 @@ def _cells(stat: dict[str, Any], family: str) -> dict[str, int]:
             "carry": count(lambda k: k == "SB_CARRY"),
             "dsp": count(lambda k: k == "SB_MAC16"),
             "bram": count(lambda k: k.startswith("SB_RAM")),
-            "total_cells": stat["design"]["num_cells"],
+            "total_cells": sum(by_type.values()),
         }
     return {
         "lut": count(lambda k: k == "LUT4"),
@@ -276,7 +289,7 @@ def _cells(stat: dict[str, Any], family: str) -> dict[str, int]:
         "dsp": count(lambda k: k.startswith("MULT18X18") or k.startswith("ALU54")),
         "bram": count(lambda k: k.startswith("DP16KD") or k.startswith("PDPW16KD")),
         "distributed_ram": count(lambda k: k.startswith("TRELLIS_DPR16X4")),
-        "total_cells": stat["design"]["num_cells"],
+        "total_cells": sum(by_type.values()),
     }
 
 
@@ -369,8 +382,9 @@ def synthesize(block: str, cfg: BlockConfig, out_dir: str | Path, *, fmax: bool 
         report["projection_dsp"] = {f: proj["fpga"][f]["dsp"] for f in ("ice40", "ecp5")}
     for family in ("ice40", "ecp5") if fpga else ():
         log.info("%s: %s cells", block, family)
-        _yosys(FPGA_SCRIPT.format(src=src, family=family, top=block, out=f"stat_{family}.json"),
-               out_dir, family, timeout)
+        _yosys(FPGA_SCRIPT.format(src=f"{block}.shared.v", family=family, top=block,
+                                  keep=keep_script(set(merged.values())),
+                                  out=f"stat_{family}.json"), out_dir, family, timeout)
         entry = _cells(json.loads((out_dir / f"stat_{family}.json").read_text()), family)
         if fmax:
             reason = exceeds_device(entry, family)
