@@ -59,7 +59,12 @@ def _locked(folder: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _runner(simulator: str):
+def _runner(simulator: str, *, public_top_only: bool = False):
+    """The cocotb runner of ``simulator``. ``public_top_only`` (Verilator): only the top
+    module's signals are made visible to the testbench, instead of every signal of every
+    instance (cocotb's default, ``--public-flat-rw``). A gate netlist has hundreds of thousands
+    of cell instances; exposing them all costs Verilator gigabytes and many minutes and keeps
+    it from optimising; a control file (:func:`_top_control_file`) exposes the top's ports."""
     from cocotb_tools.runner import get_runner
 
     if simulator not in SIMULATORS:
@@ -67,7 +72,25 @@ def _runner(simulator: str):
     if simulator == "icarus" and not icarus_available():
         raise ToolError("simulator 'icarus' is not installed (Debian package 'iverilog')")
     apply_tool_env()
-    return get_runner(simulator)
+    runner = get_runner(simulator)
+    if public_top_only and simulator == "verilator":
+        full = runner._build_command
+
+        def build_command():
+            cmds = full()
+            cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
+            return cmds
+
+        runner._build_command = build_command
+    return runner
+
+
+def _top_control_file(folder: Path, top: str) -> Path:
+    """A Verilator control file that makes the signals of module ``top`` readable and
+    writable from the testbench."""
+    path = folder / "public_top.vlt"
+    write_if_changed(path, f'`verilator_config\npublic_flat_rw -module "{top}" -var "*"\n')
+    return path
 
 
 #: Make variables of Verilator's generated makefile for gate-level builds: no C++ optimisation.
@@ -91,7 +114,8 @@ def build(block: str, cfg: BlockConfig, *, simulator: str = "verilator", waves: 
     folder = root / "sim" / name / (simulator + ("-waves" if waves else ""))
     import cocotb
 
-    key = hashlib.sha256("\0".join([text, simulator, str(waves), cocotb.__version__])
+    key = hashlib.sha256("\0".join([text, simulator, str(waves), cocotb.__version__,
+                                     "public-top" if netlist is not None else ""])
                          .encode()).hexdigest()
     stamp = folder / "hadware-build.json"
     with _locked(folder):
@@ -100,7 +124,8 @@ def build(block: str, cfg: BlockConfig, *, simulator: str = "verilator", waves: 
         src = folder / f"{block}.v"
         write_if_changed(src, text)  # (a netlist is concatenated into one file)
         write_if_changed(folder / f"{block}.json", json.dumps(desc, indent=2) + "\n")
-        runner = _runner(simulator)
+        gate_level = netlist is not None and simulator == "verilator"
+        runner = _runner(simulator, public_top_only=gate_level)
         log_file = folder / "build.log"
         # A gate netlist is megabytes of one-line cells: its C++ compiles many times faster
         # without optimisation, and its simulations are short.
@@ -111,8 +136,9 @@ def build(block: str, cfg: BlockConfig, *, simulator: str = "verilator", waves: 
             with _quiet_stdout(log_file):
                 runner.build(sources=[src], hdl_toplevel=block, build_dir=folder,
                              timescale=TIMESCALE, waves=waves, always=True,
-                             build_args=(["-Wno-fatal"] + (["--trace-underscore"] if netlist
-                                                           else []))
+                             build_args=(["-Wno-fatal"] + (
+                                 ["--trace-underscore", str(_top_control_file(folder, block))]
+                                 if gate_level else []))
                              if simulator == "verilator" else [])
         except (SystemExit, Exception) as e:
             raise ToolError(f"{simulator} build of {block} failed ({e}); see {log_file}") from None
