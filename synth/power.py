@@ -50,7 +50,14 @@ CLOCK_WEIGHT = 4
 
 NETLIST_SCRIPT = CMOS_PREFIX + """\
 write_verilog -noexpr -noattr {out}
+flatten
+write_json gates_flat.json
 """
+
+#: Gate-level simulators: "levelized" (:mod:`hadware.synth.gatesim`, replaying the RTL run's
+#: inputs; seconds) and "verilator" (the block's cocotb testbench on the netlist; minutes to
+#: tens of minutes for large netlists). Both count the same toggles.
+ENGINES = ("levelized", "verilator")
 
 
 def _cell_models(out_dir: Path) -> Path:
@@ -211,7 +218,8 @@ def estimate_energy(block: str, cfg: BlockConfig, inputs: dict[str, np.ndarray],
                     out_dir: str | Path, *, extras: dict[str, dict] | None = None,
                     rtl_outputs: dict[str, np.ndarray] | None = None, seed: int = 0,
                     queries: int | None = None, netlist: str | Path | None = None,
-                    window: tuple[str, str] | None = None) -> dict[str, Any]:
+                    window: tuple[str, str] | None = None, engine: str = "levelized",
+                    rtl_vcd: str | Path | None = None) -> dict[str, Any]:
     """Gate-level dynamic-energy estimate of ``block`` on ``inputs`` (see the module
     docstring). ``queries`` divides the total into energy per query (default: the number of
     rows of the first input array). ``netlist``: the ``gates.v`` written by
@@ -219,11 +227,15 @@ def estimate_energy(block: str, cfg: BlockConfig, inputs: dict[str, np.ndarray],
     here when not given). ``window = (first, last)``: charge only the activity from the first
     transfer of stream ``first`` to the last transfer of stream ``last`` (for the attention
     designs ``("q_stream", "o_stream")``: the queries, not the loading of the context); by
-    default the whole run from reset release to the last output transfer. Writes
-    ``power.json`` into ``out_dir``."""
+    default the whole run from reset release to the last output transfer. ``engine``: one
+    of :data:`ENGINES`; the levelized engine replays the RTL run traced in ``rtl_vcd`` (run
+    here, with the same seed, when not given) and needs the ``gates_flat.json`` written beside
+    ``netlist``. Writes ``power.json`` into ``out_dir``."""
     from hadware.tb.runner import simulate
     from hadware.tools import run_tool
 
+    if engine not in ENGINES:
+        raise ToolError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     if netlist is None:
@@ -236,6 +248,13 @@ def estimate_energy(block: str, cfg: BlockConfig, inputs: dict[str, np.ndarray],
     netlist = Path(netlist).resolve()
     if not netlist.is_file():
         raise ToolError(f"gate netlist {netlist} does not exist")
+    if engine == "levelized":
+        report = _levelized(block, cfg, inputs, netlist, extras=extras, seed=seed,
+                            window=window, rtl_vcd=rtl_vcd, rtl_outputs=rtl_outputs)
+        n_q = queries if queries is not None else int(next(iter(inputs.values())).shape[0])
+        report.update(queries=n_q, energy_per_query=report["energy_total"] / max(1, n_q))
+        atomic_write_text(out_dir / "power.json", json.dumps(report, indent=2) + "\n")
+        return report
     if rtl_outputs is None:
         rtl_outputs = simulate(block, cfg, inputs, extras=extras, seed=seed).outputs
     try:
@@ -296,6 +315,7 @@ def estimate_energy(block: str, cfg: BlockConfig, inputs: dict[str, np.ndarray],
     report = {
         "block": block,
         "config": cfg.to_dict(),
+        "engine": engine,
         "method": "gate-level toggles x cell transistor count + clock pins (synth/power.py)",
         "cycles": cycles,
         "window": list(window) if window else "reset release to the last output transfer",
@@ -308,3 +328,62 @@ def estimate_energy(block: str, cfg: BlockConfig, inputs: dict[str, np.ndarray],
     }
     atomic_write_text(out_dir / "power.json", json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _levelized(block: str, cfg: BlockConfig, inputs: dict[str, np.ndarray], netlist: Path, *,
+               extras: dict[str, dict] | None, seed: int, window: tuple[str, str] | None,
+               rtl_vcd: str | Path | None, rtl_outputs: dict[str, np.ndarray] | None
+               ) -> dict[str, Any]:
+    """Energy from :mod:`hadware.synth.gatesim` (flattened netlist, RTL inputs replayed)."""
+    from hadware.synth.gatesim import Netlist, replay
+    from hadware.tb.runner import simulate
+
+    flat = netlist.with_name("gates_flat.json")
+    if not flat.is_file():
+        raise ToolError(f"flattened gate netlist {flat} does not exist (written by the CMOS "
+                        "flow beside gates.v)")
+    if rtl_vcd is None:
+        rtl = simulate(block, cfg, inputs, extras=extras, seed=seed, waves=True)
+        rtl_vcd = rtl.waves
+        for name, want in (rtl_outputs or {}).items():
+            if not np.array_equal(np.asarray(want), rtl.outputs.get(name)):
+                raise ToolError(f"gate-level simulation of {block} does not match the RTL: "
+                                f"the traced RTL run's output {name!r} differs from the RTL "
+                                "outputs given")
+    if rtl_vcd is None or Path(rtl_vcd).suffix != ".vcd":
+        raise ToolError("the RTL simulation wrote no VCD trace to replay")
+    net = Netlist(flat, block)
+    try:
+        run = replay(net, rtl_vcd, window)
+    except ToolError as e:
+        raise ToolError(f"gate-level simulation of {block} does not match the RTL: {e}") \
+            from None
+    edges = run["edges"]
+    per_instance: dict[str, dict[str, float]] = {}
+    for typ, inst, t in zip(net.cell_types, net.cell_inst, run["toggles"].tolist(),
+                            strict=True):
+        w = CELL_WEIGHT.get(typ)
+        if w is None:
+            raise ToolError(f"no energy weight for cell type {typ}")
+        label = f"{block}.{inst}" if inst else block
+        e = per_instance.setdefault(label, {"data": 0.0, "clock": 0.0, "flip_flops": 0,
+                                            "cells": 0})
+        e["data"] += t * w
+        e["cells"] += 1
+        if typ.startswith("$_DFF"):
+            e["flip_flops"] += 1
+            e["clock"] += edges * CLOCK_WEIGHT
+    total = sum(v["data"] + v["clock"] for v in per_instance.values())
+    return {
+        "block": block,
+        "config": cfg.to_dict(),
+        "engine": "levelized",
+        "method": "gate-level toggles x cell transistor count + clock pins (synth/power.py)",
+        "cycles": edges,
+        "window": list(window) if window else "first to last rising clock edge",
+        "energy_total": total,
+        "untraced_cell_outputs": 0,
+        "gate_level_matches_rtl": True,
+        "gate_level_cycles_checked": run["rtl_edges"],
+        "per_instance": per_instance,
+    }

@@ -182,4 +182,4 @@ def test_gate_level_mismatch_is_refused(tmp_path):
     wrong = topk_golden(cfg, arrays)
     wrong["topk_score"][0, 0] += 1
     with pytest.raises(ToolError, match="does not match the RTL"):
-        estimate_energy("topk", cfg, arrays, tmp_path, rtl_outputs=wrong)
+        estimate_energy("topk", cfg, arrays, tmp_path, rtl_outputs=wrong, engine="verilator")
