@@ -13,7 +13,9 @@
 2. **FPGA cells.** ``synth_ice40`` and ``synth_ecp5`` of the bare block, with identical modules
    merged as in step 1 and kept as modules (``keep_hierarchy``; everything else is flattened),
    so that each distinct lane is mapped once and large designs map in minutes: LUTs,
-   flip-flops, carry cells, DSP blocks, block RAM, totalled over every instance.
+   flip-flops, carry cells, DSP blocks, block RAM, totalled over every instance. Where Yosys's
+   abc9 trips an internal assertion on a kept module, the family is synthesized again flat
+   (``"flattened": true`` in its entry).
 3. **fmax.** The block inside a pin-light wrapper (all inputs from one registered shift chain,
    all outputs folded into a registered signature chain, 4 pins) placed and routed by
    nextpnr-ice40 (hx8k, ct256) and nextpnr-ecp5 (LFE5U-85F, CABGA381); the last "Max frequency"
@@ -386,10 +388,23 @@ def synthesize(block: str, cfg: BlockConfig, out_dir: str | Path, *, fmax: bool 
         report["projection_dsp"] = {f: proj["fpga"][f]["dsp"] for f in ("ice40", "ecp5")}
     for family in ("ice40", "ecp5") if fpga else ():
         log.info("%s: %s cells", block, family)
-        _yosys(FPGA_SCRIPT.format(src=f"{block}.shared.v", family=family, top=block,
-                                  keep=keep_script(set(merged.values())),
-                                  out=f"stat_{family}.json"), out_dir, family, timeout)
+        script = FPGA_SCRIPT.format(src=f"{block}.shared.v", family=family, top=block,
+                                    keep="{keep}", out=f"stat_{family}.json")
+        try:
+            _yosys(script.format(keep=keep_script(set(merged.values()))), out_dir, family,
+                   timeout)
+            flattened = False
+        except ToolError as e:
+            # Yosys's abc9 can trip an internal assertion on a module kept out of
+            # flattening; the flat design maps (more slowly) to the same kind of cells.
+            if "Assert" not in str(e):
+                raise
+            log.warning("%s: %s synthesis with kept modules failed (%s); flattening",
+                        block, family, str(e).splitlines()[-1])
+            _yosys(script.format(keep=""), out_dir, family, timeout)
+            flattened = True
         entry = _cells(json.loads((out_dir / f"stat_{family}.json").read_text()), family)
+        entry["flattened"] = flattened
         if fmax:
             reason = exceeds_device(entry, family)
             if reason is not None:

@@ -157,3 +157,26 @@ def test_shared_modules_keep_the_area(tmp_path):
     lanes = [transistors(plain, f"\\attention.lane{j}") for j in range(3)]
     assert lanes == [lanes[0]] * 3
     assert abs(transistors(merged_stat) - transistors(plain)) < 0.005 * transistors(plain)
+
+
+@pytest.mark.synth
+def test_fpga_flow_flattens_after_an_abc9_assertion(tmp_path, monkeypatch):
+    import hadware.synth.flow as flow
+    from hadware.errors import ToolError
+
+    real = flow._yosys
+    calls = []
+
+    def failing_with_kept_modules(script, cwd, name, timeout):
+        calls.append((name, "keep_hierarchy" in script))
+        if name == "ecp5" and "keep_hierarchy" in script:
+            raise ToolError("yosys (ecp5) failed (exit 1):\nERROR: Assert `x' failed in y.cc")
+        return real(script, cwd, name, timeout)
+
+    monkeypatch.setattr(flow, "_yosys", failing_with_kept_modules)
+    monkeypatch.setattr(flow, "keep_script", lambda modules: "setattr -mod -set "
+                        "keep_hierarchy 1 score_unit.lane0")
+    r = synthesize("score_unit", ScoreUnitConfig(d=16, lanes=2), tmp_path, fmax=False)
+    assert ("ecp5", True) in calls and ("ecp5", False) in calls
+    assert r["fpga"]["ecp5"]["flattened"] is True and r["fpga"]["ice40"]["flattened"] is False
+    assert r["fpga"]["ecp5"]["ff"] == r["area_cmos"]["flip_flops"]
