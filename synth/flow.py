@@ -397,7 +397,9 @@ def synthesize(block: str, cfg: BlockConfig, out_dir: str | Path, *, fmax: bool 
         except ToolError as e:
             # Yosys's abc9 can trip an internal assertion on a module kept out of
             # flattening; the flat design maps (more slowly) to the same kind of cells.
-            if "Assert" not in str(e):
+            log_tail = (out_dir / f"{family}.log").read_text(errors="replace")[-2000:] \
+                if (out_dir / f"{family}.log").exists() else ""
+            if "Assert" not in str(e) + log_tail:
                 raise
             log.warning("%s: %s synthesis with kept modules failed (%s); flattening",
                         block, family, str(e).splitlines()[-1])
