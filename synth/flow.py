@@ -42,7 +42,7 @@ from hadware.errors import ToolError
 from hadware.hw.generate import generate
 from hadware.tools import run_tool, tool_env
 
-__all__ = ["DEVICES", "report_markdown", "synthesize"]
+__all__ = ["DEVICES", "report_markdown", "synthesize", "synthesize_fpga"]
 
 log = logging.getLogger(__name__)
 
@@ -386,7 +386,32 @@ def synthesize(block: str, cfg: BlockConfig, out_dir: str | Path, *, fmax: bool 
         proj = synthesize_projection(cfg.lanes, max(cfg.d_model, cfg.d_hidden),
                                      out_dir / "projection", timeout=timeout)
         report["projection_dsp"] = {f: proj["fpga"][f]["dsp"] for f in ("ice40", "ecp5")}
-    for family in ("ice40", "ecp5") if fpga else ():
+    if fpga:
+        report["fpga"] = _fpga_flows(block, out_dir, src, desc, merged, fmax, timeout)
+    atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out_dir / "report.md", report_markdown(report))
+    return report
+
+
+def synthesize_fpga(block: str, cfg: BlockConfig, out_dir: str | Path, *, fmax: bool = True,
+                    timeout: float = 1800.0) -> dict[str, dict[str, Any]]:
+    """The FPGA flows of :func:`synthesize` alone (cells and fmax per family), so that they
+    can run beside the CMOS area flow; writes ``fpga.json``."""
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = generate(block, cfg, out_dir)
+    desc = json.loads(paths["description"].read_text())
+    shared, merged = share_modules(paths["verilog"].read_text())
+    atomic_write_text(out_dir / f"{block}.shared.v", shared)
+    fpga = _fpga_flows(block, out_dir, paths["verilog"].name, desc, merged, fmax, timeout)
+    atomic_write_text(out_dir / "fpga.json", json.dumps(fpga, indent=2) + "\n")
+    return fpga
+
+
+def _fpga_flows(block: str, out_dir: Path, src: str, desc: dict[str, Any],
+                merged: dict[str, str], fmax: bool, timeout: float) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for family in ("ice40", "ecp5"):
         log.info("%s: %s cells", block, family)
         script = FPGA_SCRIPT.format(src=f"{block}.shared.v", family=family, top=block,
                                     keep="{keep}", out=f"stat_{family}.json")
@@ -414,10 +439,8 @@ def synthesize(block: str, cfg: BlockConfig, out_dir: str | Path, *, fmax: bool 
             else:
                 log.info("%s: %s place and route", block, family)
                 entry.update(_fmax(family, src, out_dir, desc, timeout))
-        report["fpga"][family] = entry
-    atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
-    atomic_write_text(out_dir / "report.md", report_markdown(report))
-    return report
+        out[family] = entry
+    return out
 
 
 def report_markdown(r: dict[str, Any]) -> str:
