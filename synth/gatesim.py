@@ -23,7 +23,6 @@ VCD trace of a zero-delay simulation gives.
 from __future__ import annotations
 
 import json
-import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -35,9 +34,9 @@ from hadware.errors import ToolError
 __all__ = ["GATE_TABLE", "Netlist", "read_vcd_ports", "replay"]
 
 
-def _table(fn, n: int) -> list[int]:
-    """Truth table of ``fn`` over inputs (a, b, c, d), index a*8 + b*4 + c*2 + d; inputs
-    beyond the first ``n`` are tied to 0."""
+def _table(fn) -> list[int]:
+    """Truth table of ``fn`` over inputs (a, b, c, d), index a*8 + b*4 + c*2 + d (a cell's
+    unused inputs are tied to constant 0)."""
     out = []
     for idx in range(16):
         a, b, c, d = (idx >> 3) & 1, (idx >> 2) & 1, (idx >> 1) & 1, idx & 1
@@ -47,23 +46,23 @@ def _table(fn, n: int) -> list[int]:
 
 #: Yosys generic cells: (input pins in table order, truth table over (a, b, c, d)).
 GATE_TABLE: dict[str, tuple[tuple[str, ...], list[int]]] = {
-    "$_BUF_": (("A",), _table(lambda a, b, c, d: a, 1)),
-    "$_NOT_": (("A",), _table(lambda a, b, c, d: 1 - a, 1)),
-    "$_AND_": (("A", "B"), _table(lambda a, b, c, d: a & b, 2)),
-    "$_NAND_": (("A", "B"), _table(lambda a, b, c, d: 1 - (a & b), 2)),
-    "$_OR_": (("A", "B"), _table(lambda a, b, c, d: a | b, 2)),
-    "$_NOR_": (("A", "B"), _table(lambda a, b, c, d: 1 - (a | b), 2)),
-    "$_XOR_": (("A", "B"), _table(lambda a, b, c, d: a ^ b, 2)),
-    "$_XNOR_": (("A", "B"), _table(lambda a, b, c, d: 1 - (a ^ b), 2)),
-    "$_ANDNOT_": (("A", "B"), _table(lambda a, b, c, d: a & (1 - b), 2)),
-    "$_ORNOT_": (("A", "B"), _table(lambda a, b, c, d: a | (1 - b), 2)),
+    "$_BUF_": (("A",), _table(lambda a, b, c, d: a)),
+    "$_NOT_": (("A",), _table(lambda a, b, c, d: 1 - a)),
+    "$_AND_": (("A", "B"), _table(lambda a, b, c, d: a & b)),
+    "$_NAND_": (("A", "B"), _table(lambda a, b, c, d: 1 - (a & b))),
+    "$_OR_": (("A", "B"), _table(lambda a, b, c, d: a | b)),
+    "$_NOR_": (("A", "B"), _table(lambda a, b, c, d: 1 - (a | b))),
+    "$_XOR_": (("A", "B"), _table(lambda a, b, c, d: a ^ b)),
+    "$_XNOR_": (("A", "B"), _table(lambda a, b, c, d: 1 - (a ^ b))),
+    "$_ANDNOT_": (("A", "B"), _table(lambda a, b, c, d: a & (1 - b))),
+    "$_ORNOT_": (("A", "B"), _table(lambda a, b, c, d: a | (1 - b))),
     # MUX: Y = S ? B : A, inputs in table order (A, B, S).
-    "$_MUX_": (("A", "B", "S"), _table(lambda a, b, s, d: b if s else a, 3)),
-    "$_NMUX_": (("A", "B", "S"), _table(lambda a, b, s, d: 1 - (b if s else a), 3)),
-    "$_AOI3_": (("A", "B", "C"), _table(lambda a, b, c, d: 1 - ((a & b) | c), 3)),
-    "$_OAI3_": (("A", "B", "C"), _table(lambda a, b, c, d: 1 - ((a | b) & c), 3)),
-    "$_AOI4_": (("A", "B", "C", "D"), _table(lambda a, b, c, d: 1 - ((a & b) | (c & d)), 4)),
-    "$_OAI4_": (("A", "B", "C", "D"), _table(lambda a, b, c, d: 1 - ((a | b) & (c | d)), 4)),
+    "$_MUX_": (("A", "B", "S"), _table(lambda a, b, s, d: b if s else a)),
+    "$_NMUX_": (("A", "B", "S"), _table(lambda a, b, s, d: 1 - (b if s else a))),
+    "$_AOI3_": (("A", "B", "C"), _table(lambda a, b, c, d: 1 - ((a & b) | c))),
+    "$_OAI3_": (("A", "B", "C"), _table(lambda a, b, c, d: 1 - ((a | b) & c))),
+    "$_AOI4_": (("A", "B", "C", "D"), _table(lambda a, b, c, d: 1 - ((a & b) | (c & d)))),
+    "$_OAI4_": (("A", "B", "C", "D"), _table(lambda a, b, c, d: 1 - ((a | b) & (c | d)))),
 }
 _TYPES = list(GATE_TABLE)
 _LUT = np.array([bit for t in _TYPES for bit in GATE_TABLE[t][1]], dtype=np.uint8)
@@ -267,7 +266,7 @@ class Netlist:
                 self.levels.append(("gates", types[sel] * 16, ins[sel, 0], ins[sel, 1],
                                     ins[sel, 2], ins[sel, 3], outs[sel]))
             for m, p in reads_at.get(lv, ()):
-                self.levels.append(("read", m, p))
+                self.levels.append(("read", self.memories.index(m), p))
         self.depth = int(level.max(initial=-1)) + 1
 
     def settle(self, v: np.ndarray, mem: list[np.ndarray]) -> None:
@@ -277,8 +276,8 @@ class Netlist:
                 _, base, a, b, c, d, out = op
                 v[out] = _LUT[base + (v[a] << 3 | v[b] << 2 | v[c] << 1 | v[d])]
             else:
-                _, m, p = op
-                k = self.memories.index(m)
+                _, k, p = op
+                m = self.memories[k]
                 addr = m.address(v, m.rd_addr[p])
                 word = mem[k][addr] if 0 <= addr < m.size else 0
                 v[m.rd_data[p]] = word if v[m.rd_en[p]] else v[m.rd_data[p]]
@@ -319,9 +318,6 @@ class Netlist:
                 if m.rd_sync[p]:
                     v[m.rd_data[p]] = m.rd_init[p]
         return v, [m.init.copy() for m in self.memories]
-
-
-_VAR = re.compile(r"\$var\s+\S+\s+(\d+)\s+(\S+)\s+(\S+)")
 
 
 def read_vcd_ports(vcd: str | Path, names: list[str], clock: str = "clk"
@@ -456,7 +452,7 @@ def replay(net: Netlist, rtl_vcd: str | Path, window: tuple[str, str] | None = N
         if counting:
             now = v[net.cell_out]
             toggles += now != before
-            before = now.copy()
+            before = now
         if e + 1 < n_edges:
             apply_inputs(e + 1)  # the testbench drives at the falling edge
             net.settle(v, mem)
