@@ -204,6 +204,6 @@ def synthesize_projection(lanes: int, fan_in: int, out_dir: str | Path, *,
         flow._yosys(flow.FPGA_SCRIPT.format(src=src, family=family, top=top, keep="",
                                             out=f"stat_{family}.json"), out_dir, family, timeout)
         report["fpga"][family] = flow._cells(
-            json.loads((out_dir / f"stat_{family}.json").read_text()), family)
+            json.loads((out_dir / f"stat_{family}.json").read_text()), family, top)
     atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
     return report

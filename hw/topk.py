@@ -17,7 +17,10 @@ i moves to ``i + #(new candidates that beat it)``, every new candidate j goes to
 ``#(held entries that beat it) + #(earlier-lane new candidates with key >= its key) +
 #(later-lane new candidates with key > its key)``; ranks of ``top_k`` or more fall off. Held
 entries always carry lower indices than new ones, so they win ties; empty slots and masked
-lanes carry a valid bit of 0 in the compare key and lose to everything.
+lanes carry a valid bit of 0 in the compare key and lose to everything. The comparisons of
+one held entry against the beat (``lanes`` comparators and their count) form a
+:class:`TopKRow` submodule, ``row0`` to ``row{top_k-1}``, all identical: hierarchical synthesis
+maps the row once, which keeps a wide merge with a large ``top_k`` tractable.
 
 Area (as formulas): ``top_k*lanes + lanes*(lanes-1)/2`` key comparators of ``score_width + 1``
 bits; one rank adder per held entry (``lanes`` inputs) and per lane (``top_k + lanes - 1``
@@ -44,11 +47,46 @@ from amaranth.lib.wiring import In, Out
 
 from hadware.config.topk import TopKConfig
 
-__all__ = ["TopK"]
+__all__ = ["TopK", "TopKRow"]
 
 
 def _bits_for(n: int) -> int:
     return max(1, n.bit_length())
+
+
+class TopKRow(wiring.Component):
+    """One held entry against the new candidates of a beat: which of them beat it, and how
+    many.
+
+    Members
+    -------
+    held : In(key_width)
+        The held entry's compare key.
+    new : In(lanes * key_width)
+        The new candidates' keys, lane 0 in the low bits.
+    beats : Out(lanes)
+        Bit j: new key j is greater than the held key (unsigned).
+    count : Out(bits of lanes)
+        The number of set bits of ``beats``.
+    """
+
+    def __init__(self, lanes: int, key_width: int):
+        self._lanes = lanes
+        self._kw = key_width
+        super().__init__({
+            "held": In(key_width),
+            "new": In(lanes * key_width),
+            "beats": Out(lanes),
+            "count": Out(_bits_for(lanes)),
+        })
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        kw = self._kw
+        for j in range(self._lanes):
+            m.d.comb += self.beats[j].eq(self.new[j * kw: (j + 1) * kw] > self.held)
+        m.d.comb += self.count.eq(sum(self.beats[j] for j in range(self._lanes)))
+        return m
 
 
 class TopK(wiring.Component):
@@ -116,15 +154,18 @@ class TopK(wiring.Component):
                 n_idx[j].eq((base + j)[:iw]),
             ]
 
-        # new j beats held i iff nk[j] > hk[i].
-        beats_h = [[Signal(name=f"n{j}_beats_h{i}") for j in range(lanes)] for i in range(k)]
+        # new j beats held i iff nk[j] > hk[i]: one TopKRow per held entry (identical rows,
+        # so hierarchical synthesis maps one and counts it top_k times).
+        nk_all = Signal(lanes * (w + 1))
+        m.d.comb += nk_all.eq(Cat(*nk))
+        beats_h, rank_h = [], []
         for i in range(k):
-            for j in range(lanes):
-                m.d.comb += beats_h[i][j].eq(nk[j] > hk[i])
-        rank_h = []
-        for i in range(k):
+            row = TopKRow(lanes, w + 1)
+            m.submodules[f"row{i}"] = row
+            m.d.comb += [row.held.eq(hk[i]), row.new.eq(nk_all)]
+            beats_h.append([row.beats[j] for j in range(lanes)])
             r = Signal(_bits_for(k + lanes), name=f"rank_h{i}")
-            m.d.comb += r.eq(i + sum(beats_h[i][j] for j in range(lanes)))
+            m.d.comb += r.eq(i + row.count)
             rank_h.append(r)
         rank_n = []
         for j in range(lanes):

@@ -51,17 +51,21 @@ SRAM_TRANSISTORS_PER_BIT = 6
 CATEGORIES = ["scoring", "top-k", "softmax + weighted sum", "normalisation", "control"]
 
 
+_CATEGORY_PREFIXES = [
+    (("lane", "dot", "mul", "score"), "scoring"),
+    (("topk",), "top-k"),
+    (("wsum", "softmax", "exp", "max"), "softmax + weighted sum"),
+    (("divider", "recip", "scale"), "normalisation"),
+]
+
+
 def category(module: str) -> str:
-    """Sub-block of a module, by the last part of its hierarchical name."""
-    leaf = module.rsplit(".", 1)[-1] if "." in module else ""
-    if leaf.startswith(("lane", "dot", "mul", "score")):
-        return "scoring"
-    if leaf.startswith("topk"):
-        return "top-k"
-    if leaf.startswith(("wsum", "softmax", "exp", "max")):
-        return "softmax + weighted sum"
-    if leaf.startswith(("divider", "recip", "scale")):
-        return "normalisation"
+    """Sub-block of a module, by the parts of its hierarchical name below the design, the
+    last part first (``attention.topk.row3`` is part of the top-k)."""
+    for part in reversed(module.split(".")[1:]):
+        for prefixes, name in _CATEGORY_PREFIXES:
+            if part.startswith(prefixes):
+                return name
     return "control"
 
 

@@ -10,18 +10,21 @@
    count of the logic, per module and in total. Memories (context storage, tables) are
    reported as storage bits beside it, not converted into flip-flops. The gate netlist is
    kept as ``gates.v`` (the power estimate, :mod:`hadware.synth.power`, simulates it).
-2. **FPGA cells.** ``synth_ice40`` and ``synth_ecp5`` of the bare block, with identical modules
-   merged as in step 1 and kept as modules (``keep_hierarchy``; everything else is flattened),
-   so that each distinct lane is mapped once and large designs map in minutes: LUTs,
-   flip-flops, carry cells, DSP blocks, block RAM, totalled over every instance. Where Yosys's
-   abc9 trips an internal assertion on a kept module, the family is synthesized again flat
-   (``"flattened": true`` in its entry).
+2. **FPGA cells.** ``synth_ice40`` and ``synth_ecp5`` with identical modules merged as in
+   step 1 and kept as modules (``keep_hierarchy``; everything else is flattened), so that each
+   distinct lane is mapped once and large designs map in minutes: LUTs, flip-flops, carry
+   cells, DSP blocks, block RAM, totalled over every instance of the block's hierarchy
+   (:func:`cells_below`). With fmax wanted, the block is synthesized inside the fmax wrapper
+   of step 3, itself kept as a module, so that one synthesis gives both the block's cells and
+   the netlist to place and route. Where Yosys's abc9 trips an internal assertion on a kept
+   module, the family is synthesized again flat (``"flattened": true`` in its entry; the bare
+   block for the cells, then the wrapper for place and route).
 3. **fmax.** The block inside a pin-light wrapper (all inputs from one registered shift chain,
    all outputs folded into a registered signature chain, 4 pins) placed and routed by
-   nextpnr-ice40 (hx8k, ct256) and nextpnr-ecp5 (LFE5U-85F, CABGA381); the last "Max frequency"
-   line is the figure. It varies with the placer seed (fixed here to 1). A design that does not
-   fit gets ``null`` and the reason (when the cell counts of step 2 already exceed the device,
-   place and route is not attempted).
+   nextpnr-ice40 (hx8k, ct256) and nextpnr-ecp5 (LFE5U-85F, CABGA381, router2); the last
+   "Max frequency" line is the figure. It varies with the placer seed (fixed here to 1). A
+   design that does not fit gets ``null`` and the reason (when the block's cells from step 2
+   already exceed the device, place and route is not attempted).
 
 YoWASP tools mount a private folder over /tmp, so every tool runs with ``cwd=out_dir`` and
 relative file names. Writes a JSON report and a Markdown table (``report.json``,
@@ -200,6 +203,20 @@ read_verilog -sv {src} {wrapper}
 synth_{family} -top fmax_wrapper -json {netlist}
 """
 
+# The block kept as a module inside the wrapper: the statistics of the hierarchy (the block's
+# cells are counted below it, :func:`cells_below`; Yosys 0.70's ``stat -top`` crashes), then the
+# flattened netlist of the whole for nextpnr.
+WRAPPED_SCRIPT = """\
+read_verilog -sv {src} fmax_wrapper.v
+hierarchy -top fmax_wrapper
+{keep}
+synth_{family} -top fmax_wrapper
+tee -q -o {out} stat -json
+flatten
+opt_clean
+write_json {netlist}
+"""
+
 
 def _yosys(script: str, cwd: Path, name: str, timeout: float) -> None:
     (cwd / f"{name}.ys").write_text(script)
@@ -246,12 +263,8 @@ endmodule
 """
 
 
-def _fmax(family: str, src: str, out_dir: Path, desc: dict[str, Any], timeout: float) -> dict:
-    (out_dir / "fmax_wrapper.v").write_text(_wrapper(desc))
-    netlist = f"{family}_wrapped.json"
+def _place_and_route(family: str, netlist: str, out_dir: Path, timeout: float) -> dict:
     try:
-        _yosys(PNR_SCRIPT.format(src=src, wrapper="fmax_wrapper.v", family=family,
-                                 netlist=netlist), out_dir, f"{family}_wrapped", timeout)
         dev = DEVICES[family]
         p = run_tool([dev["nextpnr"], *dev["args"], "--json", netlist, "--seed", "1",
                       "--timing-allow-fail", "--quiet", "--log", f"{family}_pnr.log"],
@@ -269,12 +282,24 @@ def _fmax(family: str, src: str, out_dir: Path, desc: dict[str, Any], timeout: f
     return {"fmax_mhz": float(found[-1]), "device": " ".join(DEVICES[family]["args"][:3])}
 
 
-def _cells(stat: dict[str, Any], family: str) -> dict[str, int]:
-    # The design section totals the hierarchy; it also lists the top's submodule instances,
-    # which are not cells.
-    modules = {name.lstrip("\\") for name in stat["modules"]}
-    by_type: dict[str, int] = {k: v for k, v in stat["design"]["num_cells_by_type"].items()
-                               if k.lstrip("\\") not in modules}
+def cells_below(stat: dict[str, Any], top: str) -> dict[str, int]:
+    """Cells by type of ``top`` and every module instantiated below it, from a hierarchical
+    ``stat -json`` report (each module's own cells times its instance count; submodule
+    instances are not cells)."""
+    mods = {name.lstrip("\\"): m for name, m in stat["modules"].items()}
+    if top not in mods:
+        raise ToolError(f"synthesis statistics: module {top!r} not found "
+                        f"(modules: {', '.join(sorted(mods))})")
+    by_type: dict[str, int] = {}
+    for name, k in instance_counts(stat, top).items():
+        for t, cnt in mods[name].get("num_cells_by_type", {}).items():
+            if k and t.lstrip("\\") not in mods:
+                by_type[t] = by_type.get(t, 0) + k * cnt
+    return by_type
+
+
+def _cells(stat: dict[str, Any], family: str, top: str) -> dict[str, int]:
+    by_type = cells_below(stat, top)
 
     def count(pred) -> int:
         return sum(v for k, v in by_type.items() if pred(k))
@@ -411,14 +436,26 @@ def synthesize_fpga(block: str, cfg: BlockConfig, out_dir: str | Path, *, fmax: 
 def _fpga_flows(block: str, out_dir: Path, src: str, desc: dict[str, Any],
                 merged: dict[str, str], fmax: bool, timeout: float) -> dict[str, dict]:
     out: dict[str, dict] = {}
+    keep = set(merged.values())
+    if fmax:
+        (out_dir / "fmax_wrapper.v").write_text(_wrapper(desc))
     for family in ("ice40", "ecp5"):
         log.info("%s: %s cells", block, family)
-        script = FPGA_SCRIPT.format(src=f"{block}.shared.v", family=family, top=block,
-                                    keep="{keep}", out=f"stat_{family}.json")
+        netlist = f"{family}_wrapped.json" if fmax else None
+        flattened = False
         try:
-            _yosys(script.format(keep=keep_script(set(merged.values()))), out_dir, family,
-                   timeout)
-            flattened = False
+            if fmax:
+                # One synthesis serves both: the block kept as a module inside the fmax
+                # wrapper gives the block's cells and, flattened, the netlist for place and
+                # route.
+                _yosys(WRAPPED_SCRIPT.format(src=f"{block}.shared.v", family=family, top=block,
+                                             keep=keep_script(keep | {block}),
+                                             out=f"stat_{family}.json", netlist=netlist),
+                       out_dir, family, timeout)
+            else:
+                _yosys(FPGA_SCRIPT.format(src=f"{block}.shared.v", family=family, top=block,
+                                          keep=keep_script(keep), out=f"stat_{family}.json"),
+                       out_dir, family, timeout)
         except ToolError as e:
             # Yosys's abc9 can trip an internal assertion on a module kept out of
             # flattening; the flat design maps (more slowly) to the same kind of cells.
@@ -428,17 +465,25 @@ def _fpga_flows(block: str, out_dir: Path, src: str, desc: dict[str, Any],
                 raise
             log.warning("%s: %s synthesis with kept modules failed (%s); flattening",
                         block, family, str(e).splitlines()[-1])
-            _yosys(script.format(keep=""), out_dir, family, timeout)
+            _yosys(FPGA_SCRIPT.format(src=f"{block}.shared.v", family=family, top=block,
+                                      keep="", out=f"stat_{family}.json"),
+                   out_dir, family, timeout)
             flattened = True
-        entry = _cells(json.loads((out_dir / f"stat_{family}.json").read_text()), family)
+        entry = _cells(json.loads((out_dir / f"stat_{family}.json").read_text()), family,
+                       block)
         entry["flattened"] = flattened
         if fmax:
             reason = exceeds_device(entry, family)
             if reason is not None:
                 entry.update({"fmax_mhz": None, "reason": reason})
             else:
+                if flattened:
+                    # (the flat block inside the wrapper, synthesized again)
+                    _yosys(PNR_SCRIPT.format(src=src, wrapper="fmax_wrapper.v", family=family,
+                                             netlist=netlist), out_dir, f"{family}_wrapped",
+                           timeout)
                 log.info("%s: %s place and route", block, family)
-                entry.update(_fmax(family, src, out_dir, desc, timeout))
+                entry.update(_place_and_route(family, netlist, out_dir, timeout))
         out[family] = entry
     return out
 

@@ -14,6 +14,8 @@ from hadware.synth.compare import CATEGORIES, category, compare
 def test_categories():
     assert category("attention.lane3") == "scoring"
     assert category("attention.topk") == "top-k"
+    assert category("int8_topk_attention.topk.row7") == "top-k"
+    assert category("std_attention.wsum0.exp.exp_scale") == "softmax + weighted sum"
     assert category("attention.wsum") == "softmax + weighted sum"
     assert category("attention.divider") == "normalisation"
     assert category("attention.scale") == "normalisation"
