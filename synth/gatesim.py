@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from hadware.errors import ToolError
+from hadware.synth.vcd import read_header, steps
 
 __all__ = ["GATE_TABLE", "Netlist", "read_vcd_ports", "replay"]
 
@@ -328,23 +329,13 @@ def read_vcd_ports(vcd: str | Path, names: list[str], clock: str = "clk"
     for a 2-state simulator, whose signals start at 0. The values sampled for that edge are
     the ones of its own time step, which the simulator evaluated together with the edge; what
     the outputs were before it is not in the trace."""
-    codes: dict[str, str] = {}
-    depth = 0
     values: dict[str, str] = {}
     out: dict[str, list[int]] = {n: [] for n in names}
     with open(vcd) as f:
-        for line in f:
-            if line.startswith("$enddefinitions"):
-                break
-            tok = line.split()
-            if not tok:
-                continue
-            if tok[0] == "$scope":
-                depth += 1
-            elif tok[0] == "$upscope":
-                depth -= 1
-            elif tok[0] == "$var" and depth == 1:
-                codes.setdefault(tok[4], tok[3])
+        codes: dict[str, str] = {}
+        for var in read_header(f):
+            if var.depth == 1:
+                codes.setdefault(var.name, var.code)
         want = [clock, *names]
         missing = [n for n in want if n not in codes]
         if missing:
@@ -353,15 +344,13 @@ def read_vcd_ports(vcd: str | Path, names: list[str], clock: str = "clk"
         for n in want:
             by_code[codes[n]].append(n)
         clk_code = codes[clock]
-        step: list[tuple[str, str]] = []
-
         initial = False
 
         def sample() -> None:
             for n in names:
                 out[n].append(int(values.get(n, "0").replace("x", "0").replace("z", "0"), 2))
 
-        def flush() -> None:
+        def flush(step: list[tuple[str, str]]) -> None:
             nonlocal initial
             rise = any(code == clk_code and val == "1" for val, code in step)
             first = clock not in values
@@ -373,21 +362,9 @@ def read_vcd_ports(vcd: str | Path, names: list[str], clock: str = "clk"
             if rise and first:
                 sample()
                 initial = True
-            step.clear()
 
-        for line in f:
-            c = line[0]
-            if c == "#":
-                flush()
-            elif c == "b":
-                val, code = line[1:].split()
-                if code in by_code:
-                    step.append((val, code))
-            elif c in "01xz":
-                code = line[1:].strip()
-                if code in by_code:
-                    step.append((c, code))
-        flush()
+        for step in steps(f, set(by_code)):
+            flush(step)
     return out, initial
 
 

@@ -36,6 +36,7 @@ from hadware.config.base import BlockConfig, atomic_write_text
 from hadware.errors import ToolError
 from hadware.hw.generate import generate
 from hadware.synth.flow import CMOS_PREFIX
+from hadware.synth.vcd import read_header, steps
 
 __all__ = ["CELL_WEIGHT", "CLOCK_WEIGHT", "count_toggles", "estimate_energy"]
 
@@ -128,33 +129,16 @@ def count_toggles(vcd: Path, window: tuple[str, str] | None = None
     (the values the trace holds before the edge's own time step).
     """
     ids: dict[str, list[tuple[str, str, int, int]]] = defaultdict(list)  # id -> (scope,name,w,lsb)
-    scope: list[str] = []
     last: dict[str, str] = {}
     toggles: defaultdict[tuple[str, str, int], int] = defaultdict(int)
     top: dict[str, str] = {}  # top-level signal name -> id (first occurrence)
     with open(vcd) as f:
-        for line in f:
-            if line.startswith("$enddefinitions"):
-                break
-            tok = line.split()
-            if not tok:
-                continue
-            if tok[0] == "$scope":
-                scope.append(tok[2])
-            elif tok[0] == "$upscope":
-                scope.pop()
-            elif tok[0] == "$var":
-                width, code, name = int(tok[2]), tok[3], tok[4]
-                lsb = 0
-                if len(tok) > 5 and tok[5].startswith("["):
-                    rng = tok[5].strip("[]").split(":")
-                    lsb = int(rng[-1])
-                path = ".".join(scope)
-                ids[code].append((path, name, width, lsb))
-                if len(scope) == 1:
-                    top.setdefault(name, code)
-                for i in range(width):
-                    toggles[(path, name, lsb + i)] += 0
+        for var in read_header(f):
+            ids[var.code].append((var.scope, var.name, var.width, var.lsb))
+            if var.depth == 1:
+                top.setdefault(var.name, var.code)
+            for i in range(var.width):
+                toggles[(var.scope, var.name, var.lsb + i)] += 0
         clk_id = top.get("clk")
         if window is not None:
             need = [f"{s}__{w}" for s in window for w in ("valid", "ready")]
@@ -165,9 +149,8 @@ def count_toggles(vcd: Path, window: tuple[str, str] | None = None
         counting = window is None
         pending: defaultdict[tuple[str, str, int], int] = defaultdict(int)
         edges = pending_edges = 0
-        step: list[tuple[str, str]] = []
 
-        def flush() -> None:
+        def flush(step: list[tuple[str, str]]) -> None:
             nonlocal counting, edges, pending_edges
             rise = clk_id is not None and any(c == clk_id and v == "1" for v, c in step) \
                 and last.get(clk_id) == "0"
@@ -191,7 +174,6 @@ def count_toggles(vcd: Path, window: tuple[str, str] | None = None
                     if x != y:
                         for path, name, _, lsb in ids[code]:
                             pending[(path, name, lsb + i)] += 1
-            step.clear()
             if window is None or closes:
                 for k, v in pending.items():
                     toggles[k] += v
@@ -199,16 +181,8 @@ def count_toggles(vcd: Path, window: tuple[str, str] | None = None
                 edges += pending_edges
                 pending_edges = 0
 
-        for line in f:
-            c = line[0]
-            if c == "#":
-                flush()
-            elif c == "b":
-                val, code = line[1:].split()
-                step.append((val, code))
-            elif c in "01xz":
-                step.append((c, line[1:].strip()))
-        flush()
+        for step in steps(f):
+            flush(step)
         if window is not None and not counting:
             raise ToolError(f"{vcd}: stream {window[0]} made no transfer")
     return dict(toggles), edges
