@@ -205,7 +205,6 @@ def estimate_energy(block: str, cfg: BlockConfig, inputs: dict[str, np.ndarray],
     of :data:`ENGINES`; the levelized engine replays the RTL run traced in ``rtl_vcd`` (run
     here, with the same seed, when not given) and needs the ``gates_flat.json`` written beside
     ``netlist``. Writes ``power.json`` into ``out_dir``."""
-    from hadware.tb.runner import simulate
     from hadware.tools import run_yosys
 
     if engine not in ENGINES:
@@ -220,13 +219,44 @@ def estimate_energy(block: str, cfg: BlockConfig, inputs: dict[str, np.ndarray],
     netlist = Path(netlist).resolve()
     if not netlist.is_file():
         raise ToolError(f"gate netlist {netlist} does not exist")
+    n_q = queries if queries is not None else int(next(iter(inputs.values())).shape[0])
     if engine == "levelized":
-        report = _levelized(block, cfg, inputs, netlist, extras=extras, seed=seed,
-                            window=window, rtl_vcd=rtl_vcd, rtl_outputs=rtl_outputs)
-        n_q = queries if queries is not None else int(next(iter(inputs.values())).shape[0])
-        report.update(queries=n_q, energy_per_query=report["energy_total"] / max(1, n_q))
-        atomic_write_text(out_dir / "power.json", json.dumps(report, indent=2) + "\n")
-        return report
+        per_instance, cycles, extra = _levelized(
+            block, cfg, inputs, netlist, extras=extras, seed=seed, window=window,
+            rtl_vcd=rtl_vcd, rtl_outputs=rtl_outputs)
+        span = "first to last rising clock edge"
+    else:
+        per_instance, cycles, extra = _verilator(
+            block, cfg, inputs, netlist, out_dir, extras=extras, seed=seed, window=window,
+            rtl_outputs=rtl_outputs)
+        span = "reset release to the last output transfer"
+    total = sum(v["data"] + v["clock"] for v in per_instance.values())
+    report = {
+        "block": block,
+        "config": cfg.to_dict(),
+        "engine": engine,
+        "method": "gate-level toggles x cell transistor count + clock pins (synth/power.py)",
+        "cycles": cycles,
+        "window": list(window) if window else span,
+        "queries": n_q,
+        "energy_total": total,
+        "energy_per_query": total / max(1, n_q),
+        "gate_level_matches_rtl": True,
+        **extra,
+        "per_instance": per_instance,
+    }
+    atomic_write_text(out_dir / "power.json", json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _verilator(block: str, cfg: BlockConfig, inputs: dict[str, np.ndarray], netlist: Path,
+               out_dir: Path, *, extras: dict[str, dict] | None, seed: int,
+               window: tuple[str, str] | None, rtl_outputs: dict[str, np.ndarray] | None
+               ) -> tuple[dict[str, dict[str, float]], int, dict[str, Any]]:
+    """Energy from the block's testbench run on the gate netlist under Verilator: per-instance
+    energy, the cycles charged, and the engine's own report fields."""
+    from hadware.tb.runner import simulate
+
     if rtl_outputs is None:
         rtl_outputs = simulate(block, cfg, inputs, extras=extras, seed=seed).outputs
     try:
@@ -282,31 +312,15 @@ def estimate_energy(block: str, cfg: BlockConfig, inputs: dict[str, np.ndarray],
     total_cells = sum(v["cells"] for v in per_instance.values())
     if missing > 0.01 * max(1, total_cells):
         raise ToolError(f"{missing} of {total_cells} cell outputs were not found in the trace")
-    total = sum(v["data"] + v["clock"] for v in per_instance.values())
-    n_q = queries if queries is not None else int(next(iter(inputs.values())).shape[0])
-    report = {
-        "block": block,
-        "config": cfg.to_dict(),
-        "engine": engine,
-        "method": "gate-level toggles x cell transistor count + clock pins (synth/power.py)",
-        "cycles": cycles,
-        "window": list(window) if window else "reset release to the last output transfer",
-        "queries": n_q,
-        "energy_total": total,
-        "energy_per_query": total / max(1, n_q),
-        "untraced_cell_outputs": missing,
-        "gate_level_matches_rtl": True,
-        "per_instance": per_instance,
-    }
-    atomic_write_text(out_dir / "power.json", json.dumps(report, indent=2) + "\n")
-    return report
+    return per_instance, cycles, {"untraced_cell_outputs": missing}
 
 
 def _levelized(block: str, cfg: BlockConfig, inputs: dict[str, np.ndarray], netlist: Path, *,
                extras: dict[str, dict] | None, seed: int, window: tuple[str, str] | None,
                rtl_vcd: str | Path | None, rtl_outputs: dict[str, np.ndarray] | None
-               ) -> dict[str, Any]:
-    """Energy from :mod:`hadware.synth.gatesim` (flattened netlist, RTL inputs replayed)."""
+               ) -> tuple[dict[str, dict[str, float]], int, dict[str, Any]]:
+    """Energy from :mod:`hadware.synth.gatesim` (flattened netlist, RTL inputs replayed):
+    per-instance energy, the cycles charged, and the engine's own report fields."""
     from hadware.synth.gatesim import Netlist, replay
     from hadware.tb.runner import simulate
 
@@ -345,17 +359,5 @@ def _levelized(block: str, cfg: BlockConfig, inputs: dict[str, np.ndarray], netl
         if typ.startswith("$_DFF"):
             e["flip_flops"] += 1
             e["clock"] += edges * CLOCK_WEIGHT
-    total = sum(v["data"] + v["clock"] for v in per_instance.values())
-    return {
-        "block": block,
-        "config": cfg.to_dict(),
-        "engine": "levelized",
-        "method": "gate-level toggles x cell transistor count + clock pins (synth/power.py)",
-        "cycles": edges,
-        "window": list(window) if window else "first to last rising clock edge",
-        "energy_total": total,
-        "untraced_cell_outputs": 0,
-        "gate_level_matches_rtl": True,
-        "gate_level_cycles_checked": run["rtl_edges"],
-        "per_instance": per_instance,
-    }
+    return per_instance, edges, {"untraced_cell_outputs": 0,
+                                 "gate_level_cycles_checked": run["rtl_edges"]}
