@@ -270,7 +270,7 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[str]:
 def _fmt_fmax(e: dict[str, Any]) -> str:
     if "fmax_mhz" not in e:
         return "-"
-    return "n/a" if e["fmax_mhz"] is None else f"{e['fmax_mhz']:.0f}"
+    return "n/a" if e["fmax_mhz"] is None else f"{e['fmax_mhz']:.1f}"
 
 
 def report_markdown(report: dict[str, Any], plots: list[str]) -> str:
@@ -281,8 +281,8 @@ def report_markdown(report: dict[str, Any], plots: list[str]) -> str:
         f"lanes={c['lanes']}, d_v={c['d_v']}",
         "",
         "| design | logic (transistors) | storage (bits) | area incl. storage | energy / query "
-        "| cycles / query | iCE40 LUT / FF / BRAM / fmax MHz | ECP5 LUT / FF / DSP / BRAM / "
-        "fmax MHz | gate-level = RTL |",
+        "| cycles / query | iCE40 LUT / FF / carry / BRAM / fmax MHz | ECP5 LUT / FF / carry / "
+        "DSP / BRAM / fmax MHz | gate-level = RTL |",
         "|---|---:|---:|---:|---:|---:|---|---|---|",
     ]
     for r in rows:
@@ -290,9 +290,10 @@ def report_markdown(report: dict[str, Any], plots: list[str]) -> str:
         lines.append(
             f"| {r['label']} | {r['logic_transistors']:,} | {r['storage_bits']:,} | "
             f"{r['area_transistors_with_storage']:,} | {r['energy_per_query']:,.0f} | "
-            f"{r['cycles_per_query']:.0f} | {i['lut']:,} / {i['ff']:,} / {i['bram']} / "
-            f"{_fmt_fmax(i)} | {e['lut']:,} / {e['ff']:,} / {e['dsp']} / {e['bram']} / "
-            f"{_fmt_fmax(e)} | {'yes' if r['gate_level_matches_rtl'] else 'NO'} |")
+            f"{r['cycles_per_query']:.0f} | {i['lut']:,} / {i['ff']:,} / {i['carry']:,} / "
+            f"{i['bram']} / {_fmt_fmax(i)} | {e['lut']:,} / {e['ff']:,} / {e['carry']:,} / "
+            f"{e['dsp']} / {e['bram']} / {_fmt_fmax(e)} | "
+            f"{'yes' if r['gate_level_matches_rtl'] else 'NO'} |")
     if "area_reduction" in report:
         lines += ["", f"HAD against standard attention: area (logic + storage) "
                       f"{100 * report['area_reduction']:.1f}% smaller, logic alone "
