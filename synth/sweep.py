@@ -47,13 +47,17 @@ def sweep(cfg: AttentionConfig, out_dir: str | Path, *, queries: int = 2, seed: 
     rows: list[dict[str, Any]] = []
     with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
         futs = []
+        # (the base configuration lies on both axes: each distinct point runs once)
+        runs: dict[tuple[str, str], Any] = {}
         for axis, value, pcfg in points:
             w = workload(pcfg, queries, seed)
             for block, label, binary in designs:
                 folder = out_dir / f"{axis}{value}"
-                futs.append(((axis, value, block, label), pool.submit(
-                    run_design, block, pcfg.to_dict(), binary, w, str(folder), False, 600.0,
-                    False)))
+                key = (block, json.dumps(pcfg.to_dict(), sort_keys=True))
+                if key not in runs:
+                    runs[key] = pool.submit(run_design, block, pcfg.to_dict(), binary, w,
+                                            str(folder), False, 600.0, False)
+                futs.append(((axis, value, block, label), runs[key]))
         for (axis, value, block, label), fut in futs:
             r = fut.result()
             area = r["synth"]["area_cmos"]

@@ -55,3 +55,11 @@ def test_sweep_tiny(tmp_path):
                  if p["axis"] == "n_max" and p["block"] == "attention")
     assert [v for v, _ in had] == [4, 8] and had[0][1] < had[1][1]
     assert (tmp_path / "sweep.png").stat().st_size > 0
+    # d=8 at n_max=8 is the base configuration, also the point n_max=8: run once, reported
+    # on both axes.
+    assert not (tmp_path / "d8").exists()
+    for block in ("attention", "std_attention"):
+        (on_n,) = [p for p in r["points"] if p["block"] == block and p["axis"] == "n_max"
+                   and p["value"] == 8]
+        (on_d,) = [p for p in r["points"] if p["block"] == block and p["axis"] == "d"]
+        assert {**on_n, "axis": "d"} == on_d
