@@ -4,7 +4,9 @@ standard attention.
 ``sweep(cfg, out_dir)`` varies ``n_max`` over :data:`N_MAX` at the configuration's ``d``, and
 ``d`` over :data:`D` at its ``n_max`` (other fields as in ``cfg``; ``top_k`` is capped at
 ``n_max``), runs the CMOS area flow and the gate-level energy estimate of each design at each
-point (no FPGA flows), and writes ``report.json``, ``report.md`` and ``sweep.png``.
+point (no FPGA flows), and writes ``report.json`` (with ``reductions``: ``1 - HAD / standard``
+per point, as in the compare report), ``report.md`` and ``sweep.png``. A point on both axes
+(the base configuration) runs once.
 """
 
 from __future__ import annotations
@@ -72,11 +74,35 @@ def sweep(cfg: AttentionConfig, out_dir: str | Path, *, queries: int = 2, seed: 
                 "cycles_per_query": r["cycles_per_query"],
             })
     report = {"base_config": cfg.to_dict(), "points": rows,
-              "wall_time_s": round(time.time() - t0, 1)}
+              "reductions": reductions(rows), "wall_time_s": round(time.time() - t0, 1)}
+    write_outputs(report, out_dir)
+    return report
+
+
+def reductions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``1 - HAD / standard attention`` at every point where both designs ran: area (logic
+    plus storage), logic alone and energy per query, as in the compare report."""
+    by = {(p["axis"], p["value"], p["block"]): p for p in rows}
+    out = []
+    for (axis, value, block), had in by.items():
+        std = by.get((axis, value, "std_attention"))
+        if block != "attention" or std is None:
+            continue
+        out.append({
+            "axis": axis, "value": value,
+            "area_reduction": 1 - had["area_transistors_with_storage"]
+            / std["area_transistors_with_storage"],
+            "logic_area_reduction": 1 - had["logic_transistors"] / std["logic_transistors"],
+            "power_reduction": 1 - had["energy_per_query"] / std["energy_per_query"],
+        })
+    return out
+
+
+def write_outputs(report: dict[str, Any], out_dir: Path) -> None:
+    """``report.json``, ``sweep.png`` and ``report.md`` of a sweep report."""
     atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
     _plot(report, out_dir / "sweep.png")
     atomic_write_text(out_dir / "report.md", _markdown(report))
-    return report
 
 
 def _plot(report: dict[str, Any], path: Path) -> None:
@@ -85,8 +111,12 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    base = report["base_config"]
+    fixed = {"n_max": f"d={base['d']}", "d": f"n_max={base['n_max']}"}
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
     for col, axis in enumerate(("n_max", "d")):
+        axes[0][col].set_title(f"against {axis} ({fixed[axis]}, top_k={base['top_k']} capped at "
+                               f"n_max, lanes={base['lanes']}, d_v={base['d_v']})", fontsize=9)
         for row, (key, ylabel) in enumerate((("area_transistors_with_storage",
                                               "area: transistors (logic + 6T/bit storage)"),
                                              ("energy_per_query", "energy per query"))):
@@ -117,5 +147,12 @@ def _markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {p['axis']} | {p['value']} | {p['label']} | "
                      f"{p['logic_transistors']:,} | {p['storage_bits']:,} | "
                      f"{p['energy_per_query']:,.0f} | {p['cycles_per_query']:.0f} |")
+    if report.get("reductions"):
+        lines += ["", "HAD against standard attention (1 - HAD / standard):", "",
+                  "| axis | value | area (logic + storage) | logic | energy / query |",
+                  "|---|---:|---:|---:|---:|"]
+        for red in report["reductions"]:
+            lines.append(f"| {red['axis']} | {red['value']} | {red['area_reduction']:.3f} | "
+                         f"{red['logic_area_reduction']:.3f} | {red['power_reduction']:.3f} |")
     lines += ["", f"Wall time {report['wall_time_s']:.0f} s.", "", "![sweep](sweep.png)"]
     return "\n".join(lines) + "\n"

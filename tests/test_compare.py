@@ -63,3 +63,12 @@ def test_sweep_tiny(tmp_path):
                    and p["value"] == 8]
         (on_d,) = [p for p in r["points"] if p["block"] == block and p["axis"] == "d"]
         assert {**on_n, "axis": "d"} == on_d
+    # One reduction per point; HAD's area below standard attention's at every point.
+    reds = {(x["axis"], x["value"]): x for x in r["reductions"]}
+    assert sorted(reds) == [("d", 8), ("n_max", 4), ("n_max", 8)]
+    for (axis, value), red in reds.items():
+        had, std = (next(p for p in r["points"] if p["axis"] == axis and p["value"] == value
+                         and p["block"] == b) for b in ("attention", "std_attention"))
+        assert red["power_reduction"] == 1 - had["energy_per_query"] / std["energy_per_query"]
+        assert 0 < red["logic_area_reduction"] < 1
+    assert "| n_max | 4 |" in (tmp_path / "report.md").read_text()
