@@ -32,7 +32,7 @@ from hadware.blocks import BLOCKS, get_block
 from hadware.config.attention import AttentionConfig
 from hadware.config.base import atomic_write_text
 
-__all__ = ["DESIGNS", "SRAM_TRANSISTORS_PER_BIT", "category", "compare"]
+__all__ = ["DESIGNS", "SRAM_TRANSISTORS_PER_BIT", "category", "compare", "reductions"]
 
 log = logging.getLogger(__name__)
 
@@ -217,14 +217,22 @@ def compare(cfg: AttentionConfig, out_dir: str | Path, *, queries: int = 4, seed
     had = next((r for r in rows if r["block"] == "attention"), None)
     std = next((r for r in rows if r["block"] == "std_attention"), None)
     if had and std:
-        report["area_reduction"] = 1 - had["area_transistors_with_storage"] / \
-            std["area_transistors_with_storage"]
-        report["logic_area_reduction"] = 1 - had["logic_transistors"] / std["logic_transistors"]
-        report["power_reduction"] = 1 - had["energy_per_query"] / std["energy_per_query"]
+        report.update(reductions(had, std))
     atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
     plots = write_plots(report, out_dir)
     atomic_write_text(out_dir / "report.md", report_markdown(report, plots))
     return report
+
+
+def reductions(had: dict[str, Any], std: dict[str, Any]) -> dict[str, float]:
+    """``1 - HAD / standard attention`` for area (logic plus storage), logic alone and energy
+    per query, from two report rows."""
+    return {
+        "area_reduction": 1 - had["area_transistors_with_storage"]
+        / std["area_transistors_with_storage"],
+        "logic_area_reduction": 1 - had["logic_transistors"] / std["logic_transistors"],
+        "power_reduction": 1 - had["energy_per_query"] / std["energy_per_query"],
+    }
 
 
 def write_plots(report: dict[str, Any], out_dir: Path) -> list[str]:

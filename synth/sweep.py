@@ -20,7 +20,7 @@ from typing import Any
 from hadware.blocks import BLOCKS
 from hadware.config.attention import AttentionConfig
 from hadware.config.base import atomic_write_text
-from hadware.synth.compare import SRAM_TRANSISTORS_PER_BIT, run_design, workload
+from hadware.synth.compare import SRAM_TRANSISTORS_PER_BIT, reductions, run_design, workload
 
 __all__ = ["N_MAX", "D", "sweep"]
 
@@ -74,28 +74,18 @@ def sweep(cfg: AttentionConfig, out_dir: str | Path, *, queries: int = 2, seed: 
                 "cycles_per_query": r["cycles_per_query"],
             })
     report = {"base_config": cfg.to_dict(), "points": rows,
-              "reductions": reductions(rows), "wall_time_s": round(time.time() - t0, 1)}
+              "reductions": point_reductions(rows), "wall_time_s": round(time.time() - t0, 1)}
     write_outputs(report, out_dir)
     return report
 
 
-def reductions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``1 - HAD / standard attention`` at every point where both designs ran: area (logic
-    plus storage), logic alone and energy per query, as in the compare report."""
+def point_reductions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """:func:`~hadware.synth.compare.reductions` at every point where both designs ran."""
     by = {(p["axis"], p["value"], p["block"]): p for p in rows}
-    out = []
-    for (axis, value, block), had in by.items():
-        std = by.get((axis, value, "std_attention"))
-        if block != "attention" or std is None:
-            continue
-        out.append({
-            "axis": axis, "value": value,
-            "area_reduction": 1 - had["area_transistors_with_storage"]
-            / std["area_transistors_with_storage"],
-            "logic_area_reduction": 1 - had["logic_transistors"] / std["logic_transistors"],
-            "power_reduction": 1 - had["energy_per_query"] / std["energy_per_query"],
-        })
-    return out
+    return [{"axis": axis, "value": value,
+             **reductions(had, by[(axis, value, "std_attention")])}
+            for (axis, value, block), had in by.items()
+            if block == "attention" and (axis, value, "std_attention") in by]
 
 
 def write_outputs(report: dict[str, Any], out_dir: Path) -> None:
