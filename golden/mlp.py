@@ -41,14 +41,15 @@ named below is a property of ``cfg.gate_up`` / ``cfg.down``
 Step 0 - the token input (testbench side)
 -----------------------------------------
 ``X_i = SAT(floor(x_i * 2**x_frac_bits + 1/2), x_bits)``: float to fixed point, round half up,
-saturating (:func:`quantize_input`). The output is ``y_i = Y_i / 2**y_frac_bits``.
+saturating (:func:`quantize_input`, :func:`hadware.spec.quant.fixed_point`). The output is
+``y_i = Y_i / 2**y_frac_bits``.
 
-Constants stored with the weights (computed once, :func:`quantize_weights`)
---------------------------------------------------------------------------
+Constants stored with the weights (computed once, :func:`hadware.spec.mlp.quantize_weights`)
+-------------------------------------------------------------------------------------------
 Per layer:
 
-- codes ``T[j, i]`` in {-1, 0, +1} (:func:`hadware.sw.ternary_pack.ternarize` of the latent
-  weights, once; packed in ROM by :func:`hadware.sw.ternary_pack.pack`, layout v1);
+- codes ``T[j, i]`` in {-1, 0, +1} (:func:`hadware.spec.ternary.ternarize` of the latent
+  weights, once; packed in ROM by :func:`hadware.spec.ternary.pack`, layout v1);
 - gains ``G_i = floor(g_i * 2**Fg + 1/2)``; a gain outside the ``Bg``-bit range is an
   :class:`~hadware.errors.InputError` (never saturated silently);
 - ``kappa = beta * sqrt(n) / 127`` as ``(Kc, ek) = to_mant_exp(kappa, Wb)``:
@@ -122,7 +123,8 @@ SiLU, piecewise linear over ``|gate| < 2**Lr`` (``Lr = silu_range_log2``, segmen
 half only:
 
 - table ``N[k] = floor(SiLU(-k * 2**-Fs) * 2**Fl + 1/2)`` for ``k = 0 .. 2**(Lr+Fs)``, all
-  ``<= 0`` (:func:`silu_table`; the RTL imports it rather than recomputing it);
+  ``<= 0`` (:func:`hadware.spec.silu.silu_table`; the RTL imports it rather than recomputing
+  it);
 - ``a = |gate|``; if ``a >= 2**(Lr+Fa)`` then ``nv = 0``; else ``k = a >> (Fa - Fs)``,
   ``fr = a mod 2**(Fa - Fs)`` and ``nv = N[k] + RHU((N[k+1] - N[k]) * fr, Fa - Fs)``;
 - ``SL = nv`` if ``gate < 0`` else ``gate * 2**(Fl - Fa) + nv``: fraction ``Fl``,
@@ -133,7 +135,7 @@ Its error against ``torch.nn.functional.silu`` is bounded by
 ``2**(-2 Fs - 4)`` (interpolation; ``max|SiLU''| = 1/2``) ``+ 2**-Fl`` (table and
 interpolation rounding) ``+ 2**Lr / (1 + exp(2**Lr))`` (tails); :func:`silu_error_bound`. With
 the defaults (Lr=4, Fs=6, Fl=18) that is 2.1e-5; measured 1.8e-5 (every gate value of the
-default 24-bit format; tests/test_golden_mlp.py).
+default 24-bit format; tests/test_mlp_golden.py).
 
 ``h_j = SAT(RHU(SL_j * up_j, Fl + Fa - h_frac_bits), h_bits)``.
 
@@ -158,7 +160,7 @@ The weights never multiply: each ternary code selects ``+q``, ``-q`` or nothing.
 Accuracy
 --------
 Measured with the default formats, Xavier-scaled random latent weights, gains in [0.5, 1.5] and
-N(0, 1) tokens (tests/test_golden_mlp.py), as the per-token relative L2 error of ``y`` against
+N(0, 1) tokens (tests/test_mlp_golden.py), as the per-token relative L2 error of ``y`` against
 :func:`float_reference` fed with the same input grid: median 0.011%, mean 0.05-0.10%, 90th
 percentile 0.015-0.34% for d_model 16-64. Against the float input itself (adding the input
 format's rounding) the mean is 0.12-0.27%.
@@ -175,7 +177,6 @@ tokens, more as d_model grows (more elements per token); tokens without such a f
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -185,249 +186,33 @@ import torch
 
 from hadware.config.mlp import BitLinearGeometry, MlpConfig
 from hadware.errors import InputError
-from hadware.sw import ternary_pack
-from hadware.sw.ternary_pack import BETA_MIN, LAYOUT, RequantizationError
+from hadware.spec.mlp import (
+    BitLinearParams,
+    MlpWeights,
+    as_weights,
+    check_inputs,
+)
+from hadware.spec.quant import REFERENCE_ABSMAX_FLOOR, absmax_int8, fixed_point
+from hadware.spec.silu import silu_table
 
 __all__ = [
-    "REFERENCE_ABSMAX_FLOOR",
-    "BitLinearParams",
-    "MlpWeights",
     "bitlinear_int",
     "check_inputs",
-    "check_weights",
     "float_reference",
-    "load_exported",
     "mlp_int",
     "quantize_input",
-    "quantize_weights",
     "run_vectors",
     "run_vectors_int",
     "silu_error_bound",
     "silu_int",
-    "silu_table",
 ]
-
-#: The reference model's floor on the per-token absmax (not implemented in hardware, see L6).
-REFERENCE_ABSMAX_FLOOR = 1e-5
-
-
-# -- weights -------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class BitLinearParams:
-    """Everything one BitLinear layer of the hardware stores.
-
-    Attributes
-    ----------
-    name : str
-        ``"gate_up"`` or ``"down"``.
-    codes : numpy.ndarray
-        int8 ternary codes, shape ``(fan_out, fan_in)``.
-    beta : float
-        The weight scale, as :func:`~hadware.sw.ternary_pack.ternarize` returned it.
-    gain : numpy.ndarray
-        float64 RMSNorm gains, shape ``(fan_in,)`` (used by the float reference).
-    gain_fx : numpy.ndarray
-        int64 fixed-point gains ``G_i`` (fraction ``gain_frac_bits``).
-    kappa_mant, kappa_exp : int
-        ``(Kc, ek)``: ``beta * sqrt(fan_in) / 127 ~= Kc * 2**-ek``.
-    shift0 : int
-        ``SH0``, the per-layer part of the output shift.
-    """
-
-    name: str
-    codes: np.ndarray
-    beta: float
-    gain: np.ndarray
-    gain_fx: np.ndarray
-    kappa_mant: int
-    kappa_exp: int
-    shift0: int
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class MlpWeights:
-    """The quantized weights of one MLP block for a given configuration.
-
-    Build it with :func:`quantize_weights` (from latent float weights, quantizing once) or
-    :func:`load_exported` (from :meth:`export` output, never quantizing again).
-    """
-
-    cfg: MlpConfig
-    gate_up: BitLinearParams
-    down: BitLinearParams
-
-    def rom_words(self, layer: str) -> np.ndarray:
-        """The ROM image of a layer's codes (``"gate_up"`` or ``"down"``) in the current
-        packing layout."""
-        return ternary_pack.pack(getattr(self, layer).codes)
-
-    def export(self) -> dict[str, np.ndarray]:
-        """The arrays to save (for example with ``numpy.savez``) and to reload with
-        :func:`load_exported`: packed codes, betas, float gains and the layout version."""
-        out: dict[str, np.ndarray] = {"layout_version": np.array(LAYOUT.version)}
-        for p in (self.gate_up, self.down):
-            out[f"rom_{p.name}"] = self.rom_words(p.name)
-            out[f"beta_{p.name}"] = np.array(p.beta, dtype=np.float64)
-            out[f"g_{p.name}"] = p.gain.copy()
-        return out
-
-
-def _weight_shapes(cfg: MlpConfig) -> dict[str, tuple[tuple[int, ...], str]]:
-    return {
-        "w_gate_up": ((2 * cfg.d_hidden, cfg.d_model), "(2*d_hidden, d_model)"),
-        "w_down": ((cfg.d_model, cfg.d_hidden), "(d_model, d_hidden)"),
-        "g_gate_up": ((cfg.d_model,), "(d_model,)"),
-        "g_down": ((cfg.d_hidden,), "(d_hidden,)"),
-    }
-
-
-def _check_array(source: str, name: str, arrays: Mapping[str, Any],
-                 shape: tuple[int, ...], shape_text: str) -> np.ndarray:
-    if name not in arrays:
-        raise InputError(f"{source}: array {name!r} is missing")
-    a = np.asarray(arrays[name])
-    if a.dtype.kind not in "iuf":
-        raise InputError(f"{source}: {name!r} must be a real-valued array, not {a.dtype}")
-    if a.shape != shape:
-        raise InputError(f"{source}: {name!r} has shape {a.shape}, expected {shape_text} = "
-                         f"{shape}")
-    finite = np.isfinite(a)
-    if not finite.all():
-        first = tuple(int(i) for i in np.argwhere(~finite)[0])
-        raise InputError(f"{source}: {name!r} contains NaN or infinite values "
-                         f"({int((~finite).sum())}, the first at index {first})")
-    return a
-
-
-def _check_keys(source: str, arrays: Mapping[str, Any], known: list[str]) -> None:
-    if not isinstance(arrays, Mapping):
-        raise InputError(f"{source}: expected a mapping of array names to arrays, "
-                         f"not {type(arrays).__name__}")
-    unknown = sorted(set(arrays) - set(known))
-    if unknown:
-        raise InputError(f"{source}: unknown array(s) {', '.join(map(repr, unknown))}; "
-                         f"expected {', '.join(known)}")
-
-
-def check_weights(cfg: MlpConfig, arrays: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Check the latent weight arrays of W.npz and return them.
-
-    Expects exactly ``w_gate_up`` (2*d_hidden, d_model), ``w_down`` (d_model, d_hidden),
-    ``g_gate_up`` (d_model,) and ``g_down`` (d_hidden,), real-valued and finite. Raises
-    :class:`~hadware.errors.InputError` naming the array for a missing or unknown array, a wrong
-    shape or dtype, or a NaN/infinite value.
-    """
-    shapes = _weight_shapes(cfg)
-    _check_keys("W.npz", arrays, list(shapes))
-    return {k: _check_array("W.npz", k, arrays, s, t) for k, (s, t) in shapes.items()}
-
-
-def check_inputs(cfg: MlpConfig, arrays: Mapping[str, Any]) -> np.ndarray:
-    """Check IN.npz and return ``x`` as float64, shape ``(t, d_model)`` (``t >= 0``).
-
-    Raises :class:`~hadware.errors.InputError` naming ``x`` when it is missing, not 2-D with
-    ``d_model`` columns, not real-valued, or holds NaN/infinite values, and for unknown arrays.
-    """
-    _check_keys("IN.npz", arrays, ["x"])
-    if "x" not in arrays:
-        raise InputError("IN.npz: array 'x' is missing")
-    shape = np.shape(arrays["x"])
-    if len(shape) != 2 or shape[1] != cfg.d_model:
-        raise InputError(f"IN.npz: 'x' has shape {shape}, expected (t, d_model) = "
-                         f"(t, {cfg.d_model})")
-    return _check_array("IN.npz", "x", arrays, shape, "(t, d_model)").astype(np.float64)
-
-
-def _make_layer(geom: BitLinearGeometry, codes: np.ndarray, beta: float,
-                gain: np.ndarray, w_name: str, g_name: str) -> BitLinearParams:
-    gain = np.asarray(gain, dtype=np.float64)
-    g_fx = np.floor(gain * 2.0 ** geom.gain_frac_bits + 0.5)
-    lo, hi = -(2 ** (geom.gain_bits - 1)), 2 ** (geom.gain_bits - 1) - 1
-    bad = (g_fx < lo) | (g_fx > hi)
-    if bad.any():
-        i = int(np.argwhere(bad)[0][0])
-        raise InputError(f"{g_name}[{i}] = {float(gain[i])!r} does not fit the gain format "
-                         f"({geom.gain_bits} bits, {geom.gain_frac_bits} fraction bits: "
-                         f"[{lo / 2 ** geom.gain_frac_bits}, {hi / 2 ** geom.gain_frac_bits}])")
-    if not (math.isfinite(beta) and beta >= float(np.float32(BETA_MIN))):
-        raise InputError(f"beta of {w_name} must be finite and at least {BETA_MIN} (as "
-                         f"float32), not {beta!r}")
-    kappa = beta * math.sqrt(geom.fan_in) / 127.0
-    mant, exp = ternary_pack.to_mant_exp(kappa, geom.kappa_bits)
-    shift0 = geom.shift0(exp)
-    if shift0 < geom.shift0_min():
-        ek_min = exp + geom.shift0_min() - shift0
-        beta_max = 127.0 * 2.0 ** (geom.kappa_bits - ek_min) / math.sqrt(geom.fan_in)
-        raise InputError(f"beta of {w_name} is {beta!r}, too large for the output format "
-                         f"({geom.out_bits} bits, {geom.out_frac_bits} fraction bits): "
-                         f"it must be below about {beta_max:.6g}")
-    return BitLinearParams(name=geom.name, codes=np.ascontiguousarray(codes, dtype=np.int8),
-                           beta=float(beta), gain=gain.copy(), gain_fx=g_fx.astype(np.int64),
-                           kappa_mant=mant, kappa_exp=exp, shift0=shift0)
-
-
-def quantize_weights(cfg: MlpConfig, w: Mapping[str, Any]) -> MlpWeights:
-    """Quantize the latent float weights of W.npz for the hardware, once.
-
-    Ternarizes ``w_gate_up`` and ``w_down`` (:func:`hadware.sw.ternary_pack.ternarize`) and
-    converts gains and betas to the constants of the specification. Raises
-    :class:`~hadware.errors.InputError` as :func:`check_weights` does, for a gain outside the
-    gain format and for a beta too large for the output format, and
-    :class:`~hadware.sw.ternary_pack.RequantizationError` (naming the array) for weights that
-    are already ternary-valued.
-    """
-    a = check_weights(cfg, w)
-    layers = {}
-    for geom in (cfg.gate_up, cfg.down):
-        w_name, g_name = f"w_{geom.name}", f"g_{geom.name}"
-        try:
-            codes, beta = ternary_pack.ternarize(a[w_name])
-        except RequantizationError as e:
-            raise RequantizationError(f"W.npz: {w_name!r}: {e}") from None
-        layers[geom.name] = _make_layer(geom, codes, beta, a[g_name], w_name, g_name)
-    return MlpWeights(cfg=cfg, **layers)
-
-
-def load_exported(cfg: MlpConfig, arrays: Mapping[str, Any]) -> MlpWeights:
-    """Rebuild :class:`MlpWeights` from :meth:`MlpWeights.export` output without quantizing
-    anything again: codes are unpacked from the ROM words and betas are taken as stored.
-
-    Raises :class:`~hadware.errors.InputError` for a missing array, a layout version other than
-    the current one, a wrong gain shape or a bad beta, and
-    :class:`~hadware.sw.ternary_pack.TernaryError` for ROM words that do not decode.
-    """
-    source = "exported weights"
-    names = ["layout_version"] + [f"{k}_{n}" for n in ("gate_up", "down")
-                                  for k in ("rom", "beta", "g")]
-    _check_keys(source, arrays, names)
-    for k in names:
-        if k not in arrays:
-            raise InputError(f"{source}: array {k!r} is missing")
-    version = int(np.asarray(arrays["layout_version"]))
-    if version != LAYOUT.version:
-        raise InputError(f"{source}: packing layout version {version} is not supported "
-                         f"(this version writes and reads {LAYOUT.version})")
-    layers = {}
-    for geom in (cfg.gate_up, cfg.down):
-        n = geom.name
-        codes = ternary_pack.unpack(np.asarray(arrays[f"rom_{n}"]), geom.fan_out, geom.fan_in)
-        beta = float(_check_array(source, f"beta_{n}", arrays, (), "a scalar"))
-        gain = _check_array(source, f"g_{n}", arrays, (geom.fan_in,), "(fan_in,)")
-        layers[n] = _make_layer(geom, codes, beta, gain, f"rom_{n}", f"g_{n}")
-    return MlpWeights(cfg=cfg, **layers)
-
 
 # -- integer model -------------------------------------------------------------------------------
 
 
 def quantize_input(cfg: MlpConfig, x: Any) -> torch.Tensor:
     """Step 0: ``X = SAT(floor(x * 2**x_frac_bits + 1/2), x_bits)`` as int64, shape kept."""
-    xf = torch.tensor(np.asarray(x, dtype=np.float64))
-    lo, hi = -(2 ** (cfg.x_bits - 1)), 2 ** (cfg.x_bits - 1) - 1
-    v = torch.floor(xf * 2.0 ** cfg.x_frac_bits + 0.5).clamp(lo, hi)
-    return v.to(torch.int64)
+    return torch.from_numpy(fixed_point(x, cfg.x_bits, cfg.x_frac_bits))
 
 
 def _bitlen(v: torch.Tensor) -> torch.Tensor:
@@ -500,16 +285,6 @@ def bitlinear_int(geom: BitLinearGeometry, layer: BitLinearParams,
             "R": r, "U": u, "V": v, "C": c, "sh": sh}
 
 
-def silu_table(cfg: MlpConfig) -> tuple[int, ...]:
-    """The SiLU table ``N[k] = floor(SiLU(-k * 2**-Fs) * 2**Fl + 1/2)``,
-    ``k = 0 .. 2**(silu_range_log2 + silu_seg_frac_bits)``; every entry is ``<= 0``."""
-    out = []
-    for k in range(cfg.silu_table_size):
-        u = k / 2 ** cfg.silu_seg_frac_bits
-        out.append(math.floor(-u / (1.0 + math.exp(u)) * 2 ** cfg.silu_frac_bits + 0.5))
-    return tuple(out)
-
-
 def silu_int(cfg: MlpConfig, gate: torch.Tensor) -> torch.Tensor:
     """The fixed-point SiLU of the specification: ``gate`` int64 in ``(act_bits,
     act_frac_bits)``, result int64 with ``silu_frac_bits`` fraction bits."""
@@ -559,28 +334,12 @@ def mlp_int(cfg: MlpConfig, weights: MlpWeights, x: torch.Tensor) -> dict[str, t
     return trace
 
 
-def as_weights(cfg: MlpConfig, weights: Mapping[str, Any] | MlpWeights) -> MlpWeights:
-    """:class:`MlpWeights` from any of: an :class:`MlpWeights`, exported arrays
-    (:meth:`MlpWeights.export`, recognised by their ``layout_version``; loaded without
-    quantizing again) or latent float weights (W.npz; quantized once)."""
-    if isinstance(weights, MlpWeights):
-        if weights.cfg != cfg:
-            raise InputError("the weights were quantized for a different configuration")
-        return weights
-    if "layout_version" in weights:
-        return load_exported(cfg, weights)
-    return quantize_weights(cfg, weights)
-
-
-_weights = as_weights
-
-
 def run_vectors_int(cfg: MlpConfig, weights_arrays: Mapping[str, Any] | MlpWeights,
                     input_arrays: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """The hardware's integers for a vector file: ``{"x": X, "y": Y}``, int64
     ``(t, d_model)``, ``X`` being what the testbench drives and ``Y`` what the block must
     return, bit for bit. ``weights_arrays`` is W.npz (latent floats) or :class:`MlpWeights`."""
-    w = _weights(cfg, weights_arrays)
+    w = as_weights(cfg, weights_arrays)
     x = quantize_input(cfg, check_inputs(cfg, input_arrays))
     trace = mlp_int(cfg, w, x)
     return {"x": trace["x"].numpy(), "y": trace["y"].numpy()}
@@ -599,8 +358,7 @@ def run_vectors(cfg: MlpConfig, weights_arrays: Mapping[str, Any] | MlpWeights,
 def _bitlinear_float(x: torch.Tensor, layer: BitLinearParams, eps: float) -> torch.Tensor:
     g = torch.tensor(layer.gain, dtype=torch.float64)
     xn = x * torch.rsqrt((x * x).mean(dim=-1, keepdim=True) + eps) * g
-    s = 127.0 / xn.abs().amax(dim=-1, keepdim=True).clamp(min=REFERENCE_ABSMAX_FLOOR)
-    xq = (xn * s).round().clamp(-128, 127)
+    xq, s = (torch.from_numpy(v) for v in absmax_int8(xn.numpy(), REFERENCE_ABSMAX_FLOOR))
     return (xq @ torch.tensor(layer.codes, dtype=torch.float64).T) * layer.beta / s
 
 

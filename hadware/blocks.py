@@ -11,14 +11,22 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 from typing import Any
 
 from hadware.errors import HadwareError
 
-__all__ = ["BLOCKS", "Block", "get_block"]
+__all__ = ["BLOCKS", "PLUGIN_VARIABLE", "Block", "compared_designs", "get_block", "register",
+           "resolve"]
+
+#: Environment variable naming extra blocks: comma-separated ``module:attribute`` paths, each
+#: a :class:`Block` or a list of them, registered when this module is imported (in every
+#: process, the cocotb simulations included).
+PLUGIN_VARIABLE = "HADWARE_BLOCKS"
 
 
-def _resolve(path: str) -> Any:
+def resolve(path: str) -> Any:
+    """The object at ``"module:attribute"`` (the module itself without an attribute)."""
     module, _, attr = path.partition(":")
     mod = importlib.import_module(module)
     return getattr(mod, attr) if attr else mod
@@ -40,18 +48,32 @@ class Block:
     #: to the golden ``run_vectors(cfg, *extras, inputs)`` and to the testbench's
     #: ``encode``/``decode``.
     extras: tuple[str, ...] = ()
+    #: Role in ``hadware synth compare``: ``"subject"`` (the design the reductions are
+    #: about), ``"reference"`` (what they are measured against) or ``"ablation"``; None for
+    #: blocks that are not compared. Compared blocks share the attention streams and config.
+    compare_role: str | None = None
+    #: Label of the design in the compare report.
+    compare_label: str = ""
+    #: ``"module:function"`` adding block-specific figures to ``hadware synth BLOCK``:
+    #: ``function(cfg, out_dir, timeout) -> dict`` merged into the report (FPGA flows only).
+    synth_extra: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.compare_role not in (None, "subject", "reference", "ablation"):
+            raise ValueError(f"compare_role must be subject, reference, ablation or None, "
+                             f"not {self.compare_role!r}")
 
     def config_class(self) -> Any:
-        return _resolve(self.config)
+        return resolve(self.config)
 
     def component_class(self) -> Any:
-        return _resolve(self.component)
+        return resolve(self.component)
 
     def golden_module(self) -> Any:
-        return _resolve(self.golden)
+        return resolve(self.golden)
 
     def tb_module(self) -> Any:
-        return _resolve(self.tb)
+        return resolve(self.tb)
 
     def load_config(self, path: str | None) -> Any:
         """The block's config from a JSON file, or its defaults when ``path`` is None."""
@@ -85,6 +107,8 @@ BLOCKS: dict[str, Block] = {
             component="hadware.hw.attention:Attention",
             golden="hadware.golden.attention",
             tb="hadware.tb.attention",
+            compare_role="subject",
+            compare_label="HAD (binary + top-k)",
         ),
         Block(
             name="std_attention",
@@ -93,6 +117,8 @@ BLOCKS: dict[str, Block] = {
             component="hadware.hw.std_attention:StdAttention",
             golden="hadware.golden.std_attention",
             tb="hadware.tb.std_attention",
+            compare_role="reference",
+            compare_label="standard (int8, dense)",
         ),
         Block(
             name="int8_topk_attention",
@@ -101,6 +127,8 @@ BLOCKS: dict[str, Block] = {
             component="hadware.hw.int8_topk_attention:Int8TopKAttention",
             golden="hadware.golden.int8_topk_attention",
             tb="hadware.tb.int8_topk_attention",
+            compare_role="ablation",
+            compare_label="int8 + top-k",
         ),
         Block(
             name="binary_dense_attention",
@@ -109,6 +137,8 @@ BLOCKS: dict[str, Block] = {
             component="hadware.hw.binary_dense_attention:BinaryDenseAttention",
             golden="hadware.golden.binary_dense_attention",
             tb="hadware.tb.binary_dense_attention",
+            compare_role="ablation",
+            compare_label="binary, dense",
         ),
         Block(
             name="mlp",
@@ -118,9 +148,38 @@ BLOCKS: dict[str, Block] = {
             golden="hadware.golden.mlp",
             tb="hadware.tb.mlp",
             extras=("weights",),
+            synth_extra="hadware.synth.projection:projection_report",
         ),
     ]
 }
+
+
+def register(block: Block) -> None:
+    """Add ``block`` to :data:`BLOCKS`; a :class:`HadwareError` if its name is taken."""
+    if not isinstance(block, Block):
+        raise HadwareError(f"a registered block must be a Block, not {block!r}")
+    if block.name in BLOCKS:
+        raise HadwareError(f"block {block.name!r} is already registered")
+    BLOCKS[block.name] = block
+
+
+def _register_plugins() -> None:
+    for path in filter(None, (p.strip() for p in os.environ.get(PLUGIN_VARIABLE, "").split(","))):
+        try:
+            found = resolve(path)
+        except (ImportError, AttributeError) as e:
+            raise HadwareError(f"{PLUGIN_VARIABLE}: cannot load {path!r}: {e}") from None
+        for block in found if isinstance(found, list | tuple) else [found]:
+            if BLOCKS.get(getattr(block, "name", None)) is not block:
+                register(block)
+
+
+def compared_designs() -> list[Block]:
+    """The blocks of ``hadware synth compare`` in report order: the subject, the reference,
+    then the ablations (registry order within each role)."""
+    order = {"subject": 0, "reference": 1, "ablation": 2}
+    return sorted((b for b in BLOCKS.values() if b.compare_role),
+                  key=lambda b: order[b.compare_role])
 
 
 def get_block(name: str) -> Block:
@@ -130,3 +189,6 @@ def get_block(name: str) -> Block:
     except KeyError:
         raise HadwareError(f"unknown block {name!r}; known blocks: "
                            f"{', '.join(sorted(BLOCKS))}") from None
+
+
+_register_plugins()

@@ -21,6 +21,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from hadware.blocks import BLOCKS, get_block
@@ -223,11 +224,42 @@ def _prob(text: str) -> float:
     return v
 
 
+class _Subparser(argparse.ArgumentParser):
+    """A subcommand's parser whose arguments may come from a module imported only when the
+    subcommand is used (``train`` needs torch; ``generate`` and the others must not import
+    it)."""
+
+    def __init__(self, *args, add_arguments: Callable[[argparse.ArgumentParser], None]
+                 | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._add_arguments = add_arguments
+
+    def _complete(self) -> None:
+        if self._add_arguments is not None:
+            add, self._add_arguments = self._add_arguments, None
+            add(self)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._complete()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._complete()
+        return super().format_help()
+
+
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    from hadware.sw.train import add_arguments
+
+    add_arguments(parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hadware", description="Verified RTL for binarized "
                                 "Hamming attention and ternary MatMul-free MLPs.")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           parser_class=_Subparser)
 
     s = sub.add_parser("blocks", help="list the blocks")
     s.set_defaults(func=cmd_blocks)
@@ -271,10 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_synth)
 
     s = sub.add_parser("train", help="train a teacher and its HAD + ternary student on a "
-                       "built-in task")
-    from hadware.sw.train import add_arguments
-
-    add_arguments(s)
+                       "built-in task", add_arguments=_train_arguments)
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("train-sweep", help="top_k sweep on the recall task (table and plot)")

@@ -29,19 +29,21 @@ from __future__ import annotations
 from amaranth import Cat, Module, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 from hadware.config.score_unit import ScoreUnitConfig
 
-__all__ = ["ScoreLane", "ScoreUnit", "score_unit_latency"]
+__all__ = ["ScoreLane", "ScoreUnit", "score_lane_latency", "score_unit_latency"]
 
 
-def _clog2(n: int) -> int:
-    return (n - 1).bit_length()
+def score_lane_latency(d: int) -> int:
+    """Cycles of a :class:`ScoreLane` of ``d`` bits: ``1 + ceil(log2(d / 8))``."""
+    return 1 + ceil_log2(d // 8)
 
 
 def score_unit_latency(cfg: ScoreUnitConfig) -> int:
     """Cycles from input transfer to output valid: ``1 + ceil(log2(d / 8))``."""
-    return 1 + _clog2(cfg.d // 8)
+    return score_lane_latency(cfg.d)
 
 
 class ScoreLane(wiring.Component):

@@ -7,7 +7,7 @@ multiplier), a pipelined binary adder tree sums the ``lanes`` selections, and an
 adds the group sums of one output row.
 
 Codes are decoded with the constants of packing layout v1
-(:data:`hadware.sw.ternary_pack.LAYOUT_V1`): lane ``l`` reads bits
+(:data:`hadware.spec.ternary.LAYOUT_V1`): lane ``l`` reads bits
 ``[CODE_BITS*l + CODE_BITS - 1 : CODE_BITS*l]`` (slot order of a ROM word), ``CODE_PLUS``
 selects ``+q``, ``CODE_MINUS`` selects ``-q``; ``CODE_ZERO`` and the invalid code select 0.
 
@@ -22,27 +22,23 @@ Activations must lie in ``[-(2**(act_bits-1) - 1), 2**(act_bits-1) - 1]`` (the B
 quantizer guarantees ``|q| <= 127``), so that ``-q`` fits and ``|acc| < 2**(acc_bits-1)`` with
 ``acc_bits = act_bits + ceil(log2(fan_in))``.
 
-:func:`synthesize_projection` synthesizes this unit alone (Yosys, iCE40 and ECP5 cells and the
-generic CMOS area), which shows that the projection maps to no DSP multiplier block.
+:func:`hadware.synth.projection.synthesize_projection` synthesizes this unit alone (Yosys, iCE40
+and ECP5 cells and the generic CMOS area), which shows that the projection maps to no DSP
+multiplier block.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
-from hadware.sw.ternary_pack import CODE_BITS, CODE_MINUS, CODE_PLUS
+from hadware.spec.ternary import CODE_BITS, CODE_MINUS, CODE_PLUS
 
-__all__ = ["TernaryProjection", "decode_code", "synthesize_projection"]
-
-
-def _clog2(n: int) -> int:
-    return (n - 1).bit_length()
+__all__ = ["TernaryProjection", "decode_code"]
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
@@ -103,8 +99,8 @@ class TernaryProjection(wiring.Component):
         self.lanes = lanes
         self.fan_in = fan_in
         self.act_bits = act_bits
-        self.tree_depth = _clog2(lanes)
-        self.acc_bits = act_bits + _clog2(fan_in)
+        self.tree_depth = ceil_log2(lanes)
+        self.acc_bits = act_bits + ceil_log2(fan_in)
         #: Enabled cycles from the last group of a row to ``acc_valid``.
         self.latency = 2 + self.tree_depth
         super().__init__({
@@ -169,41 +165,3 @@ class TernaryProjection(wiring.Component):
                 m.d.sync += acc.eq(Mux(first[-1], group_sum, acc + group_sum))
         m.d.comb += [self.acc.eq(acc), self.acc_valid.eq(acc_valid)]
         return m
-
-
-def synthesize_projection(lanes: int, fan_in: int, out_dir: str | Path, *,
-                          timeout: float = 600.0) -> dict[str, Any]:
-    """Synthesize :class:`TernaryProjection` alone with the flows of
-    :mod:`hadware.synth.flow` (generic CMOS area, ``synth_ice40``, ``synth_ecp5``; no place and
-    route) and return ``{"top", "lanes", "fan_in", "area_cmos", "fpga": {"ice40": cells,
-    "ecp5": cells}}`` (cells as ``hadware synth`` reports them, ``dsp`` included). Writes
-    ``ternary_projection.v``, the Yosys logs and ``report.json`` into ``out_dir``.
-
-    Raises :class:`~hadware.errors.ToolError` when Yosys fails, and ``TypeError`` /
-    ``ValueError`` for bad parameters (as :class:`TernaryProjection`).
-    """
-    from amaranth.back import verilog
-
-    from hadware.config.base import atomic_write_text
-    from hadware.synth import flow
-
-    top = "ternary_projection"
-    out_dir = Path(out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    text = verilog.convert(TernaryProjection(lanes, fan_in), name=top, emit_src=False)
-    src = f"{top}.v"
-    atomic_write_text(out_dir / src, text)
-    flow._yosys(flow.CMOS_SCRIPT.format(src=src, top=top, out="stat_cmos.json"), out_dir,
-                "cmos", timeout)
-    report: dict[str, Any] = {
-        "top": top, "lanes": lanes, "fan_in": fan_in,
-        "area_cmos": flow._area(json.loads((out_dir / "stat_cmos.json").read_text()), top),
-        "fpga": {},
-    }
-    for family in ("ice40", "ecp5"):
-        flow._yosys(flow.FPGA_SCRIPT.format(src=src, family=family, top=top, keep="",
-                                            out=f"stat_{family}.json"), out_dir, family, timeout)
-        report["fpga"][family] = flow._cells(
-            json.loads((out_dir / f"stat_{family}.json").read_text()), family, top)
-    atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
-    return report

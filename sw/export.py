@@ -73,7 +73,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, task: str | No
     """Write the export folder of a student checkpoint (HAD attention, ternary MLPs).
     ``lanes``: keys scored per cycle by each attention core; ``mlp_lanes``: ternary weights per
     cycle of each MLP (capped at the largest common divisor of its sizes, at most 64)."""
-    from hadware.golden.mlp import quantize_weights
+    from hadware.spec.mlp import quantize_weights
     from hadware.sw.models import Encoder
 
     checkpoint = Path(checkpoint)
@@ -169,7 +169,7 @@ def _load_json(path: Path) -> Any:
 
 def load_export(folder: str | Path) -> ExportedModel:
     """Load and check an export folder (see the module docstring)."""
-    from hadware.golden.mlp import load_exported
+    from hadware.spec.mlp import load_exported
 
     folder = Path(folder)
     manifest = verify_folder(folder)

@@ -28,22 +28,26 @@ from typing import Any
 
 import numpy as np
 
-from hadware.blocks import BLOCKS, get_block
+from hadware.blocks import compared_designs, get_block
 from hadware.config.attention import AttentionConfig
 from hadware.config.base import atomic_write_text
 
-__all__ = ["DESIGNS", "SRAM_TRANSISTORS_PER_BIT", "category", "compare", "reductions"]
+__all__ = ["SRAM_TRANSISTORS_PER_BIT", "category", "compare", "designs", "reductions"]
 
 log = logging.getLogger(__name__)
 
-#: Designs in report order: (block, label, binarized, sparsified). The first is HAD, the
-#: second the reference for the reductions.
-DESIGNS = [
-    ("attention", "HAD (binary + top-k)", True, True),
-    ("std_attention", "standard (int8, dense)", False, False),
-    ("int8_topk_attention", "int8 + top-k", False, True),
-    ("binary_dense_attention", "binary, dense", True, False),
-]
+def designs(names: list[str] | None = None) -> list[tuple[str, str, bool, bool, str]]:
+    """The compared designs in report order, from the registry (``Block.compare_role``):
+    ``(block, label, binarized, sparsified, role)``; binarized and sparsified follow from the
+    parts of the block's config. ``names`` keeps only those blocks."""
+    out = []
+    for b in compared_designs():
+        if names is None or b.name in names:
+            cls = b.config_class()
+            out.append((b.name, b.compare_label or b.name, cls.scorer == "hamming",
+                        cls.sparsifier is not None, b.compare_role))
+    return out
+
 
 #: Transistors per stored bit when storage is added to logic (a 6T SRAM cell).
 SRAM_TRANSISTORS_PER_BIT = 6
@@ -164,12 +168,13 @@ def _summarise(label: str, binary: bool, sparse: bool, r: dict[str, Any]) -> dic
 
 def compare(cfg: AttentionConfig, out_dir: str | Path, *, queries: int = 4, seed: int = 0,
             fmax: bool = True, jobs: int = 2, pnr_timeout: float = 600.0,
-            designs: list[str] | None = None) -> dict[str, Any]:
+            names: list[str] | None = None) -> dict[str, Any]:
     """Run every registered attention design at ``cfg``; write and return the report."""
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    chosen = [d for d in DESIGNS if d[0] in BLOCKS and (designs is None or d[0] in designs)]
+    chosen = [d[:4] for d in designs(names)]
+    roles = {d[0]: d[4] for d in designs(names)}
     w = workload(cfg, queries, seed)
     cfg_dict = cfg.to_dict()
     results: dict[str, dict[str, Any]] = {}
@@ -214,8 +219,8 @@ def compare(cfg: AttentionConfig, out_dir: str | Path, *, queries: int = 4, seed
                       "included",
         },
     }
-    had = next((r for r in rows if r["block"] == "attention"), None)
-    std = next((r for r in rows if r["block"] == "std_attention"), None)
+    had = next((r for r in rows if roles[r["block"]] == "subject"), None)
+    std = next((r for r in rows if roles[r["block"]] == "reference"), None)
     if had and std:
         report.update(reductions(had, std))
     atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2) + "\n")

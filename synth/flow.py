@@ -42,12 +42,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from hadware.blocks import get_block, resolve
 from hadware.config.base import BlockConfig, atomic_write_text
 from hadware.errors import ToolError
 from hadware.hw.generate import generate
 from hadware.tools import run_tool, run_yosys, tool_env
 
-__all__ = ["DEVICES", "report_markdown", "synthesize", "synthesize_fpga"]
+__all__ = ["DEVICES", "area_report", "fpga_cells", "report_markdown", "synthesize",
+           "synthesize_fpga", "yosys_script"]
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +224,8 @@ write_json {netlist}
 """
 
 
-def _yosys(script: str, cwd: Path, name: str, timeout: float) -> None:
+def yosys_script(script: str, cwd: Path, name: str, timeout: float) -> None:
+    """Run a Yosys ``script`` in ``cwd`` (log ``<name>.log``); :class:`ToolError` on failure."""
     run_yosys(script, cwd=cwd, name=name, timeout=timeout)
 
 
@@ -300,7 +303,10 @@ def cells_below(stat: dict[str, Any], top: str) -> dict[str, int]:
     return by_type
 
 
-def _cells(stat: dict[str, Any], family: str, top: str) -> dict[str, int]:
+def fpga_cells(stat: dict[str, Any], family: str, top: str) -> dict[str, int]:
+    """The FPGA cells of ``top`` and everything below it (:func:`cells_below`) by kind:
+    ``lut``, ``ff``, ``carry``, ``dsp``, ``bram`` (ECP5 also ``distributed_ram``) and
+    ``total_cells``, for ``family`` ``"ice40"`` or ``"ecp5"``."""
     by_type = cells_below(stat, top)
 
     def count(pred) -> int:
@@ -349,7 +355,7 @@ def instance_counts(stat: dict[str, Any], top: str) -> dict[str, int]:
     return counts
 
 
-def _area(stat: dict[str, Any], top: str) -> dict[str, Any]:
+def area_report(stat: dict[str, Any], top: str) -> dict[str, Any]:
     """Transistor estimates of the logic per module (``total`` includes submodules, ``self``
     does not; both for one instance, ``instances`` says how many there are) and the storage
     bits of memories, which are not counted as logic."""
@@ -388,8 +394,8 @@ def synthesize(block: str, cfg: BlockConfig, out_dir: str | Path, *, fmax: bool 
     log.info("%s: generic CMOS area", block)
     shared, merged = share_modules(paths["verilog"].read_text())
     atomic_write_text(out_dir / f"{block}.shared.v", shared)
-    _yosys(CMOS_SCRIPT.format(src=f"{block}.shared.v", top=block, out="stat_cmos.json"),
-           out_dir, "cmos", timeout)
+    yosys_script(CMOS_SCRIPT.format(src=f"{block}.shared.v", top=block,
+                                    out="stat_cmos.json"), out_dir, "cmos", timeout)
     stat_cmos = json.loads((out_dir / "stat_cmos.json").read_text())
     report: dict[str, Any] = {
         "block": block,
@@ -397,7 +403,7 @@ def synthesize(block: str, cfg: BlockConfig, out_dir: str | Path, *, fmax: bool 
         "config_hash": cfg.stable_hash(),
         "latency_cycles": desc.get("latency_cycles"),
         "latency_formula": desc.get("latency_formula"),
-        "area_cmos": _area(stat_cmos, block),
+        "area_cmos": area_report(stat_cmos, block),
         "memories": parse_memories((out_dir / "memories.il").read_text(),
                                    instance_counts(stat_cmos, block)),
         "fpga": {},
@@ -405,14 +411,9 @@ def synthesize(block: str, cfg: BlockConfig, out_dir: str | Path, *, fmax: bool 
     report["area_cmos"]["storage_bits"] = sum(m["bits"] for m in report["memories"])
     report["area_cmos"]["shared_modules"] = {k.lstrip("\\"): v.lstrip("\\")
                                              for k, v in sorted(merged.items())}
-    if block == "mlp" and fpga:
-        # The ternary projections alone (the FPGA flows flatten the block, so their DSP use
-        # is measured on the projection module by itself): no multiplier may appear there.
-        from hadware.hw.ternary_projection import synthesize_projection
-
-        proj = synthesize_projection(cfg.lanes, max(cfg.d_model, cfg.d_hidden),
-                                     out_dir / "projection", timeout=timeout)
-        report["projection_dsp"] = {f: proj["fpga"][f]["dsp"] for f in ("ice40", "ecp5")}
+    extra = get_block(block).synth_extra
+    if extra and fpga:
+        report.update(resolve(extra)(cfg, out_dir, timeout))
     if fpga:
         report["fpga"] = _fpga_flows(block, out_dir, src, desc, set(merged.values()), fmax,
                                      timeout)
@@ -456,14 +457,15 @@ def _synth_kept(block: str, family: str, keep: set[str], fmax: bool, netlist: st
                 # One synthesis serves both: the block kept as a module inside the fmax
                 # wrapper gives the block's cells and, flattened, the netlist for place and
                 # route.
-                _yosys(WRAPPED_SCRIPT.format(src=f"{block}.shared.v", family=family, top=block,
-                                             keep=keep_script(kept | {block}),
-                                             out=f"stat_{family}.json", netlist=netlist),
-                       out_dir, family, timeout)
+                yosys_script(WRAPPED_SCRIPT.format(src=f"{block}.shared.v", family=family,
+                                                   top=block, keep=keep_script(kept | {block}),
+                                                   out=f"stat_{family}.json", netlist=netlist),
+                             out_dir, family, timeout)
             else:
-                _yosys(FPGA_SCRIPT.format(src=f"{block}.shared.v", family=family, top=block,
-                                          keep=keep_script(kept), out=f"stat_{family}.json"),
-                       out_dir, family, timeout)
+                yosys_script(FPGA_SCRIPT.format(src=f"{block}.shared.v", family=family,
+                                                top=block, keep=keep_script(kept),
+                                                out=f"stat_{family}.json"),
+                             out_dir, family, timeout)
             return False, unkept
         except ToolError as e:
             log_file = out_dir / f"{family}.log"
@@ -480,8 +482,9 @@ def _synth_kept(block: str, family: str, keep: set[str], fmax: bool, netlist: st
             unkept.append(culprit)
     log.warning("%s: %s synthesis with kept modules failed; synthesizing the block flat",
                 block, family)
-    _yosys(FPGA_SCRIPT.format(src=f"{block}.shared.v", family=family, top=block, keep="",
-                              out=f"stat_{family}.json"), out_dir, family, timeout)
+    yosys_script(FPGA_SCRIPT.format(src=f"{block}.shared.v", family=family, top=block,
+                                    keep="", out=f"stat_{family}.json"),
+                 out_dir, family, timeout)
     return True, unkept
 
 
@@ -494,8 +497,8 @@ def _fpga_flows(block: str, out_dir: Path, src: str, desc: dict[str, Any],
         log.info("%s: %s cells", block, family)
         netlist = f"{family}_wrapped.json" if fmax else None
         flattened, unkept = _synth_kept(block, family, keep, fmax, netlist, out_dir, timeout)
-        entry = _cells(json.loads((out_dir / f"stat_{family}.json").read_text()), family,
-                       block)
+        entry = fpga_cells(json.loads((out_dir / f"stat_{family}.json").read_text()), family,
+                           block)
         entry["flattened"] = flattened
         entry["flattened_modules"] = unkept
         if fmax:
@@ -505,9 +508,9 @@ def _fpga_flows(block: str, out_dir: Path, src: str, desc: dict[str, Any],
             else:
                 if flattened:
                     # (the flat block inside the wrapper, synthesized again)
-                    _yosys(PNR_SCRIPT.format(src=src, wrapper="fmax_wrapper.v", family=family,
-                                             netlist=netlist), out_dir, f"{family}_wrapped",
-                           timeout)
+                    yosys_script(PNR_SCRIPT.format(src=src, wrapper="fmax_wrapper.v",
+                                                   family=family, netlist=netlist),
+                                 out_dir, f"{family}_wrapped", timeout)
                 log.info("%s: %s place and route", block, family)
                 entry.update(_place_and_route(family, netlist, out_dir, timeout))
         out[family] = entry

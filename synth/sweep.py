@@ -17,16 +17,21 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from hadware.blocks import BLOCKS
 from hadware.config.attention import AttentionConfig
 from hadware.config.base import atomic_write_text
-from hadware.synth.compare import SRAM_TRANSISTORS_PER_BIT, reductions, run_design, workload
+from hadware.synth.compare import (
+    SRAM_TRANSISTORS_PER_BIT,
+    designs,
+    reductions,
+    run_design,
+    workload,
+)
 
 __all__ = ["N_MAX", "D", "sweep"]
 
 N_MAX = (64, 128, 256, 512, 1024, 2048)
 D = (32, 64, 128, 256)
-DESIGNS = [("attention", "HAD", True), ("std_attention", "standard attention", False)]
+
 
 
 def _point(cfg: AttentionConfig, **change: int) -> AttentionConfig:
@@ -45,7 +50,8 @@ def sweep(cfg: AttentionConfig, out_dir: str | Path, *, queries: int = 2, seed: 
     t0 = time.time()
     points = [("n_max", v, _point(cfg, n_max=v)) for v in n_max] + \
              [("d", v, _point(cfg, d=v)) for v in d]
-    designs = [x for x in DESIGNS if x[0] in BLOCKS]
+    chosen = [(block, label, binary, role) for block, label, binary, _, role in designs()
+              if role in ("subject", "reference")]
     rows: list[dict[str, Any]] = []
     with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
         futs = []
@@ -53,18 +59,18 @@ def sweep(cfg: AttentionConfig, out_dir: str | Path, *, queries: int = 2, seed: 
         runs: dict[tuple[str, str], Any] = {}
         for axis, value, pcfg in points:
             w = workload(pcfg, queries, seed)
-            for block, label, binary in designs:
+            for block, label, binary, role in chosen:
                 folder = out_dir / f"{axis}{value}"
                 key = (block, json.dumps(pcfg.to_dict(), sort_keys=True))
                 if key not in runs:
                     runs[key] = pool.submit(run_design, block, pcfg.to_dict(), binary, w,
                                             str(folder), False, 600.0, False)
-                futs.append(((axis, value, block, label), runs[key]))
-        for (axis, value, block, label), fut in futs:
+                futs.append(((axis, value, block, label, role), runs[key]))
+        for (axis, value, block, label, role), fut in futs:
             r = fut.result()
             area = r["synth"]["area_cmos"]
             rows.append({
-                "axis": axis, "value": value, "block": block, "label": label,
+                "axis": axis, "value": value, "block": block, "label": label, "role": role,
                 "config": r["config"],
                 "logic_transistors": area["transistors"],
                 "storage_bits": area["storage_bits"],
@@ -81,11 +87,10 @@ def sweep(cfg: AttentionConfig, out_dir: str | Path, *, queries: int = 2, seed: 
 
 def point_reductions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """:func:`~hadware.synth.compare.reductions` at every point where both designs ran."""
-    by = {(p["axis"], p["value"], p["block"]): p for p in rows}
-    return [{"axis": axis, "value": value,
-             **reductions(had, by[(axis, value, "std_attention")])}
-            for (axis, value, block), had in by.items()
-            if block == "attention" and (axis, value, "std_attention") in by]
+    by = {(p["axis"], p["value"], p["role"]): p for p in rows}
+    return [{"axis": axis, "value": value, **reductions(had, by[(axis, value, "reference")])}
+            for (axis, value, role), had in by.items()
+            if role == "subject" and (axis, value, "reference") in by]
 
 
 def write_outputs(report: dict[str, Any], out_dir: Path) -> None:

@@ -11,15 +11,11 @@ import numpy as np
 
 from hadware.config.score_unit import ScoreUnitConfig
 from hadware.hw.score_unit import ScoreUnit
+from hadware.spec.attention_vectors import pm1_to_int
 from hadware.tb.harness import run_vector_test
 from hadware.tb.payload import pack, unpack
 
-__all__ = ["bits_to_int", "decode", "encode"]
-
-
-def bits_to_int(row: np.ndarray) -> int:
-    """A +-1 vector as an integer, bit j = 1 where element j is +1."""
-    return int.from_bytes(np.packbits(row > 0, bitorder="little").tobytes(), "little")
+__all__ = ["decode", "encode"]
 
 
 def encode(cfg: ScoreUnitConfig, arrays: dict[str, np.ndarray]) -> dict:
@@ -27,10 +23,10 @@ def encode(cfg: ScoreUnitConfig, arrays: dict[str, np.ndarray]) -> dict:
     q, k = arrays["q"], arrays["k"]
     n = k.shape[0]
     groups = -(-n // cfg.lanes)
-    keys = [bits_to_int(r) for r in k] + [0] * (groups * cfg.lanes - n)
+    keys = [pm1_to_int(r) for r in k] + [0] * (groups * cfg.lanes - n)
     beats = []
     for row in q:
-        qi = bits_to_int(row)
+        qi = pm1_to_int(row)
         for g in range(groups):
             beats.append(pack(layout, {"q": qi, "k": keys[g * cfg.lanes:(g + 1) * cfg.lanes]}))
     return {"streams": {"i_stream": beats}, "expected": {"o_stream": len(beats)}}

@@ -1,51 +1,6 @@
-"""cocotb testbench of the standard attention baseline (int8 scores, dense softmax).
+"""cocotb testbench of ``std_attention``: the attention family's testbench
+(:mod:`hadware.tb.attention_core`: encoding, tests), which serves every variant."""
 
-The stream encoding is shared by the attention baselines: see
-:mod:`hadware.tb.binary_dense_attention` (keys and queries are packed as ``d`` signed bytes).
-"""
+from hadware.tb.attention_core import batch, decode, encode, refill, reset_mid_query, vectors
 
-from __future__ import annotations
-
-import sys
-
-import cocotb
-import numpy as np
-
-from hadware.hw.std_attention import StdAttention
-from hadware.tb.binary_dense_attention import (
-    decode_beats,
-    encode_block,
-    refill_test,
-    reset_mid_query_test,
-)
-from hadware.tb.harness import run_vector_test
-
-__all__ = ["decode", "encode"]
-
-BLOCK = StdAttention
-
-
-def encode(cfg, arrays: dict[str, np.ndarray]) -> dict:
-    return encode_block(BLOCK, cfg, arrays)
-
-
-def decode(cfg, arrays: dict[str, np.ndarray], beats: dict[str, list[int]]) -> dict:
-    return decode_beats(BLOCK, cfg, beats["o_stream"])
-
-
-@cocotb.test()
-async def vectors(dut):
-    """Write the run folder's context, then run its queries, and score the outputs."""
-    await run_vector_test(dut, sys.modules[__name__])
-
-
-@cocotb.test()
-async def refill(dut):
-    """Clear and refill the context between two passes over the queries."""
-    await refill_test(dut, BLOCK)
-
-
-@cocotb.test()
-async def reset_mid_query(dut):
-    """Reset in the middle of a query, then a complete run."""
-    await reset_mid_query_test(dut, BLOCK)
+__all__ = ["batch", "decode", "encode", "refill", "reset_mid_query", "vectors"]

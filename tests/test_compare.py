@@ -29,7 +29,7 @@ def test_categories():
 def test_compare_report(tmp_path):
     cfg = AttentionConfig(d=8, n_max=6, top_k=2, d_v=1, lanes=2, exp_frac_bits=8,
                           out_frac_bits=2)
-    r = compare(cfg, tmp_path, queries=2, fmax=False, jobs=1, designs=["attention"])
+    r = compare(cfg, tmp_path, queries=2, fmax=False, jobs=1, names=["attention"])
     assert json.loads((tmp_path / "report.json").read_text()) == r
     (had,) = r["designs"]
     assert had["gate_level_matches_rtl"] is True
@@ -52,23 +52,24 @@ def test_sweep_tiny(tmp_path):
                           out_frac_bits=2)
     r = sweep(cfg, tmp_path, queries=1, jobs=1, n_max=(4, 8), d=(8,))
     had = sorted((p["value"], p["storage_bits"]) for p in r["points"]
-                 if p["axis"] == "n_max" and p["block"] == "attention")
+                 if p["axis"] == "n_max" and p["role"] == "subject")
     assert [v for v, _ in had] == [4, 8] and had[0][1] < had[1][1]
     assert (tmp_path / "sweep.png").stat().st_size > 0
     # d=8 at n_max=8 is the base configuration, also the point n_max=8: run once, reported
     # on both axes.
     assert not (tmp_path / "d8").exists()
-    for block in ("attention", "std_attention"):
-        (on_n,) = [p for p in r["points"] if p["block"] == block and p["axis"] == "n_max"
+    assert sorted({p["role"] for p in r["points"]}) == ["reference", "subject"]
+    for role in ("subject", "reference"):
+        (on_n,) = [p for p in r["points"] if p["role"] == role and p["axis"] == "n_max"
                    and p["value"] == 8]
-        (on_d,) = [p for p in r["points"] if p["block"] == block and p["axis"] == "d"]
+        (on_d,) = [p for p in r["points"] if p["role"] == role and p["axis"] == "d"]
         assert {**on_n, "axis": "d"} == on_d
     # One reduction per point; HAD's area below standard attention's at every point.
     reds = {(x["axis"], x["value"]): x for x in r["reductions"]}
     assert sorted(reds) == [("d", 8), ("n_max", 4), ("n_max", 8)]
     for (axis, value), red in reds.items():
         had, std = (next(p for p in r["points"] if p["axis"] == axis and p["value"] == value
-                         and p["block"] == b) for b in ("attention", "std_attention"))
+                         and p["role"] == role) for role in ("subject", "reference"))
         assert red["power_reduction"] == 1 - had["energy_per_query"] / std["energy_per_query"]
         assert 0 < red["logic_area_reduction"] < 1
     assert "| n_max | 4 |" in (tmp_path / "report.md").read_text()

@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from hadware.blocks import BLOCKS
 from hadware.config.score_unit import ScoreUnitConfig
 from hadware.hw.generate import generate, lint
 
@@ -61,8 +62,7 @@ def test_lint_reports_real_warnings(tmp_path):
     assert any("WIDTHTRUNC" in w for w in warnings)
 
 
-@pytest.mark.parametrize("block", ["score_unit", "topk", "attention", "std_attention",
-                                   "int8_topk_attention", "binary_dense_attention"])
+@pytest.mark.parametrize("block", [n for n, b in BLOCKS.items() if not b.extras])
 def test_every_block_lints_clean_at_defaults(tmp_path, block):
     from hadware.blocks import get_block
 

@@ -16,10 +16,13 @@ from amaranth.sim import Simulator
 from hadware.config.mlp import MlpConfig
 from hadware.errors import InputError
 from hadware.golden import mlp as G
+from hadware.hw.arith import IntSqrt
+from hadware.hw.divider import RestoringDivider
 from hadware.hw.generate import generate, lint
-from hadware.hw.mlp import IntSqrt, Mlp, RestoringDivider, mlp_interval, mlp_latency, rom_images
+from hadware.hw.mlp import Mlp, mlp_interval, mlp_latency, rom_images
 from hadware.hw.ternary_projection import TernaryProjection
-from hadware.sw import ternary_pack
+from hadware.spec import mlp as S
+from hadware.spec import ternary
 from hadware.tb.amsim import run_stream
 from hadware.tb.mlp import decode_int, edge_tokens, encode_int, latent_weights
 
@@ -84,7 +87,7 @@ def test_edge_tokens_with_stalls(cfg):
 def test_narrow_formats_saturate():
     # The NARROW runs above are only meaningful if they reach the saturation limits.
     cfg = NARROW
-    w = G.quantize_weights(cfg, latent_weights(cfg, seed=7, scale=3.0))
+    w = S.quantize_weights(cfg, latent_weights(cfg, seed=7, scale=3.0))
     tr = G.mlp_int(cfg, w, G.quantize_input(cfg, edge_tokens(cfg, seed=8)))
     assert (tr["gate_up.out"].abs() >= 2 ** (cfg.act_bits - 1) - 1).any()
     assert (tr["h"].abs() >= 2 ** (cfg.h_bits - 1) - 1).any()
@@ -170,14 +173,14 @@ def test_component_attributes():
 def test_code_roms_hold_layout_v1_words():
     cfg = STRADDLE
     w = latent_weights(cfg, seed=5)
-    q = G.quantize_weights(cfg, w)
+    q = S.quantize_weights(cfg, w)
     images = rom_images(cfg, w)
     assert sorted(images) == ["down", "gate_up"]
     for layer in ("gate_up", "down"):
         codes = getattr(q, layer).codes
-        assert images[layer] == [int(v) for v in ternary_pack.pack(codes)]
+        assert images[layer] == [int(v) for v in ternary.pack(codes)]
         np.testing.assert_array_equal(
-            ternary_pack.unpack(images[layer], *codes.shape), codes)
+            ternary.unpack(images[layer], *codes.shape), codes)
     # Independently of pack(): word r * words_per_row + c // 16 holds code (r, c) at bits
     # [2*(c % 16) + 1 : 2*(c % 16)], +1 as 0b01 and -1 as 0b11.
     codes = q.gate_up.codes
@@ -213,7 +216,7 @@ def test_bad_arguments_are_named():
     bad = dict(w, g_down=np.full(cfg.d_hidden, 100.0))
     with pytest.raises(InputError, match=r"g_down\[0\] = 100.0 does not fit the gain format"):
         Mlp(cfg, bad)
-    other = G.quantize_weights(STRADDLE, latent_weights(STRADDLE, seed=1))
+    other = S.quantize_weights(STRADDLE, latent_weights(STRADDLE, seed=1))
     with pytest.raises(ValueError, match=r"weights were quantized for a different"):
         Mlp(cfg, other)
     with pytest.raises(ValueError, match=r"lanes must be an integer between 1 and 64, not 0"):
@@ -256,10 +259,10 @@ def test_ternary_projection_against_numpy(lanes, fan_in):
     q = rng.integers(-127, 128, (rows, fan_in))
     q[0] = 127
     q[1] = -127
-    codes[0] = ternary_pack.CODE_PLUS
-    codes[1] = ternary_pack.CODE_MINUS
-    weight = {ternary_pack.CODE_ZERO: 0, ternary_pack.CODE_PLUS: 1,
-              ternary_pack.CODE_MINUS: -1, ternary_pack.CODE_INVALID: 0}
+    codes[0] = ternary.CODE_PLUS
+    codes[1] = ternary.CODE_MINUS
+    weight = {ternary.CODE_ZERO: 0, ternary.CODE_PLUS: 1,
+              ternary.CODE_MINUS: -1, ternary.CODE_INVALID: 0}
     want = [int(sum(weight[int(c)] * int(v) for c, v in zip(cr, qr, strict=True)))
             for cr, qr in zip(codes, q, strict=True)]
     assert want[0] == 127 * fan_in and want[1] == 127 * fan_in

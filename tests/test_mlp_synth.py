@@ -9,8 +9,8 @@ import json
 import pytest
 
 from hadware.config.mlp import MlpConfig
-from hadware.hw.ternary_projection import synthesize_projection
 from hadware.synth.flow import synthesize
+from hadware.synth.projection import synthesize_projection
 from hadware.tb.mlp import latent_weights
 
 
@@ -44,7 +44,8 @@ def test_mlp_block_report(tmp_path):
     shared = r["area_cmos"]["shared_modules"]  # merged module -> the identical one kept
     for layer in ("gate_up", "down"):
         assert f"mlp.{layer}.projection" in modules
-        for mul in ("gain_mul", "square_mul", "quant_mul", "scale_mul", "kappa_mul"):
+        for mul in ("stats.gain_mul", "stats.square_mul", "quant.quant_mul",
+                    "out_scale.scale_mul", "norm.kappa_mul"):
             name = f"mlp.{layer}.{mul}"
             assert name in modules or shared.get(name) in modules
     assert "mlp.glu.glu_mul" in modules and "mlp.glu.silu_mul" in modules

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from hadware.golden.attention import hamming_scores
+from hadware.golden.attention_core import hamming_scores
 from hadware.golden.topk import select_topk
-from hadware.sw import ternary_pack
+from hadware.spec import ternary
 from hadware.sw.models import BitLinear, HadAttention, absmax_quantize, topk_mask
 
 
@@ -39,7 +39,7 @@ def test_ternary_export_matches_packing_rule():
     torch.manual_seed(1)
     lin = BitLinear(24, 10, quantize=True)
     codes, beta = lin.export_ternary()
-    want_codes, want_beta = ternary_pack.ternarize(lin.weight.detach().numpy())
+    want_codes, want_beta = ternary.ternarize(lin.weight.detach().numpy())
     np.testing.assert_array_equal(codes.numpy(), want_codes)
     assert beta == float(np.float32(want_beta)) or abs(beta - want_beta) < 1e-7
 

@@ -128,7 +128,7 @@ def test_shared_modules_keep_the_area(tmp_path):
     """The CMOS estimate of a design is the same with identical modules merged or not."""
     from hadware.config.attention import AttentionConfig
     from hadware.hw.generate import verilog_text
-    from hadware.synth.flow import CMOS_SCRIPT, _yosys, share_modules
+    from hadware.synth.flow import CMOS_SCRIPT, share_modules, yosys_script
 
     cfg = AttentionConfig(d=16, n_max=12, top_k=3, d_v=2, lanes=3, exp_frac_bits=8,
                           out_frac_bits=4)
@@ -137,12 +137,13 @@ def test_shared_modules_keep_the_area(tmp_path):
     assert merged == {"\\attention.lane1": "\\attention.lane0",
                       "\\attention.lane2": "\\attention.lane0",
                       "\\attention.topk.row1": "\\attention.topk.row0",
-                      "\\attention.topk.row2": "\\attention.topk.row0"}
+                      "\\attention.topk.row2": "\\attention.topk.row0",
+                      "\\attention.wsum.wsum_mul1": "\\attention.wsum.wsum_mul0"}
     stats = []
     for name, t in (("plain", text), ("shared", shared)):
         (tmp_path / f"{name}.v").write_text(t)
-        _yosys(CMOS_SCRIPT.format(src=f"{name}.v", top="attention", out=f"{name}.json"),
-               tmp_path, name, 600)
+        yosys_script(CMOS_SCRIPT.format(src=f"{name}.v", top="attention",
+                                        out=f"{name}.json"), tmp_path, name, 600)
         stats.append(json.loads((tmp_path / f"{name}.json").read_text()))
 
     def transistors(stat, module=None):
@@ -166,7 +167,7 @@ def test_fpga_flow_flattens_after_an_abc9_assertion(tmp_path, monkeypatch):
     import hadware.synth.flow as flow
     from hadware.errors import ToolError
 
-    real = flow._yosys
+    real = flow.yosys_script
     calls = []
 
     def failing_with_kept_modules(script, cwd, name, timeout):
@@ -175,7 +176,7 @@ def test_fpga_flow_flattens_after_an_abc9_assertion(tmp_path, monkeypatch):
             raise ToolError("yosys (ecp5) failed (exit 1):\nERROR: Assert `x' failed in y.cc")
         return real(script, cwd, name, timeout)
 
-    monkeypatch.setattr(flow, "_yosys", failing_with_kept_modules)
+    monkeypatch.setattr(flow, "yosys_script", failing_with_kept_modules)
     real_keep = flow.keep_script
     monkeypatch.setattr(flow, "keep_script",
                         lambda modules: real_keep(set(modules) | {"score_unit.lane0"}))
@@ -247,7 +248,7 @@ def test_fpga_flow_flattens_only_the_module_abc9_fails_on(tmp_path, monkeypatch)
 
     # (the CMOS flow writes the shared Verilog the FPGA flows read)
     r = synthesize("score_unit", ScoreUnitConfig(d=16, lanes=2), tmp_path, fpga=False)
-    real = flow._yosys
+    real = flow.yosys_script
     calls = []
 
     def failing_on_lane0(script, cwd, name, timeout):
@@ -261,12 +262,12 @@ def test_fpga_flow_flattens_only_the_module_abc9_fails_on(tmp_path, monkeypatch)
             raise ToolError(f"yosys ({name}) failed (exit 1)")
         return real(script, cwd, name, timeout)
 
-    monkeypatch.setattr(flow, "_yosys", failing_on_lane0)
+    monkeypatch.setattr(flow, "yosys_script", failing_on_lane0)
     keep = {"\\score_unit.lane0", "\\score_unit.lane1"}
     flat, unkept = flow._synth_kept("score_unit", "ecp5", keep, False, None, tmp_path, 600)
     assert calls == [("ecp5", True), ("ecp5", False)]
     assert flat is False and unkept == ["score_unit.lane0"]
     stat = json.loads((tmp_path / "stat_ecp5.json").read_text())
     assert "\\score_unit.lane1" in stat["modules"] and "\\score_unit.lane0" not in stat["modules"]
-    cells = flow._cells(stat, "ecp5", "score_unit")
+    cells = flow.fpga_cells(stat, "ecp5", "score_unit")
     assert cells["ff"] == r["area_cmos"]["flip_flops"]

@@ -17,6 +17,7 @@ import math
 from fractions import Fraction
 
 from hadware.config.base import BlockConfig, check_float, check_int
+from hadware.spec.widths import ceil_log2
 
 __all__ = ["BitLinearGeometry", "MlpConfig"]
 
@@ -24,10 +25,6 @@ __all__ = ["BitLinearGeometry", "MlpConfig"]
 MAX_DIM = 4096
 #: Largest fixed-point width accepted anywhere; keeps every golden intermediate inside int64.
 MAX_BITS = 24
-
-
-def _ceil_log2(n: int) -> int:
-    return (n - 1).bit_length()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +96,7 @@ class BitLinearGeometry:
         ``|q_i| <= 127`` (never -128, see the specification), so
         ``|acc_j| <= 127 * fan_in < 2**(7 + ceil(log2(fan_in)))``, which needs
         ``8 + ceil(log2(fan_in))`` bits including the sign."""
-        return 8 + _ceil_log2(self.fan_in)
+        return 8 + ceil_log2(self.fan_in)
 
     @property
     def sqrt_in_bits(self) -> int:

@@ -1,4 +1,5 @@
-"""Ternary weights: quantization once, and the one packing layout of their ROM words.
+"""Ternary weights: the absmean quantization rule (once), and the one packing layout of their
+ROM words (numpy only: the RTL decoder, the golden model and the exporter import it).
 
 Quantization
 ------------
@@ -8,15 +9,17 @@ Quantization
     beta = max(mean(|W|), 1e-5)            # one scale per tensor
     W_t  = clamp(round(W * (1 / beta)), -1, 1)   # round = torch.round, half to even
 
-computed in float32 with torch exactly as the reference code does it (it multiplies by the
-reciprocal; ``round(W / beta)`` differs from it only when ``W / beta`` lies within one float32
-ulp of +-0.5). The effective weight is ``beta * W_t``.
+computed in float32 as the reference code does it (it multiplies by the reciprocal;
+``round(W / beta)`` differs from it only when ``W / beta`` lies within one float32 ulp of
++-0.5). The mean is accumulated in float64 and rounded to float32 once; torch's float32
+reduction may differ from it by an ulp on large tensors. The effective weight is
+``beta * W_t``.
 
 **Quantize once; never re-quantize.** The rule is not idempotent: applied again to the effective
 weights ``beta * W_t`` it returns the same codes but the scale ``beta * nnz / size`` (the mean
 magnitude counts the zeros), so every output of the layer shrinks by the fraction of non-zero
 codes; applied to the bare codes it returns ``beta = nnz / size``. Exported codes and betas are
-therefore loaded verbatim (:func:`unpack`, ``hadware.golden.mlp.load_exported``), and
+therefore loaded verbatim (:func:`unpack`, :func:`hadware.spec.mlp.load_exported`), and
 :func:`ternarize` refuses a tensor that is already ternary-valued (its non-zero entries all of
 one magnitude and some entries zero), which is exactly the case where a second quantization
 changes the scale.
@@ -53,7 +56,6 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
-import torch
 
 from hadware.errors import HadwareError
 
@@ -283,28 +285,28 @@ def ternarize(w: Any, *, allow_ternary_valued: bool = False) -> tuple[np.ndarray
     others of one magnitude): quantizing it again would shrink the scale. Load exported codes
     and betas as they are instead. ``allow_ternary_valued=True`` skips that check.
     """
-    if isinstance(w, torch.Tensor):
+    if hasattr(w, "detach"):  # a torch tensor, without importing torch
         w = w.detach().cpu().numpy()
     a = np.asarray(w)
     if a.dtype.kind not in "iuf":
         raise TernaryError(f"weights must be a real-valued array, not {a.dtype}")
-    t = torch.from_numpy(a.astype(np.float32))
-    if t.numel() == 0:
+    t = a.astype(np.float32)
+    if t.size == 0:
         raise TernaryError("weights must not be empty")
-    if not bool(torch.isfinite(t).all()):
+    if not np.isfinite(t).all():
         raise TernaryError("weights contain NaN or infinite values")
+    mag = np.abs(t)
     if not allow_ternary_valued:
-        mag = t.abs()
         nonzero = mag[mag != 0]
-        if 0 < nonzero.numel() < mag.numel() and bool((nonzero == nonzero[0]).all()):
+        if 0 < nonzero.size < mag.size and bool((nonzero == nonzero[0]).all()):
             raise RequantizationError(
                 "weights are already ternary-valued (zeros and a single magnitude "
                 f"{float(nonzero[0])!r}); quantizing them again would shrink beta by the "
                 "fraction of non-zeros - load the exported codes and beta as they are")
-    beta_t = t.abs().mean().clamp(min=BETA_MIN)
-    scale = 1.0 / beta_t
-    codes = (t * scale).round().clamp(-1, 1).to(torch.int8)
-    return codes.numpy().copy(), float(beta_t)
+    beta = max(np.float32(mag.sum(dtype=np.float64) / mag.size), np.float32(BETA_MIN))
+    scale = np.float32(1.0) / beta
+    codes = np.clip(np.rint(t * scale), -1, 1).astype(np.int8)
+    return codes, float(beta)
 
 
 def to_mant_exp(value: float, mant_bits: int) -> tuple[int, int]:

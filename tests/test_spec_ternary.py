@@ -1,4 +1,4 @@
-"""Tests of the ternary quantization rule and the ROM packing layout (hadware.sw.ternary_pack).
+"""Tests of the ternary quantization rule and the ROM packing layout (hadware.spec.ternary).
 
 Expected words are derived by hand from the written layout (module docstring), not from the
 packer: codes are 2-bit two's complement (+1 -> 0b01, -1 -> 0b11, 0 -> 0b00), slot j of a
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from hadware.sw import ternary_pack as tp
-from hadware.sw.ternary_pack import (
+from hadware.spec import ternary as tp
+from hadware.spec.ternary import (
     InvalidCodeError,
     RequantizationError,
     TernaryError,
@@ -190,3 +190,17 @@ def test_to_mant_exp_by_hand():
 def test_to_mant_exp_rejects(value):
     with pytest.raises(ValueError, match="value must be positive and finite"):
         to_mant_exp(value, 16)
+
+
+@pytest.mark.parametrize("shape, seed", [((10, 24), 0), ((96, 16), 1), ((64, 256), 2)])
+def test_ternarize_is_the_training_models_rule(shape, seed):
+    # The reference model quantizes in float32 with torch: beta = max(mean|W|, 1e-5),
+    # W_t = clamp(round(W / beta), -1, 1). Codes agree exactly; beta to a float32 ulp (the
+    # two reductions sum in different orders).
+    from hadware.sw.models import absmean_ternary
+
+    w = torch.from_numpy(np.random.default_rng(seed).normal(0, 0.2, shape).astype(np.float32))
+    want_codes, want_beta = absmean_ternary(w)
+    codes, beta = ternarize(w.numpy())
+    np.testing.assert_array_equal(codes, want_codes.numpy().astype(np.int8))
+    assert abs(beta - float(want_beta)) <= float(np.spacing(np.float32(beta)))

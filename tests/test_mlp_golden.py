@@ -18,8 +18,10 @@ from hadware.config.base import ConfigFileError
 from hadware.config.mlp import MlpConfig
 from hadware.errors import InputError
 from hadware.golden import mlp as G
-from hadware.sw import ternary_pack
-from hadware.sw.ternary_pack import RequantizationError
+from hadware.spec import mlp as S
+from hadware.spec import ternary
+from hadware.spec.silu import silu_table
+from hadware.spec.ternary import RequantizationError
 
 # A deliberately narrow configuration: truncation in the normalizer, K = 0, saturation of
 # gate/up, h and y, and a SiLU whose segments are one input step wide (no interpolation).
@@ -146,13 +148,13 @@ def test_integer_model_matches_scalar_spec_bit_for_bit(name):
     cfg = MlpConfig(**CONFORMANCE_CONFIGS[name])
     rng = np.random.default_rng(11)
     for scale in (0.5, 1.0, 4.0):
-        w = G.quantize_weights(cfg, latent_weights(cfg, rng, scale=scale))
+        w = S.quantize_weights(cfg, latent_weights(cfg, rng, scale=scale))
         for geom, layer in ((cfg.gate_up, w.gate_up), (cfg.down, w.down)):
             assert layer.shift0 == spec_shift0(geom, layer.kappa_exp)
             expected_g = [math.floor(float(g) * 2 ** cfg.gain_frac_bits + 0.5)
                           for g in layer.gain]
             assert layer.gain_fx.tolist() == expected_g
-        assert list(G.silu_table(cfg)) == spec_silu_table(cfg)
+        assert list(silu_table(cfg)) == spec_silu_table(cfg)
         x = edge_tokens(cfg, rng, 12)
         got = G.mlp_int(cfg, w, torch.tensor(x))["y"].tolist()
         want = [spec_mlp(cfg, w, [int(v) for v in row]) for row in x]
@@ -163,7 +165,7 @@ def test_integer_model_matches_scalar_spec_bit_for_bit(name):
 def test_narrow_config_exercises_saturation():
     cfg = MlpConfig(**NARROW)
     rng = np.random.default_rng(5)
-    w = G.quantize_weights(cfg, latent_weights(cfg, rng, scale=4.0))
+    w = S.quantize_weights(cfg, latent_weights(cfg, rng, scale=4.0))
     tr = G.mlp_int(cfg, w, torch.tensor(edge_tokens(cfg, rng, 40)))
     assert (tr["gate_up.out"].abs() >= 2 ** (cfg.act_bits - 1) - 1).any()
     assert (tr["h"].abs() >= 2 ** (cfg.h_bits - 1) - 1).any()
@@ -178,7 +180,7 @@ def test_narrow_config_exercises_saturation():
 def test_quantizer_is_round_127_p_over_m_within_stated_bound(dims):
     cfg = MlpConfig(**dims)
     rng = np.random.default_rng(21)
-    w = G.quantize_weights(cfg, latent_weights(cfg, rng))
+    w = S.quantize_weights(cfg, latent_weights(cfg, rng))
     x = G.quantize_input(cfg, rng.normal(0, 1, (300, cfg.d_model)))
     tr = G.bitlinear_int(cfg.gate_up, w.gate_up, x)
     p = (x * torch.tensor(w.gate_up.gain_fx)).double()
@@ -198,7 +200,7 @@ def test_quantizer_is_round_127_p_over_m_within_stated_bound(dims):
 def test_quantizer_ties_round_away_from_zero():
     cfg = MlpConfig(d_model=4, d_hidden=4)
     geom = cfg.gate_up
-    layer = G.BitLinearParams(name="gate_up", codes=np.eye(8, 4, dtype=np.int8), beta=0.1,
+    layer = S.BitLinearParams(name="gate_up", codes=np.eye(8, 4, dtype=np.int8), beta=0.1,
                               gain=np.ones(4), gain_fx=np.ones(4, dtype=np.int64),
                               kappa_mant=2 ** 17, kappa_exp=30, shift0=40)
     # M = 254, so 127 * P / M = P / 2: P = 1 and 3 sit exactly on ties.
@@ -210,7 +212,7 @@ def test_quantizer_ties_round_away_from_zero():
 def test_output_scale_within_stated_bound(dims):
     cfg = MlpConfig(**dims)
     rng = np.random.default_rng(22)
-    w = G.quantize_weights(cfg, latent_weights(cfg, rng))
+    w = S.quantize_weights(cfg, latent_weights(cfg, rng))
     x = G.quantize_input(cfg, rng.normal(0, 1, (200, cfg.d_model)))
     for geom, layer, inp in ((cfg.gate_up, w.gate_up, x),):
         tr = G.bitlinear_int(geom, layer, inp)
@@ -247,7 +249,7 @@ def test_silu_error_bound_measured():
 
 def test_silu_table_shape():
     cfg = MlpConfig()
-    table = G.silu_table(cfg)
+    table = silu_table(cfg)
     assert len(table) == cfg.silu_table_size == 1025
     assert table[0] == 0 and max(table) <= 0
     # SiLU has its minimum -0.27846 at x = -1.27846.
@@ -269,7 +271,7 @@ ACCURACY_CONFIGS = [
 def test_integer_model_vs_float_reference(dims, record_property):
     cfg = MlpConfig(**dims)
     rng = np.random.default_rng(1234 + cfg.d_model)
-    w = G.quantize_weights(cfg, latent_weights(cfg, rng))
+    w = S.quantize_weights(cfg, latent_weights(cfg, rng))
     x = rng.normal(0, 1, (400, cfg.d_model)).astype(np.float32)
     y = G.run_vectors(cfg, w, {"x": x})["y"]
     grid = rel_err(y, G.float_reference(cfg, w, x, on_input_grid=True))
@@ -293,7 +295,7 @@ def test_float_reference_is_the_bitlinear_glu():
     cfg = MlpConfig()
     rng = np.random.default_rng(8)
     lw = latent_weights(cfg, rng)
-    w = G.quantize_weights(cfg, lw)
+    w = S.quantize_weights(cfg, lw)
     x = rng.normal(0, 1, (5, cfg.d_model))
 
     def bitlinear(v, g, wl):
@@ -317,7 +319,7 @@ def test_float_reference_is_the_bitlinear_glu():
 def default_case():
     cfg = MlpConfig()
     rng = np.random.default_rng(99)
-    return cfg, G.quantize_weights(cfg, latent_weights(cfg, rng)), rng
+    return cfg, S.quantize_weights(cfg, latent_weights(cfg, rng)), rng
 
 
 def test_all_zero_token_gives_zero(default_case):
@@ -337,7 +339,7 @@ def test_zero_gains_give_zero_without_dividing(default_case):
     cfg, _, rng = default_case
     lw = latent_weights(cfg, rng)
     lw["g_gate_up"] = np.zeros(cfg.d_model, dtype=np.float32)
-    w = G.quantize_weights(cfg, lw)
+    w = S.quantize_weights(cfg, lw)
     y = G.run_vectors(cfg, w, {"x": rng.normal(0, 1, (3, cfg.d_model))})["y"]
     assert not y.any()
 
@@ -390,7 +392,7 @@ def test_constant_weights(fill):
     lw = latent_weights(cfg, rng)
     lw["w_gate_up"] = np.full_like(lw["w_gate_up"], fill)
     lw["w_down"] = np.full_like(lw["w_down"], fill)
-    w = G.quantize_weights(cfg, lw)
+    w = S.quantize_weights(cfg, lw)
     assert set(np.unique(w.gate_up.codes)) == {int(fill)}
     x = rng.normal(0, 1, (50, cfg.d_model)).astype(np.float32)
     y = G.run_vectors(cfg, w, {"x": x})["y"]
@@ -428,7 +430,7 @@ def test_declared_widths_hold_every_intermediate():
         gmax = (2 ** (cfg.gain_bits - 1) - 1) / 2 ** cfg.gain_frac_bits
         lw["g_gate_up"][:2] = gmax
         lw["g_down"][:2] = -gmax
-        w = G.quantize_weights(cfg, lw)
+        w = S.quantize_weights(cfg, lw)
         tr = G.mlp_int(cfg, w, torch.tensor(edge_tokens(cfg, rng, 50)))
         for prefix, geom in (("gate_up.", cfg.gate_up), ("down.", cfg.down)):
             def fits(name, bits, signed, prefix=prefix, tr=tr):
@@ -455,13 +457,13 @@ def test_declared_widths_hold_every_intermediate():
 def test_export_reload_never_requantizes(default_case, monkeypatch):
     cfg, w, rng = default_case
     exported = w.export()
-    assert int(exported["layout_version"]) == ternary_pack.LAYOUT_VERSION
+    assert int(exported["layout_version"]) == ternary.LAYOUT_VERSION
 
     def refuse(*args, **kwargs):
         raise AssertionError("ternarize called while loading exported weights")
 
-    monkeypatch.setattr(ternary_pack, "ternarize", refuse)
-    w2 = G.load_exported(cfg, exported)
+    monkeypatch.setattr(ternary, "ternarize", refuse)
+    w2 = S.load_exported(cfg, exported)
     for a, b in ((w.gate_up, w2.gate_up), (w.down, w2.down)):
         np.testing.assert_array_equal(a.codes, b.codes)
         assert a.beta == b.beta and a.kappa_mant == b.kappa_mant and a.shift0 == b.shift0
@@ -476,7 +478,7 @@ def test_requantizing_effective_weights_is_refused(default_case):
     lw["w_gate_up"] = (w.gate_up.beta * w.gate_up.codes).astype(np.float32)
     with pytest.raises(RequantizationError, match=r"'w_gate_up': weights are already "
                                                   r"ternary-valued"):
-        G.quantize_weights(cfg, lw)
+        S.quantize_weights(cfg, lw)
 
 
 def test_load_exported_rejects_other_layout_version(default_case):
@@ -484,7 +486,7 @@ def test_load_exported_rejects_other_layout_version(default_case):
     exported = w.export()
     exported["layout_version"] = np.array(2)
     with pytest.raises(InputError, match="packing layout version 2 is not supported"):
-        G.load_exported(cfg, exported)
+        S.load_exported(cfg, exported)
 
 
 def test_check_weights_messages():
@@ -492,19 +494,19 @@ def test_check_weights_messages():
     good = latent_weights(cfg, np.random.default_rng(0))
     missing = {k: v for k, v in good.items() if k != "w_down"}
     with pytest.raises(InputError, match=r"W.npz: array 'w_down' is missing"):
-        G.check_weights(cfg, missing)
+        S.check_weights(cfg, missing)
     with pytest.raises(InputError, match=r"'w_gate_up' has shape \(3, 4\), expected "
                                          r"\(2\*d_hidden, d_model\) = \(96, 16\)"):
-        G.check_weights(cfg, {**good, "w_gate_up": np.zeros((3, 4))})
+        S.check_weights(cfg, {**good, "w_gate_up": np.zeros((3, 4))})
     bad = good["g_down"].copy()
     bad[7] = np.nan
     with pytest.raises(InputError, match=r"'g_down' contains NaN or infinite values \(1, the "
                                          r"first at index \(7,\)\)"):
-        G.check_weights(cfg, {**good, "g_down": bad})
+        S.check_weights(cfg, {**good, "g_down": bad})
     with pytest.raises(InputError, match=r"unknown array\(s\) 'bias'"):
-        G.check_weights(cfg, {**good, "bias": np.zeros(3)})
+        S.check_weights(cfg, {**good, "bias": np.zeros(3)})
     with pytest.raises(InputError, match=r"'g_gate_up' must be a real-valued array"):
-        G.check_weights(cfg, {**good, "g_gate_up": np.array(["a"] * 16)})
+        S.check_weights(cfg, {**good, "g_gate_up": np.array(["a"] * 16)})
 
 
 def test_gain_and_beta_range_errors():
@@ -513,31 +515,31 @@ def test_gain_and_beta_range_errors():
     lw["g_gate_up"][2] = 100.0
     with pytest.raises(InputError, match=r"g_gate_up\[2\] = 100.0 does not fit the gain format "
                                          r"\(18 bits, 14 fraction bits"):
-        G.quantize_weights(cfg, lw)
+        S.quantize_weights(cfg, lw)
     lw = latent_weights(cfg, np.random.default_rng(0))
     lw["w_gate_up"] = lw["w_gate_up"] * 200  # beta ~ 40 > 63.5 / sqrt(16)
     with pytest.raises(InputError, match=r"beta of w_gate_up is .* too large for the output "
                                          r"format \(24 bits, 16 fraction bits\): it must be "
                                          r"below about 15.875"):
-        G.quantize_weights(cfg, lw)
+        S.quantize_weights(cfg, lw)
 
 
 def test_check_inputs_messages():
     cfg = MlpConfig()
     with pytest.raises(InputError, match=r"IN.npz: array 'x' is missing"):
-        G.check_inputs(cfg, {})
+        S.check_inputs(cfg, {})
     with pytest.raises(InputError, match=r"'x' has shape \(16,\), expected \(t, d_model\) = "
                                          r"\(t, 16\)"):
-        G.check_inputs(cfg, {"x": np.zeros(16)})
+        S.check_inputs(cfg, {"x": np.zeros(16)})
     with pytest.raises(InputError, match=r"'x' has shape \(2, 15\)"):
-        G.check_inputs(cfg, {"x": np.zeros((2, 15))})
+        S.check_inputs(cfg, {"x": np.zeros((2, 15))})
     x = np.zeros((2, 16))
     x[1, 4] = np.inf
     with pytest.raises(InputError, match=r"'x' contains NaN or infinite values \(1, the first "
                                          r"at index \(1, 4\)\)"):
-        G.check_inputs(cfg, {"x": x})
+        S.check_inputs(cfg, {"x": x})
     with pytest.raises(InputError, match=r"unknown array\(s\) 'y'"):
-        G.check_inputs(cfg, {"x": np.zeros((1, 16)), "y": np.zeros(1)})
+        S.check_inputs(cfg, {"x": np.zeros((1, 16)), "y": np.zeros(1)})
 
 
 # -- configuration -------------------------------------------------------------------------------

@@ -1,0 +1,471 @@
+"""Golden model of the attention family: the specification of its bit-exact arithmetic.
+
+Every attention variant is one core with three parts chosen by its config
+(:mod:`hadware.config.attention_core`): a **scorer** (``cfg.scorer``: ``"hamming"`` or
+``"int8"``), an **exponential** (``cfg.exp``: ``"table"`` or ``"fixed"``) and a **sparsifier**
+(``cfg.sparsifier``: ``"topk"`` or ``None``). The registered variants are
+
+==========================  =========  =======  ==========
+block                       scorer     exp      sparsifier
+==========================  =========  =======  ==========
+``attention`` (HAD)         hamming    table    topk
+``binary_dense_attention``  hamming    table    None
+``int8_topk_attention``     int8       fixed    topk
+``std_attention``           int8       fixed    None
+==========================  =========  =======  ==========
+
+The RTL must reproduce :func:`attention_core` bit for bit. The names below come from the config:
+``F = exp_frac_bits``, ``O = out_frac_bits``, ``R = recip_bits``, ``S = out_shift = R - O``,
+``N = n_weights`` (``top_k`` with the top-k sparsifier, ``n_max`` without), and for the fixed
+exponential ``P = exp_table_bits``, ``Q = exp_interp_bits``, ``H = P + Q``,
+``G = exp_scale_shift``, ``c = exp_scale``; so do the register widths quoted.
+
+Vector-file contract
+--------------------
+Specified in :mod:`hadware.spec.attention_vectors` and checked by :func:`check_inputs`: ``q``
+``(m, d)``, ``k`` ``(n, d)`` with ``1 <= n <= n_max``, ``v`` ``(n, d_v)`` int8, optional
+``n_valid`` ``(m,)`` in ``1..n``; ``q`` and ``k`` are +-1 for the hamming scorer and int8 for
+the int8 scorer. Outputs (:func:`run_vectors`), int32: ``out`` ``(m, d_v)`` in units of
+``2**-O``; the top-k variants add ``topk_index`` and ``topk_score``, ``(m, top_k)``, the
+selected key indices (padding -1) and their scores (padding 0).
+
+Arithmetic, per query row (all integers; no step saturates or wraps unless it says so)
+--------------------------------------------------------------------------------------
+
+1. Scorer
+~~~~~~~~~
+``hamming`` (:func:`hamming_scores`). Element value +1 is bit 1, -1 is bit 0; packed, element
+``c`` of a vector is bit ``c`` of its ``d``-bit word, least significant bit first
+(:func:`pack_bits`; :func:`hadware.spec.attention_vectors.pm1_to_int`).
+``s_j = 2 * popcount(XNOR(q, k_j)) - d`` for ``j < n``: an integer in ``[-d, d]`` with the parity
+of ``d`` (``score_width`` bits, signed). It equals the dot product of the +-1 vectors.
+
+``int8`` (:func:`int8_scores`). ``s_j = sum_c q[c] * k_j[c]``, the exact dot product: an integer
+in ``[-16256 * d, 16384 * d]`` (``score_width`` bits, signed).
+
+2. Sparsifier
+~~~~~~~~~~~~~
+:func:`select` gives each query a list of weighed entries (slots) and ``s_max``, the largest
+score among them.
+
+``topk``: :func:`hadware.golden.topk.select_topk` over the first ``n_valid`` scores: the
+``min(n_valid, top_k)`` highest, ties to the lower index, slots ordered by score descending
+then index ascending, padding ``(-1, 0)``. ``s_max`` is the score of slot 0.
+
+``None`` (dense): every key ``j < n_valid`` is weighed, however small its weight (it may be 0);
+slot ``j`` is key ``j``, and slots ``j >= n_valid`` are padding ``(-1, 0)``.
+``s_max = max(s_j for j < n_valid)``.
+
+For a weighed slot ``i``, ``delta_i = s_max - s_i >= 0``; a padding slot weighs ``e = 0``.
+
+3. Exponential
+~~~~~~~~~~~~~~
+``e_i = E(delta_i)`` stands for ``exp(-temperature * delta_i)`` in units of ``2**-F``; every
+entry tied with the maximum weighs exactly ``2**F``, every weight lies in ``[0, 2**F]``.
+
+``table`` (:func:`table_weights`). ``a_i = delta_i / 2``, an exact integer in ``[0, d]`` (both
+scores have the parity of ``d``), and ``e_i = LUT[a_i]`` with the HAD table
+``LUT[a] = floor(2**F * exp(-2 * temperature * a) + 0.5)`` for ``a = 0..d``
+(:func:`hadware.spec.softmax.had_table`, the config's ``lut``), evaluated in float64, round half
+up. ``LUT[0] = 2**F``; the entries never increase and may reach 0.
+
+``fixed`` (:func:`fixed_exp_weights`), for ``delta`` in ``[0, delta_max]``
+(``delta_max = 32640 * d``, ``delta_width`` bits):
+``exp(-temperature * delta) = 2**(-u)`` with ``u = delta * temperature / ln 2``.
+
+a. **Scale.** ``x = delta * c``, with ``c = floor(temperature / ln 2 * 2**G + 0.5)``
+   (:func:`hadware.spec.softmax.exp2_scale`), is ``u`` with ``G`` fractional bits; ``G`` is
+   chosen (:func:`hadware.spec.softmax.exp2_scale_shift`) so that ``c`` has at least 24
+   significant bits and ``G >= H + 1``.
+b. **Rounding to H bits.** ``t = floor((x + 2**(G - H - 1)) / 2**(G - H))``: ``u`` rounded to
+   the nearest multiple of ``2**-H``, halves up. Split ``t`` into ``i = floor(t / 2**H)`` (the
+   integer part), ``j = floor(t / 2**Q) mod 2**P`` (the table node) and ``r = t mod 2**Q`` (the
+   position between node ``j`` and node ``j + 1``).
+c. **Table.** ``T[j] = floor(2**F * 2**(-j / 2**P) + 0.5)`` for ``j = 0..2**P``
+   (:func:`hadware.spec.softmax.exp2_nodes`, the config's ``exp_table``; ``T[0] = 2**F``,
+   ``T[2**P] = 2**(F-1)``).
+d. **Interpolation.** ``Y = T[j] * 2**Q - (T[j] - T[j + 1]) * r``, exact: ``2**(F + Q)`` times
+   the straight line between the two nodes, in ``[T[j + 1] * 2**Q, T[j] * 2**Q]``.
+e. **Shift and round.** ``k = Q + min(i, F + 2)`` and
+   ``E = floor((Y + floor(2**(k - 1))) / 2**k)`` (``Y / 2**k`` rounded to nearest, halves up;
+   ``floor(2**-1) = 0`` when ``k = 0``). The saturation of ``i`` changes nothing:
+   ``Y <= 2**(F + Q)`` gives ``E = 0`` for every ``i >= F + 2``. Int8 differences, unlike
+   binary ones, are not bounded by ``d``; this saturation keeps the shifter small.
+   ``E(0) = 2**F`` exactly, and ``E`` never increases with ``delta``.
+
+Hardware form of ``fixed``: a two-stage unit (``x``, ``t`` and the table read; then ``Y``, the
+shift and the rounding).
+
+4. Sums
+~~~~~~~
+``den = sum_i e_i`` (unsigned, ``2**F <= den <= N * 2**F``, ``den_width`` bits) and
+``num_c = sum_i e_i * v[idx_i, c]`` for each value column ``c`` (signed,
+``|num_c| <= 128 * den``, ``num_width`` bits). Both are exact: the RTL accumulates them in full
+width in any order.
+
+5. Reciprocal (the only division)
+~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+Once per query (:func:`reciprocal`): ``recip = floor((2**R + floor(den / 2)) / den)``, that is
+``2**R / den`` rounded half up, with ``R = O + F + ceil(log2(N)) + 10``. ``den >= 2**F > 0``, so
+it is always defined; ``recip`` lies in ``[recip_min, 2**(R - F)]`` (``recip_width`` bits,
+unsigned). ``2**R / den`` is never exactly half-way between integers (that would need
+``den = 2**(R+1) > den_max``), so any exact round-to-nearest divider gives the same ``recip``.
+
+6. Output
+~~~~~~~~~
+``out_c = floor((num_c * recip + 2**(S - 1)) / 2**S)`` with ``S = R - O`` (:func:`scale_output`):
+``num_c * recip + 2**(S-1)`` followed by an arithmetic right shift by ``S``. This rounds
+``num_c * recip / 2**S`` to the nearest integer, halves toward +infinity (``-2.5 -> -2``,
+``2.5 -> 3``). The product and the sum fit ``product_width`` signed bits; ``out_c`` lies in
+``[-128 * 2**O, 127 * 2**O]`` (``out_width = 8 + O`` bits).
+
+Worked examples (pinned by the tests)
+-------------------------------------
+``d = 8``, ``F = 4``, ``O = 0``, ``temperature = ln(2)/4``, so
+``LUT = (16, 11, 8, 6, 4, 3, 2, 1, 1)``; scores 8, 6, 4 (query all +1, keys with 0, 1 and 2
+elements -1).
+
+* HAD (``top_k = 2``): keys 0 and 1 are kept, ``e = (16, 11)``, ``den = 27``; ``R = 15``,
+  ``recip = round(32768 / 27 = 1213.63) = 1214``; with ``v = (10, -20, 127)``, ``num = -60``
+  and ``out = round(-60 * 1214 / 2**15 = -2.22) = -2`` (the exact softmax gives -2.43).
+* Binary dense (``n_max = 3``): every key is weighed, ``e = (16, 11, 8)``, ``den = 35``;
+  ``R = 16``, ``recip = round(65536 / 35 = 1872.46) = 1872``; with ``v = (10, -20, -5)``,
+  ``num = -100`` and ``out = round(-100 * 1872 / 2**16 = -2.86) = -3``.
+
+Accuracy
+--------
+``|out - float_reference| <= error_bound_ulp`` (proof in
+:attr:`~hadware.config.attention_core.AttentionCoreConfig.error_bound_ulp`), the reference
+being the exact softmax of ``temperature * s`` over the same weighed keys. For the table it is
+at most 1 when ``2**(F - O) >= 291.43 * (N - 1)``; with fewer table bits the output is still
+bit-exact against this model, but the table rounding can move it further from the exact
+softmax. For the fixed exponential
+``|E(delta) - 2**F * 2**(-u)| <= eps * 2**F * 2**(-u) + 1`` with ``eps = exp_relative_error``
+(``2.0e-5`` at ``P = 6``, ``Q = 10``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from hadware.golden.topk import PAD_INDEX, PAD_SCORE, select_topk
+from hadware.spec import attention_vectors
+from hadware.spec.attention_vectors import INPUT_NAMES, input_names, output_names
+
+__all__ = [
+    "INPUT_NAMES",
+    "AttentionResult",
+    "attention_core",
+    "check_inputs",
+    "fixed_exp_weights",
+    "float_reference",
+    "hamming_scores",
+    "input_names",
+    "int8_scores",
+    "output_names",
+    "pack_bits",
+    "popcount32",
+    "reciprocal",
+    "run_vectors",
+    "scale_output",
+    "scores",
+    "select",
+    "table_weights",
+    "weights",
+]
+
+_WORD = 32  # bits per packed word in the model (a model detail, not an RTL width)
+_WORD_MASK = (1 << _WORD) - 1
+# Score tiles are computed this many (query, key, word) elements at a time to bound memory.
+_TILE_ELEMENTS = 1 << 22
+
+
+def check_inputs(cfg: Any, arrays: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The vector-file checks: :func:`hadware.spec.attention_vectors.check_inputs`."""
+    return attention_vectors.check_inputs(cfg, arrays)
+
+
+# -- 1. scorers ------------------------------------------------------------------------------
+
+
+def pack_bits(x: torch.Tensor) -> torch.Tensor:
+    """Pack +-1 vectors into bits, 32 per int64 word.
+
+    ``x`` is ``(rows, d)`` with values -1/+1. Returns int64 ``(rows, ceil(d / 32))``: element
+    ``c`` is bit ``c % 32`` of word ``c // 32``, 1 for +1 and 0 for -1; the unused high bits of
+    the last word are 0. (The 32-bit words are a model detail; the bit numbering is the
+    contract.)
+    """
+    rows, d = x.shape
+    words = -(-d // _WORD)
+    bits = torch.zeros((rows, words * _WORD), dtype=torch.int64)
+    bits[:, :d] = (x == 1).to(torch.int64)
+    place = torch.ones(_WORD, dtype=torch.int64) << torch.arange(_WORD, dtype=torch.int64)
+    return (bits.view(rows, words, _WORD) * place).sum(-1)
+
+
+def popcount32(x: torch.Tensor) -> torch.Tensor:
+    """Number of set bits of each element of an int64 tensor with values in ``[0, 2**32)``."""
+    x = x - ((x >> 1) & 0x55555555)
+    x = (x & 0x33333333) + ((x >> 2) & 0x33333333)
+    x = (x + (x >> 4)) & 0x0F0F0F0F
+    # The byte sums gather in bits 24..31; the product stays below 2**57, so int64 is enough.
+    return ((x * 0x01010101) & _WORD_MASK) >> 24
+
+
+def hamming_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Scores ``s[i, j] = 2 * popcount(XNOR(q_i, k_j)) - d`` from packed bits.
+
+    ``q`` is ``(m, d)`` and ``k`` ``(n, d)``, values -1/+1. Returns int64 ``(m, n)``, values in
+    ``[-d, d]`` with the parity of ``d``.
+    """
+    m, d = q.shape
+    n = k.shape[0]
+    qw, kw = pack_bits(q), pack_bits(k)
+    words = qw.shape[1]
+    # XNOR sets the unused high bits of the last word (0 XNOR 0); the mask clears them again.
+    mask = torch.full((words,), _WORD_MASK, dtype=torch.int64)
+    if d % _WORD:
+        mask[-1] = (1 << (d % _WORD)) - 1
+    out = torch.empty((m, n), dtype=torch.int64)
+    rows = max(1, _TILE_ELEMENTS // max(1, n * words))
+    for start in range(0, m, rows):
+        xnor = ~(qw[start:start + rows, None, :] ^ kw[None, :, :]) & mask
+        out[start:start + rows] = 2 * popcount32(xnor).sum(-1) - d
+    return out
+
+
+def int8_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """``s[i, j] = q_i . k_j`` exactly (int64 ``(m, n)``) for int8-valued ``q`` ``(m, d)`` and
+    ``k`` ``(n, d)``."""
+    return q.to(torch.int64) @ k.to(torch.int64).T
+
+
+_SCORERS = {"hamming": hamming_scores, "int8": int8_scores}
+
+
+def scores(cfg: Any, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Step 1: the scores of the variant's scorer (``cfg.scorer``), int64 ``(m, n)``."""
+    return _SCORERS[cfg.scorer](q, k)
+
+
+# -- 2. sparsifiers --------------------------------------------------------------------------
+
+
+def select(cfg: Any, scores: torch.Tensor,
+           n_valid: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step 2: the weighed slots of each query, ``(index, score)``, int64.
+
+    With the top-k sparsifier both are ``(m, top_k)`` as :func:`select_topk` returns them. Dense
+    (``cfg.sparsifier is None``): both are ``(m, n)``, slot ``j`` is key ``j`` for
+    ``j < n_valid`` and padding (index -1, score 0) beyond. ``n_valid`` ``(m,)`` in ``1..n``;
+    ``None`` means all ``n`` keys.
+    """
+    if cfg.sparsifier == "topk":
+        return select_topk(scores, n_valid, cfg.top_k)
+    m, n = scores.shape
+    keys = torch.arange(n, dtype=torch.int64).expand(m, n)
+    if n_valid is None:
+        return keys.clone(), scores.clone()
+    valid = keys < n_valid[:, None]
+    return (torch.where(valid, keys, torch.full_like(keys, PAD_INDEX)),
+            torch.where(valid, scores, torch.full_like(scores, PAD_SCORE)))
+
+
+def _differences(index: torch.Tensor, score: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(selected, delta)``: the mask of weighed slots and ``s_max - s_i`` there (0 in
+    padding)."""
+    selected = index != PAD_INDEX
+    low = torch.iinfo(torch.int64).min
+    s_max = torch.where(selected, score, torch.full_like(score, low)).max(1, keepdim=True).values
+    return selected, torch.where(selected, s_max - score, torch.zeros_like(score))
+
+
+# -- 3. exponentials -------------------------------------------------------------------------
+
+
+def table_weights(cfg: Any, delta: torch.Tensor) -> torch.Tensor:
+    """``LUT[delta / 2]`` (the ``table`` exponential), elementwise on int64 ``delta``.
+
+    Raises ``ValueError`` for an odd, negative or too large difference (impossible for
+    XNOR-popcount scores)."""
+    if bool(((delta % 2 != 0) | (delta < 0) | (delta > 2 * cfg.d)).any()):
+        raise ValueError("score differences must be even and lie in [0, 2*d]")
+    return torch.tensor(cfg.lut, dtype=torch.int64)[delta // 2]
+
+
+def fixed_exp_weights(cfg: Any, delta: torch.Tensor) -> torch.Tensor:
+    """The fixed-point exponential ``E(delta)`` (the ``fixed`` exponential, steps a to e),
+    elementwise on int64 ``delta`` in ``[0, delta_max]``. Raises ``ValueError`` for a difference
+    outside that range."""
+    if bool(((delta < 0) | (delta > cfg.delta_max)).any()):
+        raise ValueError(f"score differences must lie in [0, {cfg.delta_max}]")
+    p, q = cfg.exp_table_bits, cfg.exp_interp_bits
+    g, h = cfg.exp_scale_shift, cfg.exp_index_bits
+    # x < 2**(delta_width + 29) <= 2**54 for every configuration, so int64 holds it.
+    x = delta * cfg.exp_scale
+    t = (x + (1 << (g - h - 1))) >> (g - h)
+    i = t >> h
+    j = (t >> q) & ((1 << p) - 1)
+    r = t & ((1 << q) - 1)
+    table = torch.tensor(cfg.exp_table, dtype=torch.int64)
+    tj, tj1 = table[j], table[j + 1]
+    y = (tj << q) - (tj - tj1) * r
+    k = q + torch.clamp(i, max=cfg.exp_shift_max)
+    half = torch.where(k > 0, torch.ones_like(k) << (k - 1).clamp(min=0), torch.zeros_like(k))
+    return (y + half) >> k
+
+
+_EXPS = {"table": table_weights, "fixed": fixed_exp_weights}
+
+
+def weights(cfg: Any, delta: torch.Tensor) -> torch.Tensor:
+    """Step 3: ``E(delta)`` of the variant's exponential (``cfg.exp``), elementwise on int64
+    differences ``s_max - s >= 0``. Raises ``ValueError`` for a difference out of its range."""
+    return _EXPS[cfg.exp](cfg, delta)
+
+
+# -- 5. reciprocal, 6. output ----------------------------------------------------------------
+
+
+def reciprocal(cfg: Any, den: torch.Tensor) -> torch.Tensor:
+    """``recip = floor((2**R + floor(den / 2)) / den)``, exactly, for positive int64 ``den``.
+
+    ``R`` reaches 66 for the largest configurations, beyond int64, so the division runs in two
+    exact steps: with ``t = max(0, R - 62)``, ``2**R = 2**t * (q_hi * den + r_hi)`` and
+    ``recip = q_hi * 2**t + floor((r_hi * 2**t + floor(den / 2)) / den)``.
+    """
+    if bool((den < 1).any()):
+        raise ValueError("den must be positive")
+    r = cfg.recip_bits
+    t = max(0, r - 62)
+    base = 1 << (r - t)
+    q_hi = torch.div(base, den, rounding_mode="floor")
+    r_hi = base - q_hi * den
+    low = torch.div((r_hi << t) + den // 2, den, rounding_mode="floor")
+    return (q_hi << t) + low
+
+
+def _mul_round_shift(a: torch.Tensor, b: torch.Tensor, shift: int, *, wide: bool) -> torch.Tensor:
+    """``floor((a * b + 2**(shift - 1)) / 2**shift)`` for int64 tensors, exactly.
+
+    Without ``wide`` the product is formed in int64 (the caller guarantees it fits). With
+    ``wide`` it is formed from 24-bit limbs; that is exact for ``|a| <= 2**47``,
+    ``0 <= b < 2**48``, ``shift >= 1`` and a result below ``2**24`` in magnitude.
+    """
+    if not wide:
+        return (a * b + (1 << (shift - 1))) >> shift
+    limb, mask = 24, (1 << 24) - 1
+    a0, a1 = a & mask, a >> limb  # a = a1 * 2**24 + a0, 0 <= a0 < 2**24
+    b0, b1 = b & mask, b >> limb
+    c = 1 << (shift - 1)
+    t0 = a0 * b0 + (c & mask)
+    t1 = a0 * b1 + a1 * b0 + ((c >> limb) & mask)
+    t2 = a1 * b1 + (c >> 2 * limb)
+    # Carry so that t0 and t1 become digits in [0, 2**24); t2 keeps the sign.
+    t1 = t1 + (t0 >> limb)
+    t0 = t0 & mask
+    t2 = t2 + (t1 >> limb)
+    t1 = t1 & mask
+    # value = t2 * 2**48 + t1 * 2**24 + t0; dropping whole low digits before the shift is exact
+    # because they are non-negative and below the dropped weight.
+    if shift >= 2 * limb:
+        return t2 >> (shift - 2 * limb)
+    if shift >= limb:
+        return ((t2 << limb) + t1) >> (shift - limb)
+    return ((t2 << 2 * limb) + (t1 << limb) + t0) >> shift
+
+
+def scale_output(cfg: Any, num: torch.Tensor, recip: torch.Tensor) -> torch.Tensor:
+    """``out = floor((num * recip + 2**(S - 1)) / 2**S)`` (step 6), exactly, broadcasting.
+
+    ``num`` and ``recip`` are int64 within the config's bounds. Configurations whose
+    ``product_width`` exceeds 64 bits are computed from limbs; the result is the same.
+    """
+    return _mul_round_shift(num, recip, cfg.out_shift, wide=cfg.product_width > 64)
+
+
+# -- the whole core --------------------------------------------------------------------------
+
+
+class AttentionResult(NamedTuple):
+    """Every value of :func:`attention_core`, int64 tensors, for comparing RTL internals too.
+
+    ``slots`` is ``top_k`` with the top-k sparsifier and ``n`` (one slot per key, key ``j`` in
+    slot ``j``) for a dense variant; padding slots hold index -1, score 0 and weight 0.
+    """
+
+    #: ``(m, d_v)`` output in units of ``2**-O``.
+    out: torch.Tensor
+    #: ``(m, slots)`` weighed key indices, -1 padding.
+    index: torch.Tensor
+    #: ``(m, slots)`` their scores, 0 padding.
+    score: torch.Tensor
+    #: ``(m, slots)`` softmax numerators ``e_i``, 0 padding.
+    weights: torch.Tensor
+    #: ``(m,)`` denominators ``sum e_i``.
+    den: torch.Tensor
+    #: ``(m, d_v)`` numerators ``sum e_i * v[idx_i, c]``.
+    num: torch.Tensor
+    #: ``(m,)`` reciprocals.
+    recip: torch.Tensor
+
+
+def attention_core(cfg: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                   n_valid: torch.Tensor | None = None) -> AttentionResult:
+    """The bit-exact model (steps 1 to 6 of the module docstring), vectorized over queries.
+
+    Inputs are integer tensors already checked by :func:`check_inputs`: ``q`` ``(m, d)``,
+    ``k`` ``(n, d)``, ``v`` ``(n, d_v)`` and ``n_valid`` ``(m,)`` (``None``: all ``n`` keys).
+    """
+    index, score = select(cfg, scores(cfg, q, k), n_valid)
+    selected, delta = _differences(index, score)
+    e = torch.where(selected, weights(cfg, delta), torch.zeros_like(delta))
+    # Gather the slot weights back per key (padding points at key 0 and weighs 0) so that the
+    # numerators are one exact integer product: |num| < 2**63 for every configuration.
+    per_key = torch.zeros((q.shape[0], k.shape[0]), dtype=torch.int64)
+    per_key.scatter_add_(1, index.clamp(min=0), e)
+    num = per_key @ v.to(torch.int64)
+    den = e.sum(1)
+    recip = reciprocal(cfg, den)
+    out = scale_output(cfg, num, recip[:, None])
+    return AttentionResult(out, index, score, e, den, num, recip)
+
+
+def _tensors(cfg: Any, arrays: Mapping[str, Any]) -> tuple[torch.Tensor, ...]:
+    checked = check_inputs(cfg, arrays)
+    return tuple(torch.from_numpy(checked[name].astype(np.int64)) for name in INPUT_NAMES)
+
+
+def run_vectors(cfg: Any, arrays: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Check an input vector set and compute its expected outputs.
+
+    Returns the arrays of :func:`output_names` as int32 numpy arrays: ``out`` and, for a
+    top-k variant, ``topk_index`` and ``topk_score``. Raises
+    :class:`~hadware.errors.InputError` as :func:`check_inputs` does.
+    """
+    res = attention_core(cfg, *_tensors(cfg, arrays))
+    values = {"out": res.out, "topk_index": res.index, "topk_score": res.score}
+    return {name: values[name].numpy().astype(np.int32) for name in output_names(cfg)}
+
+
+def float_reference(cfg: Any, arrays: Mapping[str, Any]) -> np.ndarray:
+    """The exact softmax average over the same weighed keys, in float64.
+
+    For each query, ``p_i = softmax(temperature * s_i)`` over the slots of step 2 (padding
+    excluded) and the result is ``2**O * sum_i p_i * v[idx_i]``: float64 ``(m, d_v)`` in the
+    units of ``out``. Raises :class:`~hadware.errors.InputError` as :func:`check_inputs` does.
+    """
+    q, k, v, n_valid = _tensors(cfg, arrays)
+    index, score = select(cfg, scores(cfg, q, k), n_valid)
+    selected = index != PAD_INDEX
+    s = score.to(torch.float64)
+    top = torch.where(selected, s, torch.full_like(s, -torch.inf)).max(1, keepdim=True).values
+    w = torch.where(selected, torch.exp(cfg.temperature * (s - top)), torch.zeros_like(s))
+    p = w / w.sum(1, keepdim=True)
+    v_sel = v[index.clamp(min=0)].to(torch.float64)
+    return ((p[:, :, None] * v_sel).sum(1) * 2.0**cfg.out_frac_bits).numpy()

@@ -1,0 +1,502 @@
+"""The attention core: one head, one query at a time, over a stored context, built from parts.
+
+Every attention design of hadware is this datapath with three parts chosen by its config
+class (:mod:`hadware.config.attention_core`):
+
+* the **scorer** (:data:`SCORERS`): ``"hamming"``, XNOR-popcount lanes
+  (:class:`~hadware.hw.score_unit.ScoreLane`), or ``"int8"``, int8 dot-product lanes
+  (:class:`~hadware.hw.int8_lane.Int8Lane`);
+* the **exponential** (:data:`EXPS`): ``"table"`` (:class:`~hadware.hw.softmax_exp.TableExp`)
+  or ``"fixed"`` (:class:`~hadware.hw.softmax_exp.Exp2Unit`);
+* the **sparsifier**: ``"topk"`` (:class:`~hadware.hw.topk.TopK`, then one selected slot per
+  cycle through :class:`~hadware.hw.weighted_sum.SlotWeightedSum`) or ``None`` (a dense
+  softmax: a score pass that buffers the scores and finds the maximum, then a weighting pass).
+
+A variant is a subclass that names its config class (``config_class``); nothing else. The
+arithmetic is exactly :mod:`hadware.golden.attention_core`.
+
+Streams
+-------
+* ``ctx_stream`` (in): ``{clear, key, value}``. ``clear = 1`` empties the context; otherwise
+  the beat appends entry ``count`` (a binarized key: element j at bit j, 1 = +1; an int8 key:
+  ``d`` signed bytes; ``d_v`` signed int8 values). Appends beyond ``n_max`` entries are
+  accepted and dropped.
+* ``q_stream`` (in): ``{q, n}``: a query and the number of context entries it attends over.
+  The core uses ``min(n, count)`` entries; with none, every weight is 0 and ``out`` is 0.
+* ``o_stream`` (out): ``{out}``, ``d_v`` outputs in units of ``2**-out_frac_bits``; top-k
+  cores add ``{index, score, sel}``, the ``top_k`` selected slots (best first) with ``sel``
+  bit p set where slot p holds a selection.
+
+Both input streams are served only between queries (context writes first when both are
+valid), so a query always sees the context as written before it was accepted.
+
+Storage
+-------
+Keys: ``ceil(n_max / lanes)`` rows of ``lanes`` keys (``key_bits`` each: ``d`` binarized,
+``8 d`` int8), one row feeding every lane in one cycle. Values: a top-k core reads one
+selected row per cycle, so it stores ``n_max`` rows of ``8 d_v`` bits; a dense core weighs
+``lanes`` rows per cycle, so it stores the same bits as ``ceil(n_max / lanes)`` rows of
+``lanes * 8 d_v`` bits, and keeps a score buffer of ``ceil(n_max / lanes)`` rows of
+``lanes * score_width`` bits. All memories are synchronous-read.
+
+Dense datapath
+--------------
+1. **Score pass.** Every key row goes through the score lanes once; the ``lanes`` scores of a
+   row are written into the score buffer, and a registered tree of pairwise maxima
+   (:class:`~hadware.hw.weighted_sum.MaxTree`, ``ceil(log2(lanes))`` levels) with a running
+   maximum gives ``s_max``. (Scoring the keys a second time instead would save the buffer but
+   run every dot product twice per query.)
+2. **Weighting pass**, as soon as ``s_max`` is final: the buffer is read back one row per cycle;
+   each lane computes ``e_j = E(s_max - s_j)`` and the ``d_v`` products ``e_j * v[j, c]``
+   (:class:`~hadware.hw.weighted_sum.WeightLane`); per column a tree adds the ``lanes``
+   products and an accumulator the rows (:class:`~hadware.hw.weighted_sum.ColumnSum`).
+
+Output path (both): one reciprocal per query (:class:`~hadware.hw.divider.RestoringDivider`,
+``recip = floor((2**R + floor(den/2)) / den)`` in ``R + 2`` cycles from the last weight), then
+one output column per cycle through one multiplier (:class:`Scaler`).
+
+Timing (per query, no output stall)
+-----------------------------------
+From the cycle the query is accepted to the cycle its output is valid, with
+``n_eff = max(1, min(n, count))``, ``rows = ceil(n_eff / lanes)``, ``L_lane`` the scorer's
+latency (``1 + ceil(log2(d / 8))`` for hamming, ``max(1, ceil(log2(d)))`` for int8), ``L_exp``
+the exponential's (1 table, 2 fixed) and ``R = recip_bits``::
+
+    top-k:  cycles = rows + top_k + L_lane + L_exp + R + d_v + 5
+    dense:  cycles = 2 * rows + ceil(log2(lanes)) + L_lane + L_exp + R + d_v + 7
+
+The next query is accepted the cycle after the output transfer; :meth:`AttentionCore.cycles`
+gives the count.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from amaranth import Cat, Const, Module, Mux, Shape, Signal, Value, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from hadware.config.attention_core import AttentionCoreConfig
+from hadware.config.topk import TopKConfig
+from hadware.hw.divider import RestoringDivider
+from hadware.hw.int8_lane import Int8Lane, int8_lane_latency
+from hadware.hw.score_unit import ScoreLane, score_lane_latency
+from hadware.hw.softmax_exp import Exp2Unit, TableExp
+from hadware.hw.topk import TopK
+from hadware.hw.weighted_sum import ColumnSum, MaxTree, SlotWeightedSum, WeightLane, delay
+
+__all__ = ["EXPS", "SCORERS", "AttentionCore", "Scaler", "Scorer"]
+
+
+class Scorer:
+    """A scorer part: how a key is stored and how a lane scores it.
+
+    Parameters
+    ----------
+    key_shape : callable(cfg) -> shape
+        Shape of one stored key and of the query.
+    latency : callable(cfg) -> int
+        Cycles from a key at a lane's input to its score.
+    lane : callable(cfg) -> Component
+        A new lane with members ``q``, ``k`` (in) and ``s`` (out, one score per cycle).
+    enable : bool
+        The lane has a pipeline enable ``en``, tied high (the core never stalls its lanes).
+    """
+
+    def __init__(self, key_shape, latency, lane, *, enable: bool = False):
+        self.key_shape, self.latency, self.lane, self.enable = key_shape, latency, lane, enable
+
+
+#: The scorer parts by name (``cfg.scorer``).
+SCORERS: dict[str, Scorer] = {
+    "hamming": Scorer(lambda cfg: cfg.d, lambda cfg: score_lane_latency(cfg.d),
+                      lambda cfg: ScoreLane(cfg.d, cfg.score_width), enable=True),
+    "int8": Scorer(lambda cfg: data.ArrayLayout(signed(8), cfg.d),
+                   lambda cfg: int8_lane_latency(cfg.d),
+                   lambda cfg: Int8Lane(cfg.d, cfg.score_width)),
+}
+
+#: The exponential parts by name (``cfg.exp``): components taking the config, with members
+#: ``delta``, ``mask``, ``e`` and a class attribute ``latency``.
+EXPS: dict[str, type] = {"table": TableExp, "fixed": Exp2Unit}
+
+
+class Scaler(wiring.Component):
+    """``out = (num * recip + 2**(S-1)) >> S`` for one value column (combinational): the one
+    wide multiplier of the output normalisation, in its own module."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        super().__init__({
+            "num": In(signed(cfg.num_width)),
+            "recip": In(cfg.recip_width),
+            "out": Out(signed(cfg.out_width)),
+        })
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        cfg = self.cfg
+        recip_s = Cat(self.recip, Const(0, 1)).as_signed()
+        prod = Signal(signed(cfg.product_width + 1))
+        m.d.comb += prod.eq(self.num * recip_s + (1 << (cfg.out_shift - 1)))
+        m.d.comb += self.out.eq(prod >> cfg.out_shift)
+        return m
+
+
+class AttentionCore(wiring.Component):
+    """The attention core (see the module docstring for streams, storage and timing).
+
+    Parameters
+    ----------
+    config
+        An instance of the variant's :attr:`config_class` (exactly that class).
+
+    Attributes
+    ----------
+    latency : int
+        The constant ``L`` of the per-query cycle count.
+    latency_formula : str
+
+    Raises
+    ------
+    TypeError
+        If ``config`` is not an instance of :attr:`config_class`.
+    ValueError
+        If ``top_k`` exceeds what the sparsifier supports (256).
+    """
+
+    #: The variant's configuration class (a subclass of AttentionCoreConfig).
+    config_class: ClassVar[type] = AttentionCoreConfig
+
+    def __init__(self, config):
+        cls = self.config_class
+        if type(config) is not cls or cls is AttentionCoreConfig:
+            self._MustUse__silence = True
+            article = "an" if cls.__name__[0] in "AEIOU" else "a"
+            raise TypeError(f"config must be {article} {cls.__name__}, not {config!r}")
+        self.config = config
+        self.sparse = config.sparsifier == "topk"
+        self.scorer = SCORERS[config.scorer]
+        self.exp_class = EXPS[config.exp]
+        if self.sparse:
+            try:
+                self.topk_config = TopKConfig(top_k=config.top_k, lanes=config.lanes,
+                                              n_max=config.n_max,
+                                              score_width=config.score_width)
+            except ValueError as e:
+                self._MustUse__silence = True
+                raise ValueError(f"{config.block} hardware: {e}") from None
+        self.latency = self.latency_constant(config)
+        if self.sparse:
+            self.latency_formula = ("cycles from query accepted to output valid = "
+                                    "ceil(max(1, min(n, count)) / lanes) + top_k + L, "
+                                    "L = L_lane + L_exp + recip_bits + d_v + 5 = "
+                                    f"{self.latency}")
+        else:
+            self.latency_formula = ("cycles from query accepted to output valid = "
+                                    "2 * ceil(max(1, min(n, count)) / lanes) + L, "
+                                    "L = ceil(log2(lanes)) + L_lane + L_exp + recip_bits + d_v"
+                                    f" + 7 = {self.latency}")
+        self.ctx_layout, self.q_layout, self.out_layout = self.layouts(config)
+        super().__init__({
+            "ctx_stream": In(stream.Signature(self.ctx_layout)),
+            "q_stream": In(stream.Signature(self.q_layout)),
+            "o_stream": Out(stream.Signature(self.out_layout)),
+        })
+
+    # -- formulas and layouts ----------------------------------------------------------------
+
+    @classmethod
+    def latency_constant(cls, cfg) -> int:
+        """The constant L of the per-query cycle count (see the module docstring)."""
+        tail = (SCORERS[cfg.scorer].latency(cfg) + EXPS[cfg.exp].latency + cfg.recip_bits
+                + cfg.d_v)
+        if cfg.sparsifier == "topk":
+            return tail + 5
+        return ceil_log2(cfg.lanes) + tail + 7
+
+    @classmethod
+    def cycles(cls, cfg, n_eff: int) -> int:
+        """Cycles from query acceptance to output valid for ``n_eff`` attended entries."""
+        rows = -(-max(1, n_eff) // cfg.lanes)
+        if cfg.sparsifier == "topk":
+            return rows + cfg.top_k + cls.latency_constant(cfg)
+        return 2 * rows + cls.latency_constant(cfg)
+
+    @classmethod
+    def layouts(cls, cfg):
+        """Payload layouts of ``ctx_stream``, ``q_stream`` and ``o_stream``."""
+        key = SCORERS[cfg.scorer].key_shape(cfg)
+        ctx = data.StructLayout({"clear": 1, "key": key,
+                                 "value": data.ArrayLayout(signed(8), cfg.d_v)})
+        q = data.StructLayout({"q": key, "n": cfg.count_width})
+        fields = {"out": data.ArrayLayout(signed(cfg.out_width), cfg.d_v)}
+        if cfg.sparsifier == "topk":
+            fields.update({
+                "index": data.ArrayLayout(cfg.index_width, cfg.top_k),
+                "score": data.ArrayLayout(signed(cfg.score_width), cfg.top_k),
+                "sel": cfg.top_k,
+            })
+        return ctx, q, data.StructLayout(fields)
+
+    # -- elaboration -------------------------------------------------------------------------
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        cfg = self.config
+        lanes, rows = cfg.lanes, -(-cfg.n_max // cfg.lanes)
+        kb = Shape.cast(self.scorer.key_shape(cfg)).width
+        vb = 8 * cfg.d_v
+        keys = Memory(shape=lanes * kb, depth=rows, init=[])
+        if self.sparse:  # one selected row per cycle
+            values = Memory(shape=vb, depth=cfg.n_max, init=[])
+        else:  # lanes rows per cycle
+            values = Memory(shape=lanes * vb, depth=rows, init=[])
+        m.submodules.key_mem = keys
+        m.submodules.value_mem = values
+        idle = Signal(init=1)
+        count = self._context_writes(m, idle, keys, values, kb)
+        scan = self._scan(m, idle, count, keys.read_port(), kb)
+        v_rd = values.read_port()
+        if self.sparse:
+            wsum = self._sparse_weighting(m, scan, v_rd)
+            den, num, done = wsum.den, wsum.num, wsum.done
+        else:
+            den, num, done = self._dense_weighting(m, scan, v_rd)
+        self._output(m, idle, den, num, done)
+        if self.sparse:
+            m.d.comb += [self.o_stream.payload.index.eq(wsum.index),
+                         self.o_stream.payload.score.eq(wsum.score),
+                         self.o_stream.payload.sel.eq(wsum.sel)]
+        return m
+
+    def _context_writes(self, m, idle, keys, values, kb):
+        """The context stream: clear, or append one key and value row; returns ``count``."""
+        cfg = self.config
+        lanes, rows = cfg.lanes, -(-cfg.n_max // cfg.lanes)
+        k_wr = keys.write_port(granularity=kb)
+        v_wr = values.write_port() if self.sparse else values.write_port(granularity=8 * cfg.d_v)
+        count = Signal(cfg.count_width)
+        wr_row = Signal(range(rows + 1))
+        wr_lane = Signal(range(max(lanes, 2)))  # at least 1 bit (no zero-width wire)
+        ctx = self.ctx_stream.payload
+        lane_en = Signal(lanes)
+        m.d.comb += [
+            self.ctx_stream.ready.eq(idle),
+            lane_en.eq((Const(1, lanes) << wr_lane)[:lanes]),
+            k_wr.addr.eq(wr_row),
+            k_wr.data.eq(Value.cast(ctx.key).replicate(lanes)),
+        ]
+        if self.sparse:
+            m.d.comb += [v_wr.addr.eq(count), v_wr.data.eq(Value.cast(ctx.value))]
+        else:
+            m.d.comb += [v_wr.addr.eq(wr_row),
+                         v_wr.data.eq(Value.cast(ctx.value).replicate(lanes))]
+        with m.If(self.ctx_stream.valid & idle):
+            with m.If(ctx.clear):
+                m.d.sync += [count.eq(0), wr_row.eq(0), wr_lane.eq(0)]
+            with m.Elif(count < cfg.n_max):
+                m.d.comb += [k_wr.en.eq(lane_en), v_wr.en.eq(1 if self.sparse else lane_en)]
+                m.d.sync += count.eq(count + 1)
+                with m.If(wr_lane == lanes - 1):
+                    m.d.sync += [wr_lane.eq(0), wr_row.eq(wr_row + 1)]
+                with m.Else():
+                    m.d.sync += wr_lane.eq(wr_lane + 1)
+        return count
+
+    def _scan(self, m, idle, count, k_rd, kb):
+        """Query acceptance and the key scan through the score lanes. Returns a dict of the
+        lanes' ``scores`` and their row tags ``valid``, ``mask``, ``last``, ``row``, plus
+        ``n_eff`` and ``q_take``."""
+        cfg = self.config
+        lanes = cfg.lanes
+        m.d.comb += self.q_stream.ready.eq(idle & ~self.ctx_stream.valid)
+        q_take = Signal()
+        m.d.comb += q_take.eq(self.q_stream.valid & self.q_stream.ready)
+        q_reg = Signal(kb)
+        n_eff = Signal(cfg.count_width)
+        with m.If(q_take):
+            n_req = self.q_stream.payload.n
+            m.d.sync += [
+                idle.eq(0),
+                q_reg.eq(self.q_stream.payload.q),
+                n_eff.eq(Mux(n_req < count, n_req, count)),
+            ]
+        scanning, rd_row, mask, scan_last = self._row_walk(m, q_take, n_eff, "scan")
+        m.d.comb += k_rd.addr.eq(rd_row)
+        # The key row arrives one cycle after its address, the lanes add their latency.
+        depth = 1 + self.scorer.latency(cfg)
+        scores = []
+        for j in range(lanes):
+            lane = self.scorer.lane(cfg)
+            m.submodules[f"lane{j}"] = lane
+            m.d.comb += [lane.q.eq(q_reg), lane.k.eq(k_rd.data[j * kb:(j + 1) * kb])]
+            if self.scorer.enable:
+                m.d.comb += lane.en.eq(1)
+            scores.append(lane.s)
+        return {
+            "scores": scores,
+            "valid": delay(m, scanning, depth, "p_valid")[-1],
+            "mask": delay(m, mask, depth, "p_mask", data=True)[-1],
+            "last": delay(m, scan_last, depth, "p_last", data=True)[-1],
+            "row": None if self.sparse else delay(m, rd_row, depth, "p_row", data=True)[-1],
+            "n_eff": n_eff,
+            "q_take": q_take,
+        }
+
+    def _row_walk(self, m, start, n_eff, name):
+        """A walk over the first ``n_eff`` entries, one row of ``lanes`` per cycle, from the
+        cycle after ``start``. Returns ``(active, row, mask, last)``: the walk is on, the row
+        it reads, which of the row's lanes hold an entry, and the row is the last."""
+        cfg = self.config
+        lanes, rows = cfg.lanes, -(-cfg.n_max // cfg.lanes)
+        active = Signal(name=f"{name}_active")
+        row = Signal(range(rows + 1), name=f"{name}_row")
+        base = Signal(cfg.count_width + 8, name=f"{name}_base")
+        last = Signal(name=f"{name}_last")
+        mask = Signal(lanes, name=f"{name}_mask")
+        with m.If(start):
+            m.d.sync += [active.eq(1), row.eq(0), base.eq(0)]
+        m.d.comb += last.eq(base + lanes >= n_eff)
+        for j in range(lanes):
+            m.d.comb += mask[j].eq(base + j < n_eff)
+        with m.If(active):
+            m.d.sync += [row.eq(row + 1), base.eq(base + lanes)]
+            with m.If(last):
+                m.d.sync += active.eq(0)
+        return active, row, mask, last
+
+    def _sparse_weighting(self, m, scan, v_rd):
+        """The sparsifier, then one selected slot per cycle."""
+        topk = TopK(self.topk_config)
+        m.submodules.topk = topk
+        for j, s in enumerate(scan["scores"]):
+            m.d.comb += topk.i_stream.payload.score[j].eq(s)
+        # The sparsifier collects while a scan is in flight (it emits only after 'last'), so
+        # its input is ready for every beat: no stall path is needed.
+        m.d.comb += [
+            topk.i_stream.valid.eq(scan["valid"]),
+            topk.i_stream.payload.mask.eq(scan["mask"]),
+            topk.i_stream.payload.last.eq(scan["last"]),
+        ]
+        wsum = SlotWeightedSum(self.config, topk.out_layout, self.exp_class(self.config))
+        m.submodules.wsum = wsum
+        wiring.connect(m, topk.o_stream, wsum.slot)
+        m.d.comb += [v_rd.addr.eq(wsum.v_addr), wsum.v_data.eq(v_rd.data)]
+        return wsum
+
+    def _dense_weighting(self, m, scan, v_rd):
+        """The score buffer and the maximum, then the weighting pass (module docstring)."""
+        cfg = self.config
+        lanes, sw = cfg.lanes, cfg.score_width
+        rows = -(-cfg.n_max // lanes)
+        scores, t_valid, n_eff = scan["scores"], scan["valid"], scan["n_eff"]
+
+        # Score pass: buffer the scores, track the maximum.
+        buf = Memory(shape=lanes * sw, depth=rows, init=[])
+        m.submodules.score_buf = buf
+        buf_wr = buf.write_port()
+        buf_rd = buf.read_port()
+        m.d.comb += [buf_wr.addr.eq(scan["row"]), buf_wr.data.eq(Cat(*scores)),
+                     buf_wr.en.eq(t_valid)]
+        tree = MaxTree(lanes, sw)
+        m.submodules.max_tree = tree
+        for j, s in enumerate(scores):
+            m.d.comb += [tree.s[j].eq(s), tree.mask[j].eq(scan["mask"][j] & t_valid)]
+        tree_valid = delay(m, t_valid, tree.latency, "max_valid")[-1]
+        tree_last = delay(m, scan["last"], tree.latency, "max_last", data=True)[-1]
+        smax = Signal(signed(sw), reset_less=True)  # read only once smax_any is set
+        smax_any = Signal()
+        with m.If(scan["q_take"]):
+            m.d.sync += smax_any.eq(0)
+        with m.If(tree_valid & tree.any & (~smax_any | (tree.max > smax))):
+            m.d.sync += [smax.eq(tree.max), smax_any.eq(1)]
+
+        # Weighting pass: starts the cycle after the last row has left the tree (s_max is
+        # final then, and every buffer row has been written).
+        weighing, w_row, w_mask, w_last = self._row_walk(m, tree_valid & tree_last, n_eff, "w")
+        m.d.comb += buf_rd.addr.eq(w_row)
+        return self._weigh_rows(m, buf_rd, v_rd, smax, weighing, w_mask, w_last, w_row)
+
+    def _weigh_rows(self, m, buf_rd, v_rd, smax, weighing, w_mask, w_last, w_row):
+        """Weighting pass of a dense core: weight lanes and column sums; returns
+        ``(den, num, done)``."""
+        cfg = self.config
+        lanes, sw = cfg.lanes, cfg.score_width
+        # Buffer data one cycle after its address; the value row L_exp cycles later.
+        b_valid = delay(m, weighing, 1, "b_valid")[-1]
+        b_mask = delay(m, w_mask, 1, "b_mask", data=True)[-1]
+        b_last = delay(m, w_last, 1, "b_last", data=True)[-1]
+        b_first = delay(m, w_row == 0, 1, "b_first", data=True)[-1]
+        m.d.comb += v_rd.addr.eq(delay(m, w_row, self.exp_class.latency, "v_row",
+                                       data=True)[-1])
+        wlanes = []
+        for j in range(lanes):
+            wl = WeightLane(cfg, self.exp_class(cfg))
+            m.submodules[f"wsum{j}"] = wl
+            diff = Signal(signed(sw + 1), name=f"diff{j}")
+            m.d.comb += [
+                diff.eq(smax - buf_rd.data[j * sw:(j + 1) * sw].as_signed()),
+                wl.delta.eq(diff[:len(wl.delta)]),  # >= 0 for every valid key
+                wl.mask.eq(b_mask[j] & b_valid),
+                wl.v.eq(v_rd.data[j * 8 * cfg.d_v:(j + 1) * 8 * cfg.d_v]),
+            ]
+            wlanes.append(wl)
+        lat = wlanes[0].latency
+        acc_en = delay(m, b_valid, lat, "acc_en")[-1]
+        acc_first = delay(m, b_first, lat, "acc_first", data=True)[-1]
+        acc_last = delay(m, b_last, lat, "acc_last", data=True)[-1]
+
+        den_sum = ColumnSum(lanes, cfg.exp_width, cfg.den_width)
+        m.submodules.wsum_den = den_sum
+        m.d.comb += [den_sum.en.eq(acc_en), den_sum.first.eq(acc_first)]
+        for j, wl in enumerate(wlanes):
+            m.d.comb += den_sum.x[j].eq(wl.e)
+        num = Signal(data.ArrayLayout(signed(cfg.num_width), cfg.d_v))
+        for c in range(cfg.d_v):
+            col_sum = ColumnSum(lanes, signed(cfg.exp_width + 9), signed(cfg.num_width))
+            m.submodules[f"wsum_num{c}"] = col_sum
+            m.d.comb += [col_sum.en.eq(acc_en), col_sum.first.eq(acc_first),
+                         num[c].eq(col_sum.acc)]
+            for j, wl in enumerate(wlanes):
+                m.d.comb += col_sum.x[j].eq(wl.p[c])
+        done = Signal()
+        m.d.sync += done.eq(acc_en & acc_last)
+        return den_sum.acc, num, done
+
+    def _output(self, m, idle, den, num, done):
+        """One reciprocal, then one output column per cycle; the output handshake."""
+        cfg = self.config
+        r = cfg.recip_bits
+        div = RestoringDivider(cfg.den_width, r + 1, quotient_width=cfg.recip_width)
+        m.submodules.divider = div
+        # recip = floor((2**R + floor(den / 2)) / den): dividend 2**R + floor(den/2), R+1 bits.
+        m.d.comb += [div.start.eq(done), div.rem0.eq(0), div.divisor.eq(den),
+                     div.low.eq((Const(1, r + 1) << r) | (den >> 1))]
+        col = Signal(range(cfg.d_v + 1))
+        scaling = Signal()
+        num_sel = Signal(signed(cfg.num_width))
+        m.d.comb += num_sel.eq(num[0])
+        for c in range(1, cfg.d_v):
+            with m.If(col == c):
+                m.d.comb += num_sel.eq(num[c])
+        scaler = Scaler(cfg)
+        m.submodules.scale = scaler
+        m.d.comb += [scaler.num.eq(num_sel), scaler.recip.eq(div.quotient)]
+        out_valid = Signal()
+        out_regs = Signal(data.ArrayLayout(signed(cfg.out_width), cfg.d_v))
+        with m.If(div.done):
+            m.d.sync += [scaling.eq(1), col.eq(0)]
+        with m.If(scaling):
+            for c in range(cfg.d_v):
+                with m.If(col == c):
+                    m.d.sync += out_regs[c].eq(scaler.out)
+            m.d.sync += col.eq(col + 1)
+            with m.If(col == cfg.d_v - 1):
+                m.d.sync += [scaling.eq(0), out_valid.eq(1)]
+        m.d.comb += [self.o_stream.valid.eq(out_valid), self.o_stream.payload.out.eq(out_regs)]
+        with m.If(self.o_stream.valid & self.o_stream.ready):
+            m.d.sync += [out_valid.eq(0), idle.eq(1)]

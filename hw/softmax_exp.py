@@ -1,0 +1,166 @@
+"""The exponential parts of the attention cores: ``e = E(s_max - s)`` for one score.
+
+Both units have the same members (``delta``, ``mask`` in; ``e`` out, 0 where ``mask`` was low)
+and a class attribute ``latency`` (cycles from ``delta`` to ``e``), so the core and its
+weighting stages take either (:data:`hadware.hw.attention_core.EXPS`):
+
+* :class:`TableExp` (``exp = "table"``): the HAD table ``LUT[delta / 2]``, one synchronous
+  read, ``latency = 1``;
+* :class:`Exp2Unit` (``exp = "fixed"``): the fixed-point ``2**(-u)`` of
+  :mod:`hadware.golden.attention_core` (range reduction, a node table, linear interpolation,
+  a rounding shift), two stages, ``latency = 2``.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["Exp2Unit", "InterpMul", "ScaleMul", "TableExp"]
+
+
+class TableExp(wiring.Component):
+    """The HAD exponential for one score: ``e = LUT[delta / 2]``, 0 where ``mask`` is low.
+
+    Members
+    -------
+    delta : In(exp_delta_width)
+        ``s_max - s``, even, in ``[0, 2 d]``.
+    mask : In(1)
+    e : Out(exp_width)
+        Valid :attr:`latency` = 1 cycle after ``delta`` (the synchronous table read).
+    """
+
+    latency = 1
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        super().__init__({
+            "delta": In(cfg.exp_delta_width),
+            "mask": In(1),
+            "e": Out(cfg.exp_width),
+        })
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        cfg = self.cfg
+        lut = Memory(shape=cfg.lut_width, depth=cfg.lut_depth, init=list(cfg.lut))
+        m.submodules.exp_lut = lut
+        rd = lut.read_port()
+        mask_d = Signal(reset_less=True)
+        m.d.sync += mask_d.eq(self.mask)
+        m.d.comb += [
+            rd.addr.eq(Mux(self.mask, self.delta[1:], 0)),
+            self.e.eq(Mux(mask_d, rd.data, 0)),
+        ]
+        return m
+
+
+class ScaleMul(wiring.Component):
+    """``x = delta * c`` for the constant ``c = exp_scale`` (combinational)."""
+
+    def __init__(self, cfg):
+        self.c = cfg.exp_scale
+        super().__init__({"delta": In(cfg.exp_delta_width),
+                          "x": Out(cfg.exp_delta_width + self.c.bit_length())})
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        m.d.comb += self.x.eq(self.delta * self.c)
+        return m
+
+
+class InterpMul(wiring.Component):
+    """``y = t * 2**Q - slope * r``: the interpolation between two table nodes
+    (combinational; ``Q = exp_interp_bits >= 1``)."""
+
+    def __init__(self, cfg):
+        self.q = cfg.exp_interp_bits
+        super().__init__({
+            "t": In(cfg.exp_table_width),
+            "slope": In(cfg.exp_slope_width),
+            "r": In(self.q),
+            "y": Out(cfg.exp_table_width + self.q),
+        })
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        m.d.comb += self.y.eq(Cat(Const(0, self.q), self.t) - self.slope * self.r)
+        return m
+
+
+class Exp2Unit(wiring.Component):
+    """The fixed-point exponential ``E(delta)`` of :mod:`hadware.golden.attention_core`.
+
+    Stage 1 (combinational from ``delta``): ``x = delta * c``, ``t`` (``x`` rounded to ``H``
+    fractional bits), its integer part saturated at ``F + 2``, the node ``j`` and the position
+    ``r``; the table (``2**P`` words of node and slope, synchronous read) is addressed with
+    ``j``. Stage 2: ``Y = T[j] * 2**Q - (T[j] - T[j+1]) * r``, then the rounding right shift by
+    ``Q + i``; the result is registered.
+
+    Members
+    -------
+    delta : In(exp_delta_width)
+        ``s_max - s`` in ``[0, delta_max]``.
+    mask : In(1)
+    e : Out(exp_width)
+        ``E(delta)``, 0 where ``mask`` was low; valid :attr:`latency` = 2 cycles after
+        ``delta``.
+    """
+
+    latency = 2
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        super().__init__({"delta": In(cfg.exp_delta_width), "mask": In(1),
+                          "e": Out(cfg.exp_width)})
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        cfg = self.cfg
+        f, p, q = cfg.exp_frac_bits, cfg.exp_table_bits, cfg.exp_interp_bits
+        g, h = cfg.exp_scale_shift, cfg.exp_index_bits
+        tw = cfg.exp_table_width
+        table = cfg.exp_table
+        words = [table[j] | ((table[j] - table[j + 1]) << tw) for j in range(2**p)]
+        rom = Memory(shape=tw + cfg.exp_slope_width, depth=2**p, init=words)
+        m.submodules.exp_table = rom
+        rd = rom.read_port()
+
+        # Stage 1.
+        m.submodules.exp_scale = scale = ScaleMul(cfg)
+        m.d.comb += scale.delta.eq(self.delta)
+        rounded = (scale.x + (1 << (g - h - 1))) >> (g - h)
+        t = Signal(max(len(rounded), h + 1))
+        m.d.comb += t.eq(rounded)
+        ipart = t[h:]
+        shw = cfg.exp_shift_max.bit_length()
+        shift = Signal(shw)
+        m.d.comb += [
+            shift.eq(Mux(ipart >= cfg.exp_shift_max, cfg.exp_shift_max, ipart[:shw])),
+            rd.addr.eq(t[q:h]),
+        ]
+        # Datapath registers: no reset (the core's valid bits say when the weight matters).
+        shift1 = Signal(shw, reset_less=True)
+        mask1 = Signal(reset_less=True)
+        m.d.sync += [shift1.eq(shift), mask1.eq(self.mask)]
+
+        # Stage 2.
+        node = rd.data[:tw]
+        if q:
+            r1 = Signal(q, reset_less=True)
+            m.d.sync += r1.eq(t[:q])
+            m.submodules.exp_interp = interp = InterpMul(cfg)
+            m.d.comb += [interp.t.eq(node), interp.slope.eq(rd.data[tw:]), interp.r.eq(r1)]
+            y = interp.y
+        else:
+            y = node
+        # round(Y / 2**k), halves up, k = Q + shift: floor((floor(2Y / 2**k) + 1) / 2).
+        shifted = Signal(f + 2)
+        m.d.comb += shifted.eq(Cat(Const(0, 1), y)[q:] >> shift1)
+        e = Signal(f + 1, reset_less=True)
+        m.d.sync += e.eq(Mux(mask1, (shifted + 1) >> 1, 0))
+        m.d.comb += self.e.eq(e)
+        return m

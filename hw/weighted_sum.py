@@ -1,0 +1,242 @@
+"""The weighting stages of the attention cores: weights, weighted sums, maxima.
+
+* top-k cores: :class:`SlotWeightedSum` takes the sparsifier's selected slots, one per cycle;
+* dense cores: :class:`MaxTree` finds the row maximum during the score pass, then each lane's
+  :class:`WeightLane` weighs its buffered score and value row and :class:`ColumnSum` adds the
+  lanes' terms per column.
+
+Each weight comes from an exponential part (:mod:`hadware.hw.softmax_exp`) and is multiplied
+by an int8 value in its own :class:`WeightMul` module, so that hierarchical synthesis maps each
+multiplier separately.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Signal, Value, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+__all__ = ["ColumnSum", "MaxTree", "SlotWeightedSum", "WeightLane", "WeightMul", "delay"]
+
+
+def delay(m: Module, sig: Value, n: int, name: str, *, data: bool = False) -> list[Value]:
+    """``[sig, sig delayed by 1, ..., sig delayed by n]`` through ``n`` registers; with
+    ``data`` (a value only read together with a valid bit) the registers have no reset."""
+    out = [sig]
+    for i in range(n):
+        r = Signal(Value.cast(sig).shape(), name=f"{name}{i + 1}", reset_less=data)
+        m.d.sync += r.eq(out[-1])
+        out.append(r)
+    return out
+
+
+class MaxTree(wiring.Component):
+    """Maximum of ``lanes`` masked signed values: a tree of pairwise maxima, one register level
+    per tree level (``latency = ceil(log2(lanes))``; combinational for one lane).
+
+    Members
+    -------
+    s : In(ArrayLayout(signed(width), lanes)); mask : In(lanes)
+    max : Out(signed(width))
+        The largest ``s[j]`` with ``mask[j]`` set (meaningless when ``any`` is low).
+    any : Out(1)
+        Some ``mask[j]`` was set.
+    """
+
+    def __init__(self, lanes: int, width: int):
+        self.lanes, self.width = lanes, width
+        self.latency = ceil_log2(lanes)
+        super().__init__({
+            "s": In(data.ArrayLayout(signed(width), lanes)),
+            "mask": In(lanes),
+            "max": Out(signed(width)),
+            "any": Out(1),
+        })
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        level = [(self.mask[j], self.s[j]) for j in range(self.lanes)]
+        depth = 0
+        while len(level) > 1:
+            depth += 1
+            nxt = []
+            for i in range(0, len(level), 2):
+                v = Signal(name=f"any{depth}_{i // 2}", reset_less=True)
+                s = Signal(signed(self.width), name=f"max{depth}_{i // 2}", reset_less=True)
+                if i + 1 < len(level):
+                    (va, a), (vb, b) = level[i], level[i + 1]
+                    m.d.sync += [v.eq(va | vb), s.eq(Mux(va & (~vb | (a >= b)), a, b))]
+                else:
+                    m.d.sync += [v.eq(level[i][0]), s.eq(level[i][1])]
+                nxt.append((v, s))
+            level = nxt
+        m.d.comb += [self.any.eq(level[0][0]), self.max.eq(level[0][1])]
+        return m
+
+
+class WeightMul(wiring.Component):
+    """``p = e * v``: an unsigned weight times an int8 value (combinational; a module of its
+    own so that hierarchical synthesis maps each multiplier separately)."""
+
+    def __init__(self, e_width: int):
+        self.e_width = e_width
+        super().__init__({
+            "e": In(e_width),
+            "v": In(signed(8)),
+            "p": Out(signed(e_width + 9)),
+        })
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        m.d.comb += self.p.eq(Cat(self.e, Const(0, 1)).as_signed() * self.v)
+        return m
+
+
+class WeightLane(wiring.Component):
+    """One lane of the weighting pass: its weight and its ``d_v`` weighted values.
+
+    ``delta`` and ``mask`` are presented at cycle t; the lane's value row ``v`` is sampled at
+    cycle ``t + L_exp``; ``e`` (0 where masked) and ``p[c] = e * v[c]`` are registers valid at
+    ``t + L_exp + 1`` (``latency = L_exp + 1``).
+    """
+
+    def __init__(self, cfg, exp_unit: wiring.Component):
+        self.cfg = cfg
+        self.exp_unit = exp_unit
+        self.latency = exp_unit.latency + 1
+        ew = cfg.exp_width
+        super().__init__({
+            "delta": In(len(exp_unit.delta)),
+            "mask": In(1),
+            "v": In(data.ArrayLayout(signed(8), cfg.d_v)),
+            "e": Out(ew),
+            "p": Out(data.ArrayLayout(signed(ew + 9), cfg.d_v)),
+        })
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        cfg = self.cfg
+        m.submodules.exp = exp = self.exp_unit
+        m.d.comb += [exp.delta.eq(self.delta), exp.mask.eq(self.mask)]
+        # Datapath registers: no reset (the core's valid bits say when they matter).
+        e = Signal(cfg.exp_width, reset_less=True)
+        m.d.sync += e.eq(exp.e)
+        m.d.comb += self.e.eq(e)
+        for c in range(cfg.d_v):
+            mul = WeightMul(cfg.exp_width)
+            m.submodules[f"wsum_mul{c}"] = mul
+            p = Signal(signed(cfg.exp_width + 9), name=f"p{c}", reset_less=True)
+            m.d.comb += [mul.e.eq(exp.e), mul.v.eq(self.v[c]), self.p[c].eq(p)]
+            m.d.sync += p.eq(mul.p)
+        return m
+
+
+class ColumnSum(wiring.Component):
+    """Accumulates the sum of ``lanes`` terms per cycle: when ``en``,
+    ``acc <= (0 if first else acc) + sum(x)`` (an adder tree and an accumulator, exact).
+
+    Members
+    -------
+    x : In(ArrayLayout(shape, lanes)); en : In(1); first : In(1); acc : Out(acc_shape)
+    """
+
+    def __init__(self, lanes: int, shape, acc_shape):
+        self.lanes = lanes
+        self.acc_shape = acc_shape
+        super().__init__({
+            "x": In(data.ArrayLayout(shape, lanes)),
+            "en": In(1),
+            "first": In(1),
+            "acc": Out(acc_shape),
+        })
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        total = self.x[0]
+        for j in range(1, self.lanes):
+            total = total + self.x[j]
+        acc = Signal(self.acc_shape, reset_less=True)  # 'first' starts every sum afresh
+        with m.If(self.en):
+            m.d.sync += acc.eq(Mux(self.first, 0, acc) + total)
+        m.d.comb += self.acc.eq(acc)
+        return m
+
+
+class SlotWeightedSum(wiring.Component):
+    """The HAD weighting of selected slots with a given exponential unit (the top-k core).
+
+    One slot per cycle from the sparsifier (always ready): slot 0's score is ``s_max``; each
+    selected slot weighs ``e = E(s_max - s)`` from the exponential unit (``L_exp`` cycles), its
+    value row is read so that it arrives with the weight, and ``den`` / ``num`` accumulate
+    exactly. ``done`` is high for one cycle after the last slot has been added.
+
+    Members
+    -------
+    slot : In(stream.Signature({score, index, sel, last}))
+    v_addr : Out(index_width); v_data : In(8 * d_v)
+    den : Out(den_width); num : Out(ArrayLayout(signed(num_width), d_v))
+    index, score : Out(ArrayLayout(...)); sel : Out(top_k); done : Out(1)
+    """
+
+    def __init__(self, cfg, slot_layout, exp_unit: wiring.Component):
+        self.cfg = cfg
+        self.exp_unit = exp_unit
+        super().__init__({
+            "slot": In(stream.Signature(slot_layout)),
+            "v_addr": Out(cfg.index_width),
+            "v_data": In(8 * cfg.d_v),
+            "den": Out(cfg.den_width),
+            "num": Out(data.ArrayLayout(signed(cfg.num_width), cfg.d_v)),
+            "index": Out(data.ArrayLayout(cfg.index_width, cfg.top_k)),
+            "score": Out(data.ArrayLayout(signed(cfg.score_width), cfg.top_k)),
+            "sel": Out(cfg.top_k),
+            "done": Out(1),
+        })
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        cfg = self.cfg
+        k, sw = cfg.top_k, cfg.score_width
+        m.submodules.exp = exp = self.exp_unit
+        lat = exp.latency
+
+        s = self.slot.payload
+        m.d.comb += self.slot.ready.eq(1)
+        take = self.slot.valid
+        first = Signal(init=1)  # the next slot is slot 0 of a query
+        smax = Signal(signed(sw))
+        top = Signal(signed(sw))
+        diff = Signal(signed(sw + 1))
+        m.d.comb += [
+            top.eq(Mux(first, s.score, smax)),
+            diff.eq(top - s.score),
+            exp.delta.eq(diff[:len(exp.delta)]),  # >= 0 for every selected slot
+            exp.mask.eq(s.sel),
+        ]
+        # The value read takes one cycle: address it L_exp - 1 cycles after the slot.
+        m.d.comb += self.v_addr.eq(delay(m, s.index, lat - 1, "v_addr")[-1])
+        st_valid = delay(m, take, lat, "st_valid")[-1]
+        st_first = delay(m, first, lat, "st_first")[-1]
+        st_last = delay(m, s.last, lat, "st_last")[-1]
+
+        with m.If(take):
+            m.d.sync += first.eq(s.last)
+            with m.If(first):
+                m.d.sync += smax.eq(s.score)
+            # Slots shift in from the top: after top_k slots, entry 0 holds slot 0.
+            for p in range(k - 1):
+                m.d.sync += [self.index[p].eq(self.index[p + 1]),
+                             self.score[p].eq(self.score[p + 1])]
+            m.d.sync += [self.index[k - 1].eq(s.index), self.score[k - 1].eq(s.score),
+                         self.sel.eq(Cat(self.sel[1:], s.sel))]
+
+        with m.If(st_valid):
+            m.d.sync += self.den.eq(Mux(st_first, 0, self.den) + exp.e)
+            for c in range(cfg.d_v):
+                mul = WeightMul(cfg.exp_width)
+                m.submodules[f"wsum_mul{c}"] = mul
+                m.d.comb += [mul.e.eq(exp.e), mul.v.eq(self.v_data[8 * c: 8 * c + 8])]
+                m.d.sync += self.num[c].eq(Mux(st_first, 0, self.num[c]) + mul.p)
+        m.d.sync += self.done.eq(st_valid & st_last)
+        return m

@@ -1,0 +1,176 @@
+"""cocotb testbench of the attention family: one encoding and one set of tests for every variant.
+
+Encoding: ``ctx_stream`` gets one ``clear`` beat, then one beat per key/value row in index
+order; ``q_stream`` gets one beat per query ``{q, n_valid}``, only after the whole context has
+been written. ``o_stream`` gives one beat per query. A binarized key (``scorer = "hamming"``) is
+packed as bits (element j at bit j, 1 for +1, :func:`hadware.spec.attention_vectors.pm1_to_int`),
+an int8 key as ``d`` signed bytes. Unselected top-k slots decode to index -1 and score 0.
+
+The layouts come from :meth:`hadware.hw.attention_core.AttentionCore.layouts`, which depends on
+the config alone, so one testbench serves every variant. Tests: ``vectors`` (the harness's
+scoreboard run), ``refill`` (clear and refill the context between two passes), ``reset_mid_query``
+and ``batch`` (many independent contexts in one simulation). A variant's testbench module
+(``hadware.tb.<name>``) re-exports them.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+
+import cocotb
+import numpy as np
+from cocotb.triggers import ClockCycles, FallingEdge
+
+from hadware.hw.attention_core import AttentionCore
+from hadware.spec.attention_vectors import pm1_to_int
+from hadware.tb.harness import load_run, run_vector_test, write_results
+from hadware.tb.payload import pack, unpack
+from hadware.tb.streams import StreamSink, StreamSource, reset, run_streams, start_clock
+
+__all__ = ["batch", "ctx_beats", "decode", "encode", "query_beats", "refill", "reset_mid_query",
+           "vectors"]
+
+
+def _key(cfg, row) -> object:
+    if cfg.scorer == "hamming":
+        return pm1_to_int(row)
+    return [int(x) for x in row]
+
+
+def ctx_beats(cfg, k: np.ndarray, v: np.ndarray, clear: bool = True) -> list[int]:
+    """Context beats: a ``clear`` beat (unless ``clear`` is false), then one per key row."""
+    layout = AttentionCore.layouts(cfg)[0]
+    zero_key = _key(cfg, np.full(cfg.d, -1))
+    beats = [pack(layout, {"clear": 1, "key": zero_key, "value": [0] * cfg.d_v})] if clear \
+        else []
+    for krow, vrow in zip(k, v, strict=True):
+        beats.append(pack(layout, {"clear": 0, "key": _key(cfg, krow),
+                                   "value": [int(x) for x in vrow]}))
+    return beats
+
+
+def query_beats(cfg, q: np.ndarray, n_valid: np.ndarray) -> list[int]:
+    """One ``q_stream`` beat per query row."""
+    layout = AttentionCore.layouts(cfg)[1]
+    return [pack(layout, {"q": _key(cfg, row), "n": int(n)})
+            for row, n in zip(q, n_valid, strict=True)]
+
+
+def decode_beats(cfg, words: list[int]) -> dict[str, np.ndarray]:
+    """Output arrays from ``o_stream`` beats: ``out`` and, for a top-k core, ``topk_index``
+    and ``topk_score``."""
+    layout = AttentionCore.layouts(cfg)[2]
+    sparse = cfg.sparsifier == "topk"
+    m = len(words)
+    res = {"out": np.zeros((m, cfg.d_v), dtype=np.int32)}
+    if sparse:
+        res["topk_index"] = np.full((m, cfg.top_k), -1, dtype=np.int32)
+        res["topk_score"] = np.zeros((m, cfg.top_k), dtype=np.int32)
+    for r, word in enumerate(words):
+        b = unpack(layout, word)
+        res["out"][r] = b["out"]
+        if sparse:
+            for p in range(cfg.top_k):
+                if (b["sel"] >> p) & 1:
+                    res["topk_index"][r, p] = b["index"][p]
+                    res["topk_score"][r, p] = b["score"][p]
+    return res
+
+
+def encode(cfg, arrays: dict[str, np.ndarray]) -> dict:
+    """The harness encoding: the context first, then the queries."""
+    return {
+        "streams": {"ctx_stream": ctx_beats(cfg, arrays["k"], arrays["v"]),
+                    "q_stream": query_beats(cfg, arrays["q"], arrays["n_valid"])},
+        "expected": {"o_stream": arrays["q"].shape[0]},
+        "sequential": True,
+    }
+
+
+def decode(cfg, arrays: dict[str, np.ndarray], beats: dict[str, list[int]]) -> dict:
+    return decode_beats(cfg, beats["o_stream"])
+
+
+async def _phase(dut, params: dict, seed: int, ctx: list[int], queries: list[int]) -> list[int]:
+    """Write ``ctx`` beats, then send ``queries``; return the output beats (one per query)."""
+    src_c = StreamSource(dut, "ctx_stream", ctx, idle_prob=params["idle_prob"],
+                         rng=random.Random(seed))
+    src_q = StreamSource(dut, "q_stream", queries, idle_prob=params["idle_prob"],
+                         rng=random.Random(seed + 1))
+    src_q.after = src_c
+    sink = StreamSink(dut, "o_stream", stall_prob=params["stall_prob"],
+                      rng=random.Random(seed + 2))
+    await run_streams(dut, [src_c, src_q], [sink], [len(queries)])
+    assert len(sink.beats) == len(queries), \
+        f"o_stream: received {len(sink.beats)} beats, expected {len(queries)}"
+    return sink.beats
+
+
+async def _start(dut):
+    """Clock, reset, both input streams idle; returns the run folder's contents."""
+    run_dir, params, cfg, a = load_run()
+    start_clock(dut)
+    await reset(dut)
+    for s in ("ctx_stream", "q_stream"):
+        getattr(dut, f"{s}__valid").value = 0
+    return run_dir, params, cfg, a, int(params["seed"])
+
+
+@cocotb.test()
+async def vectors(dut):
+    """Write the run folder's context, then run its queries, and score the outputs."""
+    await run_vector_test(dut, sys.modules[__name__])
+
+
+@cocotb.test()
+async def refill(dut):
+    """Context A (the first half of the keys), all queries; clear; context B (all keys), all
+    queries again. Outputs: the two passes stacked (2m rows), queries clamped to A's size in
+    the first pass."""
+    run_dir, params, cfg, a, seed = await _start(dut)
+    half = max(1, a["k"].shape[0] // 2)
+    n1 = np.minimum(a["n_valid"], half)
+    beats = await _phase(dut, params, seed, ctx_beats(cfg, a["k"][:half], a["v"][:half]),
+                         query_beats(cfg, a["q"], n1))
+    beats += await _phase(dut, params, seed + 10, ctx_beats(cfg, a["k"], a["v"]),
+                          query_beats(cfg, a["q"], a["n_valid"]))
+    write_results(run_dir, decode_beats(cfg, beats), {})
+
+
+@cocotb.test()
+async def reset_mid_query(dut):
+    """Write the context, start the first query, assert reset while it is being scored, then
+    write the context again and run every query: only the complete run's outputs may appear."""
+    run_dir, params, cfg, a, seed = await _start(dut)
+    await _phase(dut, params, seed, ctx_beats(cfg, a["k"], a["v"]), [])
+    first_query = query_beats(cfg, a["q"][:1], a["n_valid"][:1])[0]
+    await FallingEdge(dut.clk)
+    dut.o_stream__ready.value = 1
+    dut.q_stream__payload.value = first_query
+    dut.q_stream__valid.value = 1
+    await FallingEdge(dut.clk)
+    dut.q_stream__valid.value = 0
+    await ClockCycles(dut.clk, 3)
+    assert not int(dut.o_stream__valid.value), "output before the query could finish"
+    await reset(dut)
+    assert not int(dut.o_stream__valid.value), "output valid right after reset"
+    beats = await _phase(dut, params, seed + 20, ctx_beats(cfg, a["k"], a["v"]),
+                         query_beats(cfg, a["q"], a["n_valid"]))
+    write_results(run_dir, decode_beats(cfg, beats), {})
+
+
+@cocotb.test()
+async def batch(dut):
+    """Many independent contexts: for each sample s, clear and write context ``k[s], v[s]``,
+    then run every query ``q[s]`` over all of it (arrays (S, L, ...)). Used to run a model
+    layer's head over a whole data set in one simulation."""
+    run_dir, params, cfg, a, seed = await _start(dut)
+    beats: list[int] = []
+    n = a["k"].shape[1]
+    for s in range(a["q"].shape[0]):
+        beats += await _phase(dut, params, seed + s, ctx_beats(cfg, a["k"][s], a["v"][s]),
+                              query_beats(cfg, a["q"][s], np.full(a["q"].shape[1], n)))
+    out = decode_beats(cfg, beats)
+    write_results(run_dir, {k: v.reshape(a["q"].shape[0], a["q"].shape[1], -1)
+                            for k, v in out.items()}, {})

@@ -1,0 +1,272 @@
+"""The attention family's RTL in the Amaranth simulator, every registered variant: bit for bit
+against its golden model with random stalls on every stream (ties, equal keys, extreme values,
+n = 1 and n = n_max, fewer keys than n_max, refill), the per-query cycle formula, the parts on
+their own (exponential units, divider), clear errors, lint."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+from amaranth.sim import Simulator
+from attention_family import VARIANTS, cases, configs, extreme_arrays, ident, random_arrays
+
+from hadware.blocks import BLOCKS
+from hadware.hw.attention_core import Scaler
+from hadware.hw.divider import RestoringDivider
+from hadware.hw.generate import generate, lint
+from hadware.hw.softmax_exp import Exp2Unit, TableExp
+from hadware.tb.amsim import run_streams
+from hadware.tb.attention_core import ctx_beats, decode_beats, query_beats
+
+
+def _golden(name):
+    return BLOCKS[name].golden_module()
+
+
+def run_hw(name, cfg, phases, **kw):
+    """Each phase writes its context (after a clear), then runs its queries. Returns decoded
+    outputs per phase and the transfer cycles."""
+    dut = BLOCKS[name].component_class()(cfg)
+    inputs = []
+    for a in phases:
+        inputs.append((dut.ctx_stream, ctx_beats(cfg, a["k"], a["v"])))
+        inputs.append((dut.q_stream, query_beats(cfg, a["q"], a["n_valid"])))
+    total = sum(a["q"].shape[0] for a in phases)
+    got, ins, outs = run_streams(dut, inputs, dut.o_stream, total, sequential=True, **kw)
+    assert len(got) == total
+    res, pos = [], 0
+    for a in phases:
+        m = a["q"].shape[0]
+        res.append(decode_beats(cfg, got[pos:pos + m]))
+        pos += m
+    return res, ins, outs
+
+
+def check(name, cfg, phases, **kw):
+    """The RTL's outputs of every phase equal the golden model's, array by array."""
+    golden = _golden(name)
+    got, _, _ = run_hw(name, cfg, [golden.check_inputs(cfg, a) for a in phases], **kw)
+    for g, a in zip(got, phases, strict=True):
+        want = golden.run_vectors(cfg, a)
+        assert sorted(g) == sorted(want)
+        for array in want:
+            np.testing.assert_array_equal(g[array], want[array], err_msg=array)
+
+
+@pytest.mark.parametrize("case", cases(), ids=ident)
+def test_random_with_stalls(case):
+    name, cfg = case
+    check(name, cfg, [random_arrays(cfg, 5, seed=cfg.d)], idle=0.3, stall=0.4, seed=cfg.d)
+
+
+@pytest.mark.parametrize("case", cases(), ids=ident)
+def test_edge_cases(case):
+    name, cfg = case
+    # Ties: keys from two distinct rows (the lower index wins).
+    check(name, cfg, [random_arrays(cfg, 3, seed=1, key_pool=2)], idle=0.2, stall=0.2, seed=1)
+    # All keys equal; n = n_max, n = 1, n just below top_k.
+    a = random_arrays(cfg, 3, seed=2)
+    a["k"][:] = a["k"][0]
+    a["n_valid"] = np.array([cfg.n_max, 1, max(1, getattr(cfg, "top_k", 2) - 1)])
+    check(name, cfg, [a], idle=0.2, stall=0.3, seed=2)
+    # The largest score difference, values at -128 and 127.
+    check(name, cfg, [extreme_arrays(cfg)], idle=0.3, stall=0.3, seed=3)
+    # Fewer keys stored than n_max.
+    check(name, cfg, [random_arrays(cfg, 2, seed=4, n=max(1, cfg.n_max // 2))], stall=0.5,
+          seed=4)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_context_cleared_and_refilled(name):
+    cfg = configs(name)[1]
+    phases = [random_arrays(cfg, 3, seed=4, n=5), random_arrays(cfg, 3, seed=5),
+              random_arrays(cfg, 2, seed=6, n=3)]
+    check(name, cfg, phases, idle=0.3, stall=0.3, seed=7)
+
+
+def expected_cycles(cfg, n: int) -> int:
+    """The documented per-query cycle count, written out from the module docstring of
+    hw/attention_core.py."""
+    if cfg.scorer == "hamming":
+        l_lane = 1 + math.ceil(math.log2(cfg.d // 8)) if cfg.d > 8 else 1
+    else:
+        l_lane = max(1, math.ceil(math.log2(cfg.d))) if cfg.d > 1 else 1
+    l_exp = {"table": 1, "fixed": 2}[cfg.exp]
+    rows = math.ceil(max(1, n) / cfg.lanes)
+    tail = l_lane + l_exp + cfg.recip_bits + cfg.d_v
+    if cfg.sparsifier == "topk":
+        return rows + cfg.top_k + tail + 5
+    return 2 * rows + (math.ceil(math.log2(cfg.lanes)) if cfg.lanes > 1 else 0) + tail + 7
+
+
+@pytest.mark.parametrize("case", cases(), ids=ident)
+def test_cycles_per_query_follow_the_formula(case):
+    name, cfg = case
+    golden = _golden(name)
+    a = golden.check_inputs(cfg, random_arrays(cfg, 4, seed=8))
+    a["n_valid"] = np.array([cfg.n_max, 1, max(1, cfg.n_max // 3), cfg.n_max])
+    _, ins, outs = run_hw(name, cfg, [a])
+    q_in = ins[1]
+    core = BLOCKS[name].component_class()
+    for i, n in enumerate(a["n_valid"]):
+        want = expected_cycles(cfg, int(n))
+        assert outs[i] - q_in[i] == want == core.cycles(cfg, int(n)), (i, int(n))
+    # The next query is taken the cycle after the previous output.
+    assert [q_in[i + 1] - outs[i] for i in range(3)] == [1, 1, 1]
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_wrong_config_type_is_a_clear_error(name):
+    other = next(n for n in VARIANTS if n != name)
+    cls = BLOCKS[name].config_class().__name__
+    with pytest.raises(TypeError, match=rf"^config must be an? {cls}, not "):
+        BLOCKS[name].component_class()(BLOCKS[other].config_class()())
+
+
+@pytest.mark.parametrize("name", [n for n in VARIANTS
+                                  if BLOCKS[n].config_class().sparsifier == "topk"])
+def test_top_k_beyond_the_sparsifier_is_a_clear_error(name):
+    cfg = BLOCKS[name].config_class()(n_max=1024, top_k=300)
+    with pytest.raises(ValueError, match=rf"^{name} hardware: top_k must be an integer "
+                                         r"between 1 and min\(n_max, 256\)"):
+        BLOCKS[name].component_class()(cfg)
+
+
+@pytest.mark.parametrize("case", cases(index=0) + cases(index=1), ids=ident)
+def test_lint_clean(tmp_path, case):
+    name, cfg = case
+    paths = generate(name, cfg, tmp_path)
+    assert lint(paths["verilog"], name) == []
+
+
+def test_largest_d():
+    name = "attention"
+    cfg = BLOCKS[name].config_class()(d=1024, n_max=5, top_k=2, d_v=2, lanes=2,
+                                      temperature=0.01, exp_frac_bits=12, out_frac_bits=4)
+    a = random_arrays(cfg, 3, seed=11)
+    a["q"][1] = a["k"][3]  # the extreme score +1024
+    a["q"][2] = -a["k"][0]  # and -1024
+    check(name, cfg, [a], idle=0.2, stall=0.3, seed=11)
+
+
+# -- the parts on their own ------------------------------------------------------------------
+
+
+def _run_exp(dut, deltas, masks):
+    got = []
+
+    async def tb(ctx):
+        for i in range(len(deltas) + dut.latency):
+            if i < len(deltas):
+                ctx.set(dut.delta, deltas[i])
+                ctx.set(dut.mask, masks[i])
+            await ctx.tick()
+            if i + 1 >= dut.latency:
+                got.append(ctx.get(dut.e))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    return got[:len(deltas)]
+
+
+FIXED = [configs("std_attention")[0], configs("std_attention")[1],
+         BLOCKS["std_attention"].config_class()(),
+         # A scale large enough that G is set by H + 1 rather than by the bits of c.
+         BLOCKS["std_attention"].config_class()(d=2, n_max=4, d_v=1, lanes=2, temperature=0.5,
+                                                exp_table_bits=10, exp_interp_bits=16)]
+
+
+@pytest.mark.parametrize("cfg", FIXED, ids=lambda c: f"d{c.d}P{c.exp_table_bits}"
+                                                     f"Q{c.exp_interp_bits}t{c.temperature}")
+def test_fixed_exp_unit_rtl(cfg):
+    """The two-stage unit against the golden E, one difference per cycle, masked ones 0."""
+    rng = np.random.default_rng(5)
+    reach = int((cfg.exp_frac_bits + 3) * math.log(2) / cfg.temperature)
+    deltas = [0, 1, cfg.delta_max, *rng.integers(0, min(reach, cfg.delta_max), 150).tolist(),
+              *rng.integers(0, cfg.delta_max + 1, 30).tolist()]
+    masks = [1, 1, 1, *rng.integers(0, 2, len(deltas) - 3).tolist()]
+    from hadware.golden.attention_core import fixed_exp_weights
+
+    want = fixed_exp_weights(cfg, torch.tensor(deltas)).tolist()
+    got = _run_exp(Exp2Unit(cfg), deltas, masks)
+    assert got == [w if mk else 0 for w, mk in zip(want, masks, strict=True)]
+
+
+def test_table_exp_unit_rtl():
+    """LUT[delta / 2] with the table written out here: floor(2**F exp(-2 tau a) + 1/2)."""
+    cfg = configs("attention")[1]
+    deltas = list(range(0, 2 * cfg.d + 1, 2)) * 2
+    masks = [1] * (cfg.d + 1) + [i % 2 for i in range(cfg.d + 1)]
+    table = [math.floor(2**cfg.exp_frac_bits * math.exp(-2 * cfg.temperature * a) + 0.5)
+             for a in range(cfg.d + 1)]
+    got = _run_exp(TableExp(cfg), deltas, masks)
+    assert got == [table[dl // 2] if mk else 0 for dl, mk in zip(deltas, masks, strict=True)]
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_divider_rounds_the_reciprocal_half_up(name):
+    """recip = floor((2**R + floor(den / 2)) / den), R + 2 cycles, as the core drives it."""
+    cfg = configs(name)[2]
+    r = cfg.recip_bits
+    dut = RestoringDivider(cfg.den_width, r + 1, quotient_width=cfg.recip_width)
+    rng = np.random.default_rng(10)
+    dens = [cfg.den_min, cfg.den_max, cfg.den_min + 1, 3 * cfg.den_min // 2, 0,
+            *rng.integers(cfg.den_min, cfg.den_max + 1, 30).tolist()]
+    got = []
+
+    async def tb(ctx):
+        for den in dens:
+            ctx.set(dut.divisor, den)
+            ctx.set(dut.rem0, 0)
+            ctx.set(dut.low, (1 << r) | (den >> 1))
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            cycles = 0
+            while not ctx.get(dut.done):
+                await ctx.tick()
+                cycles += 1
+            assert cycles == r + 1
+            got.append(ctx.get(dut.quotient))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    for den, rec in zip(dens, got, strict=True):
+        if den == 0:
+            assert rec == (1 << cfg.recip_width) - 1
+            continue
+        assert abs(Fraction(rec) - Fraction(2**r, den)) <= Fraction(1, 2), den
+        assert rec == ((1 << r) + den // 2) // den
+
+
+def test_scaler_rounds_half_up():
+    """out = floor((num * recip + 2**(S-1)) / 2**S) at the extremes of num and recip."""
+    cfg = configs("attention")[1]
+    dut = Scaler(cfg)
+    r = cfg.recip_bits
+    pairs = []
+    for den in (cfg.den_min, cfg.den_max, 3 * cfg.den_min - 1):
+        rec = ((1 << r) + den // 2) // den
+        pairs += [(-128 * den, rec), (127 * den, rec), (0, rec), (-den // 2, rec),
+                  (den // 2, rec), (-3 * den // 2, rec)]
+    got = []
+
+    async def tb(ctx):
+        for num, rec in pairs:
+            ctx.set(dut.num, num)
+            ctx.set(dut.recip, rec)
+            got.append(ctx.get(dut.out))
+
+    sim = Simulator(dut)
+    sim.add_testbench(tb)
+    sim.run()
+    s = cfg.out_shift
+    assert got == [math.floor(Fraction(n * r, 2**s) + Fraction(1, 2)) for n, r in pairs]
