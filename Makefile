@@ -30,6 +30,8 @@ $(STAMP): pyproject.toml
 
 # Optional system tool: Icarus Verilog, the second simulator. Installed with apt-get when
 # possible; its tests are skipped with a visible reason if not.
+# Required system tool: z3, the SMT solver of the formal proofs (tests/test_formal.py fail
+# without it).
 sysdeps:
 	@if ! command -v iverilog >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -38,6 +40,15 @@ sysdeps:
 	      || echo "warning: apt-get could not install iverilog; Icarus tests will be skipped"; \
 	  else \
 	    echo "note: iverilog not installed and apt-get not usable; Icarus tests will be skipped"; \
+	  fi; \
+	fi
+	@if ! command -v z3 >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing z3 with apt-get"; \
+	    (apt-get update -qq && apt-get install -y -qq z3) >/dev/null 2>&1 \
+	      || echo "warning: apt-get could not install z3; the formal tests will fail"; \
+	  else \
+	    echo "note: z3 not installed and apt-get not usable; the formal tests will fail"; \
 	  fi; \
 	fi
 

@@ -20,8 +20,9 @@ __all__ = ["BLOCKS", "PLUGIN_VARIABLE", "Block", "compared_designs", "get_block"
            "resolve"]
 
 #: Environment variable naming extra blocks: comma-separated ``module:attribute`` paths, each
-#: a :class:`Block` or a list of them, registered when this module is imported (in every
-#: process, the cocotb simulations included).
+#: a :class:`Block` or a list of them, registered on the first look-up of a name that is not
+#: registered (:func:`get_block`) and by :func:`compared_designs`, in every process (the
+#: cocotb simulations included).
 PLUGIN_VARIABLE = "HADWARE_BLOCKS"
 
 
@@ -177,6 +178,7 @@ def _register_plugins() -> None:
 def compared_designs() -> list[Block]:
     """The blocks of ``hadware synth compare`` in report order: the subject, the reference,
     then the ablations (registry order within each role)."""
+    _register_plugins()
     order = {"subject": 0, "reference": 1, "ablation": 2}
     return sorted((b for b in BLOCKS.values() if b.compare_role),
                   key=lambda b: order[b.compare_role])
@@ -184,11 +186,10 @@ def compared_designs() -> list[Block]:
 
 def get_block(name: str) -> Block:
     """The block called ``name``; a :class:`HadwareError` lists the known ones otherwise."""
+    if name not in BLOCKS:
+        _register_plugins()
     try:
         return BLOCKS[name]
     except KeyError:
         raise HadwareError(f"unknown block {name!r}; known blocks: "
                            f"{', '.join(sorted(BLOCKS))}") from None
-
-
-_register_plugins()

@@ -8,10 +8,19 @@ Subcommands::
     hadware golden   BLOCK [--config CFG] --inputs IN.npz --outputs OUT.npz
     hadware sim      BLOCK [--config CFG] --inputs IN.npz --outputs OUT.npz [--simulator ...]
     hadware synth    BLOCK [--config CFG] -o DIR     area, FPGA cells, fmax
+    hadware explore  GRID.json -o DIR [--jobs N | --scheduler tcp://HOST:PORT]
+                                                     a grid of any config fields, cached
     hadware demo     [-o DIR]                        the built-in demonstration
 
 Errors caused by the user's input (a bad config value, a missing file, an input array that does
-not fit) are printed on one line and the exit status is 1; ``--debug`` shows the traceback.
+not fit, an option out of its range, an output in a folder that is missing or not writable)
+are printed on one line and the exit status is 1, before anything is written; ``--debug`` shows
+the traceback.
+
+Precision: for an attention block, ``config`` and ``generate`` log the proven error bound of
+the output in units of its last place (``error_bound_ulp``) and warn when it exceeds 1;
+``golden`` and ``sim`` write it into the report ``OUT.npz.json`` beside ``OUT.npz`` (with the
+block, the config and the array shapes), so that the vector files hold the same arrays.
 """
 
 from __future__ import annotations
@@ -47,11 +56,26 @@ def _load(args) -> tuple:
     return b, b.load_config(args.config)
 
 
+#: The extra vector files the command line offers (``--weights``); a block uses those in its
+#: ``extras``.
+EXTRA_OPTIONS = ("weights",)
+
+
+def _refuse_unused_extras(args, used: tuple[str, ...], user: str) -> None:
+    """An error for an extra file given to a command or block that does not read it."""
+    for name in EXTRA_OPTIONS:
+        if getattr(args, name, None) is not None and name not in used:
+            takers = ", ".join(sorted(n for n, b in BLOCKS.items() if name in b.extras))
+            raise HadwareError(f"--{name} is not used by {user} (blocks that take "
+                               f"--{name}: {takers or 'none'})")
+
+
 def _extras(b, args) -> dict:
     """The block's extra vector files (``--weights`` ...), loaded; an error names a missing
-    one."""
+    one, or one given to a block that has none."""
     from hadware.vectors import load_npz
 
+    _refuse_unused_extras(args, b.extras, f"block {b.name}")
     out = {}
     for name in b.extras:
         path = getattr(args, name, None)
@@ -67,10 +91,47 @@ def cmd_blocks(args) -> int:
     return 0
 
 
+def _log_error_bound(cfg) -> None:
+    """State an attention config's proven error bound (``error_bound_ulp``), with a warning
+    when it exceeds one unit of the last place."""
+    bound = getattr(cfg, "error_bound_ulp", None)
+    if bound is None:
+        return
+    log.info("error bound: %.4g ulp of out (units of 2**-%d) from the exact softmax",
+             bound, cfg.out_frac_bits)
+    if bound > 1.0:
+        log.warning("warning: the error bound %.4g ulp exceeds 1 ulp; raise exp_frac_bits "
+                    "(or lower out_frac_bits) for outputs within 1 ulp", bound)
+
+
+def _write_outputs(args, b, cfg, outputs: dict, **facts) -> None:
+    """Write ``--outputs OUT.npz`` and its report ``OUT.npz.json`` (block, config, arrays and,
+    for an attention block, ``error_bound_ulp``); both atomically."""
+    from hadware.config.base import atomic_write_text
+    from hadware.vectors import save_npz
+
+    report = {"block": b.name, "config": cfg.to_dict(), "config_hash": cfg.stable_hash(),
+              "arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)}
+                         for k, v in outputs.items()}, **facts}
+    if getattr(cfg, "error_bound_ulp", None) is not None:
+        report["error_bound_ulp"] = cfg.error_bound_ulp
+    save_npz(args.outputs, outputs)
+    atomic_write_text(report_path(args.outputs), json.dumps(report, indent=2) + "\n")
+
+
+def report_path(outputs: str | Path) -> Path:
+    """The JSON report beside an output vector file: ``OUT.npz`` -> ``OUT.npz.json``."""
+    return Path(outputs).with_name(Path(outputs).name + ".json")
+
+
 def cmd_config(args) -> int:
+    from hadware.config.base import check_output_file
+
     b = get_block(args.block)
     cfg = b.config_class()()
+    _log_error_bound(cfg)
     if args.output:
+        check_output_file("-o", args.output)
         cfg.save(args.output)
         log.info("wrote %s", args.output)
     else:
@@ -82,6 +143,7 @@ def cmd_generate(args) -> int:
     from hadware.hw.generate import generate, lint
 
     b, cfg = _load(args)
+    _log_error_bound(cfg)
     paths = generate(b.name, cfg, args.output, _extras(b, args))
     print(f"verilog:     {paths['verilog']}")
     print(f"description: {paths['description']}")
@@ -96,14 +158,21 @@ def cmd_generate(args) -> int:
     return 0
 
 
-def cmd_golden(args) -> int:
-    from hadware.vectors import load_npz, save_npz
+def _vector_job(args) -> tuple:
+    """What ``golden`` and ``sim`` read, every input checked before any work: the block, its
+    config, its extra files and the inputs; ``--outputs`` must be writable."""
+    from hadware.config.base import check_output_file
+    from hadware.vectors import load_npz
 
     b, cfg = _load(args)
-    extras = _extras(b, args)
-    inputs = load_npz(args.inputs)
+    check_output_file("--outputs", args.outputs)
+    return b, cfg, _extras(b, args), load_npz(args.inputs)
+
+
+def cmd_golden(args) -> int:
+    b, cfg, extras, inputs = _vector_job(args)
     outputs = b.golden_module().run_vectors(cfg, *[extras[n] for n in b.extras], inputs)
-    save_npz(args.outputs, outputs)
+    _write_outputs(args, b, cfg, outputs)
     print(f"golden {b.name}: wrote {', '.join(f'{k} {v.shape}' for k, v in outputs.items())} "
           f"to {args.outputs}")
     return 0
@@ -111,15 +180,13 @@ def cmd_golden(args) -> int:
 
 def cmd_sim(args) -> int:
     from hadware.tb.runner import simulate
-    from hadware.vectors import load_npz, save_npz
 
-    b, cfg = _load(args)
-    extras = _extras(b, args)
-    inputs = load_npz(args.inputs)
+    b, cfg, extras, inputs = _vector_job(args)
     t0 = time.time()
     r = simulate(b.name, cfg, inputs, simulator=args.simulator, seed=args.seed,
                  idle_prob=args.idle, stall_prob=args.stall, waves=args.waves, extras=extras)
-    save_npz(args.outputs, r.outputs)
+    _write_outputs(args, b, cfg, r.outputs, simulator=args.simulator,
+                   cycles=int(r.stats["cycles"]))
     print(f"sim {b.name} ({args.simulator}): {r.stats['cycles']} cycles, "
           f"{time.time() - t0:.1f} s; wrote "
           f"{', '.join(f'{k} {v.shape}' for k, v in r.outputs.items())} to {args.outputs}")
@@ -144,6 +211,9 @@ def cmd_synth(args) -> int:
 def cmd_compare(args) -> int:
     from hadware.config.attention import AttentionConfig
 
+    _refuse_unused_extras(args, (), f"synth {args.block}")
+    for option in ("queries", "jobs"):
+        _check_count(f"--{option}", getattr(args, option))
     cfg = AttentionConfig() if args.config is None else AttentionConfig.load(args.config)
     if args.block == "compare":
         from hadware.synth.compare import compare
@@ -152,7 +222,8 @@ def cmd_compare(args) -> int:
     else:
         from hadware.synth.sweep import sweep
 
-        sweep(cfg, args.output, queries=args.queries, jobs=args.jobs)
+        sweep(cfg, args.output, queries=args.queries, jobs=args.jobs,
+              scheduler=args.scheduler, progress=True)
     sys.stdout.write((Path(args.output) / "report.md").read_text())
     return 0
 
@@ -166,8 +237,29 @@ def cmd_train(args) -> int:
 def cmd_train_sweep(args) -> int:
     from hadware.sw.train import sweep_recall
 
-    sweep_recall(args.out, top_ks=tuple(args.top_ks), seed=args.seed, threads=args.threads)
+    sweep_recall(args.out, top_ks=tuple(args.top_ks), seed=args.seed, threads=args.threads,
+                 jobs=args.jobs, scheduler=args.scheduler)
     sys.stdout.write((Path(args.out) / "sweep.md").read_text())
+    return 0
+
+
+def cmd_explore(args) -> int:
+    from hadware.synth.explore import explore
+
+    if args.jobs < 1:
+        raise HadwareError(f"--jobs must be an integer of at least 1, not {args.jobs}")
+    s = explore(args.grid, args.output, jobs=args.jobs, scheduler=args.scheduler,
+                retries=args.retries, queries=args.queries, seed=args.seed,
+                timeout=args.timeout, clock_mhz=args.clock_mhz, progress=not args.no_progress)
+    print(f"explore: {len(s['rows'])} points, {s['computed']} computed, {s['cached']} from "
+          f"the cache, {s['failed']} failed, {s['invalid']} invalid -> "
+          f"{Path(args.output) / 'report.md'}")
+    for r in s["rows"]:
+        if r["status"] != "ok":
+            print(f"  {r['status']}: {r['error']}")
+    if s["failed"]:
+        raise HadwareError(f"{s['failed']} point(s) failed; their errors are in "
+                           f"{Path(args.output) / 'results.jsonl'}")
     return 0
 
 
@@ -214,6 +306,13 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _check_count(option: str, value: int) -> None:
+    """A count option (``--queries``, ``--jobs``): an integer of at least 1."""
+    from hadware.config.base import check_int
+
+    check_int(option, value, lo=1, what="an integer of at least 1")
+
+
 def _prob(text: str) -> float:
     try:
         v = float(text)
@@ -254,6 +353,12 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     add_arguments(parser)
 
 
+def _add_scheduler(p: argparse.ArgumentParser, prefix: str) -> None:
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT", default=None,
+                   help=f"{prefix}run the points on this Dask scheduler's workers (the same "
+                   "pinned install on each) instead of local processes")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hadware", description="Verified RTL for binarized "
                                 "Hamming attention and ternary MatMul-free MLPs.")
@@ -280,7 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=text)
         _add_block(s)
         s.add_argument("--inputs", metavar="IN.npz", required=True)
-        s.add_argument("--outputs", metavar="OUT.npz", required=True)
+        s.add_argument("--outputs", metavar="OUT.npz", required=True,
+                       help="output arrays, in an existing folder; beside them OUT.npz.json: "
+                       "block, config, array shapes and, for attention, error_bound_ulp")
         s.set_defaults(func=func)
         if name == "sim":
             s.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
@@ -300,7 +407,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compare/sweep: queries in the energy workload")
     s.add_argument("--jobs", type=int, default=2, metavar="J",
                    help="compare/sweep: designs synthesized in parallel")
+    _add_scheduler(s, "sweep: ")
     s.set_defaults(func=cmd_synth)
+
+    s = sub.add_parser("explore", help="design-space exploration: a grid over any config "
+                       "fields, cached and resumable, local or on a Dask cluster, Pareto fronts")
+    s.add_argument("grid", metavar="GRID.json", help='{"block": B, "base": {...}, "grid": '
+                   '{field: [values]}, "points": [...], "figures": [...]} or a list of them')
+    s.add_argument("-o", "--output", metavar="DIR", required=True,
+                   help="results, cache and report folder (a rerun computes what is missing)")
+    s.add_argument("--jobs", type=int, default=2, metavar="N", help="local worker processes")
+    _add_scheduler(s, "")
+    s.add_argument("--retries", type=int, default=2, metavar="N",
+                   help="Dask: extra attempts of a task lost with its workers too often")
+    s.add_argument("--queries", type=int, default=4, metavar="M",
+                   help="queries in the energy/cycles workload")
+    s.add_argument("--seed", type=int, default=0, help="seed of the workload")
+    s.add_argument("--timeout", type=float, default=1800.0, metavar="S",
+                   help="timeout of each tool run")
+    s.add_argument("--clock-mhz", type=float, default=100.0, metavar="F",
+                   help="clock for queries per second where no fmax was measured")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_explore)
 
     s = sub.add_parser("train", help="train a teacher and its HAD + ternary student on a "
                        "built-in task", add_arguments=_train_arguments)
@@ -311,6 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--top-ks", metavar="K", type=int, nargs="+", default=[4, 8, 16, 32])
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="students trained in parallel (local processes)")
+    _add_scheduler(s, "")
     s.set_defaults(func=cmd_train_sweep)
 
     s = sub.add_parser("export", help="export a trained student into ROM images and configs")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hadware.errors import InputError
+from hadware.errors import HadwareError, InputError
 
 __all__ = [
     "check_integer_array",
@@ -26,21 +26,42 @@ __all__ = [
     "save_npz",
 ]
 
+#: The first bytes of a ``.npy`` file (:func:`numpy.save`).
+NPY_MAGIC = b"\x93NUMPY"
+
 
 def load_npz(path: str | os.PathLike, what: str = "input file") -> dict[str, np.ndarray]:
-    """Read every array of an .npz file (object arrays are refused: no pickles are loaded)."""
+    """Read every array of an .npz file (object arrays are refused: no pickles are loaded).
+    A missing file, a folder, a single ``.npy`` array, a file that is not a zip archive and
+    an unreadable member are each an :class:`InputError` naming the file."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{what} {str(path)!r} does not exist")
+    if not path.is_file():
+        raise InputError(f"{what} {str(path)!r} is not a file")
     try:
+        with open(path, "rb") as f:
+            magic = f.read(len(NPY_MAGIC))
+        if magic == NPY_MAGIC:
+            raise InputError(f"{what} {str(path)!r} is a single .npy array, not an .npz file "
+                             "(numpy.savez writes one)")
+        if not zipfile.is_zipfile(path):
+            raise InputError(f"{what} {str(path)!r} is not a readable .npz file "
+                             "(not a zip archive)")
         with np.load(path, allow_pickle=False) as f:
-            if not isinstance(f, np.lib.npyio.NpzFile):
-                raise InputError(f"{what} {str(path)!r} is a single .npy array, not an .npz file")
-            return {k: f[k] for k in f.files}
+            arrays = {k: f[k] for k in f.files}
+        for k, a in arrays.items():
+            if not isinstance(a, np.ndarray):  # a zip member that is not a .npy array
+                raise InputError(f"{what} {str(path)!r} is not a readable .npz file (member "
+                                 f"{k!r} is not a .npy array)")
+        return arrays
     except InputError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise InputError(f"{what} {str(path)!r} is not a readable .npz file ({e})") from None
+        lines = str(e).splitlines() or [type(e).__name__]
+        reason = "an array holds Python objects" if "pickle" in str(e) else lines[0]
+        raise InputError(f"{what} {str(path)!r} is not a readable .npz file ({reason})") \
+            from None
 
 
 def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
@@ -52,8 +73,10 @@ def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     try:
         np.savez(tmp, **arrays)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise HadwareError(f"cannot write {str(path)!r}: {e.strerror or e}") from None
         raise
 
 

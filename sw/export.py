@@ -15,9 +15,12 @@ re-quantizing).
     layer<i>/mlp_down.{hex,mif,coe}
     layer<i>/mlp_constants.json           betas and RMSNorm gains of the two BitLinear layers
 
-Loading (:func:`load_export`) checks the manifest (version, sizes, sha256), every config, the
-ROM image shapes and codes, and that each table image equals the table its config generates;
-any problem is an :class:`~hadware.sw.rom.ExportError` naming the file.
+Loading (:func:`load_export`) treats the folder as untrusted: it checks the manifest against
+its schema (:data:`MANIFEST_SCHEMA`, every key and type), its version, that every listed path
+stays inside the folder, sizes and sha256; it reads only files the manifest lists; it checks
+every config (and that it equals its copy in the manifest), the ROM image shapes and codes, and
+that each table image equals the table its config generates. Any problem is an
+:class:`~hadware.sw.rom.ExportError` naming the file (and the key).
 """
 
 from __future__ import annotations
@@ -32,10 +35,13 @@ import numpy as np
 import torch
 
 from hadware.config.attention import AttentionConfig
+from hadware.config.base import check_int
 from hadware.config.mlp import MlpConfig
-from hadware.errors import HadwareError
+from hadware.errors import HadwareError, InputError
 from hadware.sw.rom import (
     ExportError,
+    MapOf,
+    check_schema,
     read_hex,
     verify_folder,
     write_coe,
@@ -59,11 +65,11 @@ def _images(folder: Path, stem: str, words: list[int], width: int) -> None:
 def attention_config(head_dim: int, n_max: int, top_k: int, temperature: float,
                      lanes: int = 4) -> AttentionConfig:
     """Hardware config of one head: ``exp_frac_bits`` is the smallest that keeps the output
-    within one unit of the last place of the exact softmax (``2**(F - O) >= 291.43 (k - 1)``)."""
-    k = min(top_k, n_max)
-    need = 0 if k == 1 else math.ceil(math.log2(291.43 * (k - 1)))
-    return AttentionConfig(d=head_dim, n_max=n_max, top_k=k, d_v=head_dim,
-                           lanes=min(lanes, n_max), temperature=float(temperature),
+    within one unit of the last place of the exact softmax (``2**(F - O) >= 291.43 (k - 1)``).
+    ``top_k`` and ``lanes`` out of range are errors of :class:`AttentionConfig`, not capped."""
+    need = 0 if top_k <= 1 else math.ceil(math.log2(291.43 * (top_k - 1)))
+    return AttentionConfig(d=head_dim, n_max=n_max, top_k=top_k, d_v=head_dim,
+                           lanes=lanes, temperature=float(temperature),
                            exp_frac_bits=min(24, max(1, OUT_FRAC_BITS + need)),
                            out_frac_bits=OUT_FRAC_BITS)
 
@@ -71,8 +77,9 @@ def attention_config(head_dim: int, n_max: int, top_k: int, temperature: float,
 def export_checkpoint(checkpoint: str | Path, out: str | Path, *, task: str | None = None,
                       lanes: int = 4, mlp_lanes: int = 64) -> dict[str, Any]:
     """Write the export folder of a student checkpoint (HAD attention, ternary MLPs).
-    ``lanes``: keys scored per cycle by each attention core; ``mlp_lanes``: ternary weights per
-    cycle of each MLP (capped at the largest common divisor of its sizes, at most 64)."""
+    ``lanes``: keys scored per cycle by each attention core, 1 to ``min(n_max, 64)`` (a
+    ``ValueError`` naming ``--lanes`` otherwise); ``mlp_lanes``: ternary weights per cycle of
+    each MLP (the largest common divisor of it and the MLP's sizes)."""
     from hadware.spec.mlp import quantize_weights
     from hadware.sw.models import Encoder
 
@@ -91,7 +98,10 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, task: str | No
     metrics_path = checkpoint.with_name("metrics.json")
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     task = task or metrics.get("task")
-    n_max = mc.seq_len + (1 if mc.pool == "cls" else 0)
+    n_max = mc.n_keys
+    lanes_max = min(n_max, 64)
+    check_int("--lanes", lanes, lo=1, hi=lanes_max, what=f"an integer between 1 and "
+              f"{lanes_max} (min(n_max, 64), n_max = {n_max} keys per attention row)")
     temps = model.temperatures()
     state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     mlp_keys = {k for k in state if ".mlp." in k}
@@ -145,6 +155,27 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, task: str | No
     return write_folder(Path(out), fill)
 
 
+#: The manifest's body as :func:`export_checkpoint` writes it (the schema language is that of
+#: :func:`hadware.sw.rom.check_schema`; ``format_version`` and ``files`` are the folder's).
+MANIFEST_SCHEMA: dict[str, Any] = {
+    "task": (str, None),
+    "model": dict,  # a ModelConfig, checked by it
+    "float_metrics": MapOf(float),
+    "packing_layout": {"version": int, "word_bits": int, "codes": str, "order": str},
+    "value_scaling": str,
+    "out_frac_bits": int,
+    "layers": [{
+        "attention_heads": [dict],  # AttentionConfigs, equal to the head's file
+        "mlp": dict,  # an MlpConfig, equal to mlp.json
+        "mlp_rom_words": {"gate_up": int, "down": int},
+    }],
+}
+
+#: ``layer<i>/mlp_constants.json``.
+MLP_CONSTANTS_SCHEMA: dict[str, Any] = {
+    "beta_gate_up": float, "g_gate_up": [float], "beta_down": float, "g_down": [float]}
+
+
 @dataclasses.dataclass
 class ExportedModel:
     folder: Path
@@ -160,56 +191,87 @@ class ExportedModel:
         return ModelConfig.from_dict(self.manifest["model"])
 
 
-def _load_json(path: Path) -> Any:
+def _load_json(path: Path, schema: Any) -> Any:
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ExportError(f"{str(path)!r} is not valid JSON ({e.msg})") from None
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ExportError(f"{str(path)!r} is not valid JSON ({getattr(e, 'msg', e)})") from None
+    check_schema(data, schema, repr(str(path)))
+    return data
+
+
+def _listed(folder: Path, manifest: dict[str, Any], rel: str) -> Path:
+    """``folder / rel``, a file the loader reads: it must be listed in the manifest (and so
+    have been checked by :func:`verify_folder`)."""
+    if rel not in manifest["files"]:
+        raise ExportError(f"file {str(folder / rel)!r} is not listed in the manifest, so its "
+                          f"checksum cannot be checked")
+    return folder / rel
+
+
+def _config(cls: Any, path: Path) -> Any:
+    try:
+        return cls.load(path)
+    except (TypeError, ValueError, HadwareError) as e:
+        raise ExportError(str(e)) from None
+
+
+def _check_copy(path: Path, cfg: Any, listed: Any) -> None:
+    if listed != cfg.to_dict():
+        raise ExportError(f"{str(path)!r} differs from its copy in the manifest")
 
 
 def load_export(folder: str | Path) -> ExportedModel:
     """Load and check an export folder (see the module docstring)."""
     from hadware.spec.mlp import load_exported
+    from hadware.sw.models import ModelConfig
+    from hadware.vectors import load_npz
 
     folder = Path(folder)
-    manifest = verify_folder(folder)
+    manifest = verify_folder(folder, MANIFEST_SCHEMA)
+    mfile = repr(str(folder / "manifest.json"))
     try:
-        with np.load(folder / "host.npz", allow_pickle=False) as f:
-            host = {k: f[k] for k in f.files}
-    except (OSError, ValueError) as e:
-        raise ExportError(f"{str(folder / 'host.npz')!r} cannot be read ({e})") from None
+        mc = ModelConfig.from_dict(manifest["model"])
+    except (TypeError, ValueError, KeyError) as e:
+        raise ExportError(f"{mfile}: model: {e}") from None
+    layers = manifest["layers"]
+    if len(layers) != mc.n_layers or any(len(ly["attention_heads"]) != mc.n_heads
+                                         for ly in layers):
+        raise ExportError(f"{mfile}: layers must hold {mc.n_layers} layer(s) of {mc.n_heads} "
+                          f"attention head(s), as the model config says")
+    try:
+        host = load_npz(_listed(folder, manifest, "host.npz"), what="host file")
+    except InputError as e:
+        raise ExportError(str(e)) from None
     attention, mlps = [], []
-    for i, layer in enumerate(manifest["layers"]):
-        ld = folder / f"layer{i}"
+    for i, layer in enumerate(layers):
         heads = []
-        for h in range(len(layer["attention_heads"])):
-            p = ld / f"attention_head{h}.json"
-            try:
-                cfg = AttentionConfig.load(p)
-            except (TypeError, ValueError, HadwareError) as e:
-                raise ExportError(str(e)) from None
-            img = ld / f"attention_head{h}_exp_lut.hex"
+        for h, listed in enumerate(layer["attention_heads"]):
+            p = _listed(folder, manifest, f"layer{i}/attention_head{h}.json")
+            cfg = _config(AttentionConfig, p)
+            img = _listed(folder, manifest, f"layer{i}/attention_head{h}_exp_lut.hex")
             if read_hex(img, cfg.lut_width, cfg.lut_depth) != list(cfg.lut):
                 raise ExportError(f"ROM image {str(img)!r} does not hold the table of "
                                   f"{p.name} (temperature {cfg.temperature})")
+            _check_copy(p, cfg, listed)
             heads.append(cfg)
-        try:
-            mcfg = MlpConfig.load(ld / "mlp.json")
-        except (TypeError, ValueError, HadwareError) as e:
-            raise ExportError(str(e)) from None
-        consts = _load_json(ld / "mlp_constants.json")
+        p = _listed(folder, manifest, f"layer{i}/mlp.json")
+        mcfg = _config(MlpConfig, p)
+        _check_copy(p, mcfg, layer["mlp"])
+        consts = _load_json(_listed(folder, manifest, f"layer{i}/mlp_constants.json"),
+                            MLP_CONSTANTS_SCHEMA)
         arrays: dict[str, Any] = {"layout_version": np.array(
             manifest["packing_layout"]["version"])}
         for name in ("gate_up", "down"):
             depth = layer["mlp_rom_words"][name]
-            img = ld / f"mlp_{name}.hex"
+            img = _listed(folder, manifest, f"layer{i}/mlp_{name}.hex")
             arrays[f"rom_{name}"] = np.array(read_hex(img, 32, depth), dtype=np.uint32)
             arrays[f"beta_{name}"] = np.array(consts[f"beta_{name}"])
             arrays[f"g_{name}"] = np.array(consts[f"g_{name}"])
         try:
             mlps.append(load_exported(mcfg, arrays))
         except HadwareError as e:
-            raise ExportError(f"{str(ld)!r}: {e}") from None
+            raise ExportError(f"{str(folder / f'layer{i}')!r}: {e}") from None
         attention.append(heads)
     return ExportedModel(folder=folder, manifest=manifest, host=host, attention=attention,
                          mlp=mlps)

@@ -411,7 +411,7 @@ class ModelConfig:
     n_classes : classifier outputs.
     d_model, n_heads, n_layers, mlp_hidden : sizes; head dim = ``d_model // n_heads``.
     norm : pre-norm kind. pool : ``"mean"``, ``"cls"`` or ``"last"`` (the last token).
-    top_k : HAD top-k per query row (``None``: all keys).
+    top_k : HAD top-k per query row, at most :attr:`n_keys` (``None``: all keys).
     sigma_scope : ``"layer"`` (one sigma per layer, as the paper) or ``"head"``.
     attention : ``"softmax"`` or ``"had"`` (all heads). mlp : ``"float"`` or ``"ternary"``.
     """
@@ -451,6 +451,8 @@ class ModelConfig:
                              f"not {self.d_model!r}")
         if self.top_k is not None:
             check_int("top_k", self.top_k, lo=1)
+            check_int("top_k", self.top_k, hi=self.n_keys, what=f"an integer between 1 and "
+                      f"the keys of a row ({self.n_keys}, from seq_len and pool)")
         check_float("dropout", self.dropout, lo=0.0, hi=0.9)
         if self.input_kind == "patches":
             check_int("input_dim", self.input_dim, lo=1)
@@ -463,6 +465,11 @@ class ModelConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
+
+    @property
+    def n_keys(self) -> int:
+        """Keys of an attention row: ``seq_len``, plus the CLS token with ``pool="cls"``."""
+        return self.seq_len + (1 if self.pool == "cls" else 0)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -11,18 +11,20 @@ Image formats (one word per line, address 0 first):
 An export folder is written into a temporary sibling folder and renamed into place, so a
 reader never sees half of it. Its ``manifest.json`` carries the format version, and the size and
 sha256 of every file; :func:`verify_folder` refuses a folder with a missing file, a checksum
-mismatch or an unknown version, naming the file.
+mismatch, an unknown version, a listed path outside the folder, or a manifest that does not
+match its schema (:func:`check_schema`: every key and type), naming the file and the key.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from hadware.errors import HadwareError
@@ -30,6 +32,8 @@ from hadware.errors import HadwareError
 __all__ = [
     "FORMAT_VERSION",
     "ExportError",
+    "MapOf",
+    "check_schema",
     "read_hex",
     "verify_folder",
     "write_coe",
@@ -44,6 +48,90 @@ FORMAT_VERSION = 1
 
 class ExportError(HadwareError):
     """An export folder or ROM image is missing, corrupt, or of an unknown format."""
+
+
+# -- schemas of JSON files ---------------------------------------------------------------------
+#
+# A schema is a Python value: ``int``, ``float`` (any finite number), ``str``, ``bool``,
+# ``dict`` (any object) or ``list`` (any list); ``{"key": schema, ...}`` (an object with exactly
+# these keys); ``[schema]`` (a list whose every element fits); :class:`MapOf` (an object with
+# any keys); a tuple of alternatives, ``None`` standing for null: ``(str, None)``.
+
+
+class MapOf:
+    """Schema of a JSON object with any keys, every value fitting ``value``."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a finite number",
+               str: "a string", dict: "an object", list: "a list", type(None): "null"}
+
+
+def _kind(schema: Any) -> type:
+    if isinstance(schema, dict | MapOf):
+        return dict
+    if isinstance(schema, list):
+        return list
+    return type(None) if schema is None else schema
+
+
+def _fits(value: Any, kind: type) -> bool:
+    if kind in (int, float) and isinstance(value, bool):
+        return False
+    if kind is float:
+        return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+    return isinstance(value, kind)
+
+
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, for messages: ``"a list"``, ``"null"``, ``"a boolean"``."""
+    for kind, name in ((bool, "a boolean"), (int, "an integer"), (str, "a string"),
+                       (dict, "an object"), (list, "a list"), (type(None), "null")):
+        if isinstance(value, kind):
+            return name
+    return "a non-finite number" if isinstance(value, float) else type(value).__name__
+
+
+def _key_path(path: str, key: str) -> str:
+    if key.isidentifier():
+        return f"{path}.{key}" if path else key
+    return f"{path}[{key!r}]"
+
+
+_NO_FIT = object()
+
+
+def check_schema(value: Any, schema: Any, source: str, path: str = "") -> None:
+    """Check a JSON value against ``schema`` (see above); an :class:`ExportError` names
+    ``source``, the key path and what was expected: ``"'DIR/manifest.json': layers[0].mlp
+    must be an object, not a list"``."""
+    alternatives = schema if isinstance(schema, tuple) else (schema,)
+    fit = next((alt for alt in alternatives if _fits(value, _kind(alt))), _NO_FIT)
+    if fit is _NO_FIT:
+        expected = " or ".join(_KIND_NAMES[_kind(alt)] for alt in alternatives)
+        raise ExportError(f"{source}: {path or 'the content'} must be {expected}, "
+                          f"not {_json_kind(value)}")
+    if isinstance(fit, dict):
+        for key in fit:
+            if key not in value:
+                raise ExportError(f"{source}: {_key_path(path, key)} is missing")
+        for key in value:
+            if key not in fit:
+                raise ExportError(f"{source}: {_key_path(path, key)} is not a known key "
+                                  f"(known: {', '.join(fit)})")
+        for key, sub in fit.items():
+            check_schema(value[key], sub, source, _key_path(path, key))
+    elif isinstance(fit, MapOf):
+        for key, sub_value in value.items():
+            check_schema(sub_value, fit.value, source, _key_path(path, key))
+    elif isinstance(fit, list):
+        for i, item in enumerate(value):
+            check_schema(item, fit[0], source, f"{path}[{i}]")
+
+#: The part of every manifest that :func:`write_folder` writes; the body is the caller's.
+FOLDER_SCHEMA = {"format_version": int, "files": MapOf({"sha256": str, "bytes": int})}
 
 
 def _digits(width: int) -> int:
@@ -140,25 +228,46 @@ def write_folder(out: Path, fill: Callable[[Path], dict[str, Any]]) -> dict[str,
     return manifest
 
 
-def verify_folder(folder: Path) -> dict[str, Any]:
-    """Read and check ``folder/manifest.json``: known format version, every listed file present
+def _inside(folder: Path, rel: str, source: str) -> Path:
+    """``folder / rel`` for a path listed in the manifest; an error if it leaves ``folder``
+    (absolute, ``..``, or through a symbolic link)."""
+    pure = PurePosixPath(rel)
+    p = folder / rel
+    if not rel or "\\" in rel or pure.is_absolute() or ".." in pure.parts \
+            or not p.resolve().is_relative_to(folder.resolve()):
+        raise ExportError(f"{source}: file {rel!r} is outside the export folder (refused)")
+    return p
+
+
+def verify_folder(folder: Path, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read and check ``folder/manifest.json``: known format version, the schema (the
+    folder's keys plus ``schema``, the body's), every listed file inside the folder and present
     with its size and sha256. Returns the manifest."""
     folder = Path(folder)
     mpath = folder / "manifest.json"
+    source = repr(str(mpath))
     if not folder.is_dir():
         raise ExportError(f"export folder {str(folder)!r} does not exist")
     try:
         manifest = json.loads(mpath.read_text())
     except FileNotFoundError:
-        raise ExportError(f"{str(mpath)!r} is missing") from None
+        raise ExportError(f"{source} is missing") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ExportError(f"{source} cannot be read ({e})") from None
     except json.JSONDecodeError as e:
-        raise ExportError(f"{str(mpath)!r} is not valid JSON ({e.msg})") from None
+        raise ExportError(f"{source} is not valid JSON ({e.msg})") from None
+    check_schema(manifest, dict, source)
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
-        raise ExportError(f"{str(mpath)!r}: unknown format version {version!r} "
+        raise ExportError(f"{source}: unknown format version {version!r} "
                           f"(this toolkit reads version {FORMAT_VERSION})")
-    for rel, meta in manifest.get("files", {}).items():
-        p = folder / rel
+    if schema is None:  # the folder's keys only; the body is the caller's to check
+        check_schema({k: manifest[k] for k in FOLDER_SCHEMA if k in manifest}, FOLDER_SCHEMA,
+                     source)
+    else:
+        check_schema(manifest, {**FOLDER_SCHEMA, **schema}, source)
+    for rel, meta in manifest["files"].items():
+        p = _inside(folder, rel, source)
         if not p.is_file():
             raise ExportError(f"file {str(p)!r} listed in the manifest is missing")
         if p.stat().st_size != meta["bytes"]:

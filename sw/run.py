@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hadware.config.base import atomic_write_text
+from hadware.config.base import atomic_write_text, check_int, check_output_file
 from hadware.errors import HadwareError
 from hadware.sw.export import ExportedModel, load_export
 
@@ -75,11 +75,15 @@ class SimBackend:
 
 
 def _test_set(task: str, samples: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``samples`` test samples of ``task`` (all with None); ``samples`` must be
+    between 1 and their number (a ``ValueError`` naming ``--samples``)."""
     from hadware.sw.tasks import make_data, task_spec
 
     data = make_data(task_spec(task))
     x, y = data.test_x, data.test_y
     if samples is not None:
+        check_int("--samples", samples, lo=1, hi=len(y), what=f"an integer between 1 and "
+                  f"{len(y)} (the test samples of task {task})")
         x, y = x[:samples], y[:samples]
     return x, y
 
@@ -131,7 +135,10 @@ def run_exported(folder: str | Path, *, golden: bool = False, both: bool = False
                  samples: int | None = None, out: str | Path | None = None,
                  progress: bool = True) -> dict[str, Any]:
     """Classify the task's test samples with the exported model; with ``both``, on the
-    simulated hardware and on the golden models, and compare their predictions."""
+    simulated hardware and on the golden models, and compare their predictions. ``out``
+    (``--out``) must be writable before any work is done."""
+    if out is not None:
+        check_output_file("--out", out)
     model = load_export(folder)
     task = model.manifest.get("task")
     if task is None:

@@ -285,8 +285,8 @@ def train(task: str, out_dir: str | os.PathLike, top_k: int | None = None, seed:
     seed/epochs/threads value, or an output folder that cannot be created or written.
     """
     _validate(task, out_dir, top_k, seed, epochs, threads, max_steps)
+    spec = _spec(task, top_k, epochs, overrides)  # before --out is created: top_k <= keys
     out = _check_out_dir("--out", out_dir)
-    spec = _spec(task, top_k, epochs, overrides)
     with _threads(threads):
         start = time.perf_counter()
         data = make_data(spec)
@@ -305,65 +305,80 @@ def train(task: str, out_dir: str | os.PathLike, top_k: int | None = None, seed:
 def sweep_recall(out_dir: str | os.PathLike, top_ks: Sequence[int] = SWEEP_TOP_KS,
                  seed: int = 0, *, epochs: int | None = None, progress: bool = True,
                  threads: int | None = 1, max_steps: int | None = None,
-                 overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Sweep the HAD top-k on the ``recall`` task.
+                 overrides: Mapping[str, Any] | None = None, jobs: int = 1,
+                 scheduler: str | None = None) -> dict[str, Any]:
+    """Sweep the HAD top-k on the ``recall`` task: a grid of the exploration engine
+    (:mod:`hadware.synth.explore`) over ``top_k`` with the figure ``accuracy`` (the target
+    :mod:`hadware.sw.explore`), cached and resumable in ``out_dir`` (``cache/``,
+    ``results.jsonl``, ``results.csv``), its points on ``jobs`` local processes or the Dask
+    cluster at ``scheduler``.
 
-    One teacher is trained (``out_dir/teacher.pt``) and shared; for each ``k`` a student is
+    One teacher is trained and shared (``out_dir/teacher.pt``); for each ``k`` a student is
     distilled and fine-tuned into ``out_dir/k<k>/`` (full run outputs, as :func:`train`; there
     ``wall_time_s`` counts the student phases only, the teacher's time is ``teacher_time_s`` of
-    the sweep).
+    the sweep; both are links into the engine's ``points/`` folder).
     Writes ``sweep.json`` (machine-readable), ``sweep.md`` (a table) and ``sweep.png``
     (accuracy against top-k) into ``out_dir`` and returns the JSON content. Each row also
     carries ``vote_reference``, the accuracy of a plurality vote over the first ``k`` copies
     of the queried key: what an ideal reader limited to ``k`` keys would reach.
     """
+    from hadware.synth.explore import parse_grid, run_points
+
     if isinstance(top_ks, int) or not top_ks:
         raise HadwareError(f"top_ks must be a non-empty list of integers, not {top_ks!r}")
     for k in top_ks:
         _check_int("--top-k", k, 1)
     _validate("recall", out_dir, None, seed, epochs, threads, max_steps)
     out = _check_out_dir("--out", out_dir)
+    start = time.perf_counter()
+    base = {"seed": seed, "epochs": epochs, "max_steps": max_steps, "threads": threads,
+            "overrides": dict(overrides or {})}
+    points = parse_grid({"block": "recall", "base": base, "grid": {"top_k": list(top_ks)},
+                         "figures": ["accuracy"]}, "train-sweep")
+    for p in points:
+        if p.error:
+            raise HadwareError(p.error)
+    summary = run_points(points, out, jobs=jobs, scheduler=scheduler, progress=progress)
+    failed = [r for r in summary["rows"] if r["status"] != "ok"]
+    if failed:
+        raise HadwareError(f"train-sweep: {failed[0]['label']} failed: {failed[0]['error']} "
+                           f"(see {out / 'results.jsonl'})")
     rows = []
-    with _threads(threads):
-        start = time.perf_counter()
-        base = _spec("recall", None, epochs, overrides)
-        data = make_data(base)
-        teacher, t_res = _train_teacher(base, data, seed, progress, max_steps)
-        _save_model(out / "teacher.pt", teacher)
-        teacher_time = time.perf_counter() - start
-        for k in top_ks:
-            t0 = time.perf_counter()
-            spec = _spec("recall", k, epochs, overrides)
-            had_float, student, phases = _train_student(spec, data, teacher, seed, progress,
-                                                        max_steps)
-            sub = out / f"k{k}"
-            sub.mkdir(exist_ok=True)
-            wall = time.perf_counter() - t0
-            m = _finish(sub, spec, seed, teacher, had_float, student, [t_res, *phases],
-                        wall, t_res.test_accuracy, data)
-            row = {key: m[key] for key in (
-                "top_k", "teacher_accuracy", "student_accuracy", "student_ternary_accuracy",
-                "student_ternary_int8_v_accuracy", "wall_time_s")}
-            row["vote_reference"] = data.vote_accuracy(data.test_x, data.test_y, first=k)
-            rows.append(row)
-            log.info("recall top_k=%d: HAD %.4f, HAD + ternary %.4f", k,
-                     m["student_accuracy"], m["student_ternary_accuracy"])
-        result = {
-            "task": "recall",
-            "seed": seed,
-            "seq_len": base.model.seq_len,
-            "n_test": len(data.test_y),
-            "teacher_accuracy": t_res.test_accuracy,
-            "vote_reference_all_copies": data.vote_accuracy(data.test_x, data.test_y),
-            "repeats": data.repeats,
-            "teacher_time_s": round(teacher_time, 3),
-            "wall_time_s": round(time.perf_counter() - start, 3),
-            "rows": rows,
-        }
+    for p, r in zip(points, summary["rows"], strict=True):
+        v = r["values"]
+        rows.append({key: v[key] for key in (
+            "top_k", "teacher_accuracy", "student_accuracy", "student_ternary_accuracy",
+            "student_ternary_int8_v_accuracy", "wall_time_s", "vote_reference")})
+        _link(out / f"k{v['top_k']}", Path("points") / p.folder_name)
+        log.info("recall top_k=%d: HAD %.4f, HAD + ternary %.4f", v["top_k"],
+                 v["student_accuracy"], v["student_ternary_accuracy"])
+    first = summary["rows"][0]["values"]
+    _link(out / "teacher.pt", Path(first["teacher_dir"]).relative_to(out.resolve()) / "teacher.pt")
+    result = {
+        "task": "recall",
+        "seed": seed,
+        "seq_len": first["seq_len"],
+        "n_test": first["n_test"],
+        "teacher_accuracy": first["teacher_accuracy"],
+        "vote_reference_all_copies": first["vote_reference_all_copies"],
+        "repeats": first["repeats"],
+        "teacher_time_s": first["teacher_time_s"],
+        "wall_time_s": round(time.perf_counter() - start, 3),
+        "computed": summary["computed"],
+        "rows": rows,
+    }
     _write_json(out / "sweep.json", result)
     _write_sweep_table(out / "sweep.md", result)
     _plot_sweep(out / "sweep.png", result)
     return result
+
+
+def _link(path: Path, target: Path) -> None:
+    """``path`` made (atomically) a relative symbolic link to ``target``."""
+    tmp = path.with_name(f".{path.name}.link.tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target)
+    os.replace(tmp, path)
 
 
 def _write_sweep_table(path: Path, result: Mapping[str, Any]) -> None:

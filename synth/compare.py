@@ -49,6 +49,10 @@ def designs(names: list[str] | None = None) -> list[tuple[str, str, bool, bool, 
     return out
 
 
+#: Probability of an idle cycle at every source and of a stall at every sink in the
+#: gate-level check under backpressure (:func:`run_design`).
+STALLS = 0.3
+
 #: Transistors per stored bit when storage is added to logic (a 6T SRAM cell).
 SRAM_TRANSISTORS_PER_BIT = 6
 
@@ -82,10 +86,13 @@ def workload(cfg: AttentionConfig, queries: int, seed: int) -> dict[str, np.ndar
     }
 
 
-def _design_config(block: str, cfg: AttentionConfig):
+def _design_config(block: str, cfg: AttentionConfig | dict[str, Any]):
+    """The config of design ``block`` from the fields it shares with ``cfg`` (the compare's
+    :class:`AttentionConfig`, or a dict of fields, the design's own or a superset)."""
     cls = get_block(block).config_class()
     fields = set(cls.field_names())
-    return cls.from_dict({k: v for k, v in cfg.to_dict().items() if k in fields},
+    data = cfg if isinstance(cfg, dict) else cfg.to_dict()
+    return cls.from_dict({k: v for k, v in data.items() if k in fields},
                          source=f"{block} configuration derived from the compare config")
 
 
@@ -103,23 +110,40 @@ def _cycles_per_query(stats: dict[str, Any]) -> float:
 
 
 def run_design(block: str, cfg_dict: dict, binary: bool, w: dict[str, np.ndarray],
-               out_dir: str, fmax: bool, pnr_timeout: float, fpga: bool = True
-               ) -> dict[str, Any]:
-    """Synthesis, RTL simulation and gate-level energy of one design (runs in a worker)."""
+               out_dir: str, fmax: bool, pnr_timeout: float, fpga: bool = True,
+               stall_check: bool = False) -> dict[str, Any]:
+    """Synthesis, RTL simulation and gate-level energy of one design (runs in a worker).
+    ``cfg_dict``: the compare's configuration, or the design's own.
+
+    The RTL run of the energy workload streams without backpressure and is scored element by
+    element against the golden model. With ``stall_check``, a second run of the same inputs
+    with random idles and stalls on both sides (probability :data:`STALLS`), also scored
+    against the golden model, is replayed on the gate netlist, every clock edge compared
+    through the drain (``gate_level_matches_rtl_under_stalls``; its activity is not charged).
+    """
     from hadware.synth.flow import synthesize
     from hadware.synth.power import estimate_energy
     from hadware.tb.runner import simulate
 
     t0 = time.time()
-    cfg = _design_config(block, AttentionConfig.from_dict(cfg_dict))
+    cfg = _design_config(block, cfg_dict)
     folder = Path(out_dir) / block
     inputs = _inputs(binary, w)
     # (traced: the gate-level simulation replays this run's inputs and checks its outputs)
-    rtl = simulate(block, cfg, inputs, seed=0, waves=True)
+    rtl = simulate(block, cfg, inputs, seed=0, waves=True, golden=True)
     syn = synthesize(block, cfg, folder / "synth", fmax=fmax, timeout=pnr_timeout, fpga=fpga)
+    window = ("q_stream", "o_stream")
     energy = estimate_energy(block, cfg, inputs, folder / "power", rtl_outputs=rtl.outputs,
                              netlist=folder / "synth" / "gates.v", rtl_vcd=rtl.waves,
-                             window=("q_stream", "o_stream"))
+                             window=window)
+    energy["rtl_matches_golden"] = True  # (the scoreboard fails the run otherwise)
+    if stall_check:
+        stalled = simulate(block, cfg, inputs, seed=1, waves=True, golden=True,
+                           idle_prob=STALLS, stall_prob=STALLS)
+        check = estimate_energy(block, cfg, inputs, folder / "power_stalls",
+                                rtl_outputs=stalled.outputs, rtl_vcd=stalled.waves,
+                                netlist=folder / "synth" / "gates.v", window=window)
+        energy["gate_level_matches_rtl_under_stalls"] = check["gate_level_matches_rtl"]
     return {"block": block, "config": cfg.to_dict(), "synth": syn, "energy": energy,
             "cycles_per_query": _cycles_per_query(rtl.stats),
             "wall_time_s": round(time.time() - t0, 1)}
@@ -131,7 +155,7 @@ def run_fpga(block: str, cfg_dict: dict, out_dir: str, fmax: bool, pnr_timeout: 
     from hadware.synth.flow import synthesize_fpga
 
     t0 = time.time()
-    cfg = _design_config(block, AttentionConfig.from_dict(cfg_dict))
+    cfg = _design_config(block, cfg_dict)
     fpga = synthesize_fpga(block, cfg, Path(out_dir) / block / "fpga", fmax=fmax,
                            timeout=pnr_timeout)
     return {"fpga": fpga, "wall_time_s": round(time.time() - t0, 1)}
@@ -160,6 +184,8 @@ def _summarise(label: str, binary: bool, sparse: bool, r: dict[str, Any]) -> dic
         "energy_per_query": en["energy_per_query"],
         "energy_per_query_by_subblock": energy_cat,
         "gate_level_matches_rtl": en["gate_level_matches_rtl"],
+        "gate_level_matches_rtl_under_stalls": en.get("gate_level_matches_rtl_under_stalls"),
+        "rtl_matches_golden": en.get("rtl_matches_golden"),
         "cycles_per_query": r["cycles_per_query"],
         "wall_time_s": r["wall_time_s"],
         "fpga_wall_time_s": r.get("fpga_wall_time_s"),
@@ -189,7 +215,7 @@ def compare(cfg: AttentionConfig, out_dir: str | Path, *, queries: int = 4, seed
                                                pnr_timeout)
         for block, _, binary, _ in sorted(chosen, key=lambda d: d[2]):
             area_futs[block] = pool.submit(run_design, block, cfg_dict, binary, w,
-                                           str(out_dir), False, pnr_timeout, False)
+                                           str(out_dir), False, pnr_timeout, False, True)
             if not binary:
                 fpga_futs[block] = pool.submit(run_fpga, block, cfg_dict, str(out_dir), fmax,
                                                pnr_timeout)
@@ -286,6 +312,10 @@ def _fmt_fmax(e: dict[str, Any]) -> str:
     return "n/a" if e["fmax_mhz"] is None else f"{e['fmax_mhz']:.1f}"
 
 
+def _yes(flag) -> str:
+    return "not run" if flag is None else ("yes" if flag else "NO")
+
+
 def report_markdown(report: dict[str, Any], plots: list[str]) -> str:
     c = report["config"]
     rows = report["designs"]
@@ -295,8 +325,8 @@ def report_markdown(report: dict[str, Any], plots: list[str]) -> str:
         "",
         "| design | logic (transistors) | storage (bits) | area incl. storage | energy / query "
         "| cycles / query | iCE40 LUT / FF / carry / BRAM / fmax MHz | ECP5 LUT / FF / carry / "
-        "DSP / BRAM / fmax MHz | gate-level = RTL |",
-        "|---|---:|---:|---:|---:|---:|---|---|---|",
+        "DSP / BRAM / fmax MHz | RTL = golden | gate-level = RTL | under stalls |",
+        "|---|---:|---:|---:|---:|---:|---|---|---|---|---|",
     ]
     for r in rows:
         i, e = r["fpga"]["ice40"], r["fpga"]["ecp5"]
@@ -306,7 +336,8 @@ def report_markdown(report: dict[str, Any], plots: list[str]) -> str:
             f"{r['cycles_per_query']:.0f} | {i['lut']:,} / {i['ff']:,} / {i['carry']:,} / "
             f"{i['bram']} / {_fmt_fmax(i)} | {e['lut']:,} / {e['ff']:,} / {e['carry']:,} / "
             f"{e['dsp']} / {e['bram']} / {_fmt_fmax(e)} | "
-            f"{'yes' if r['gate_level_matches_rtl'] else 'NO'} |")
+            f"{_yes(r.get('rtl_matches_golden'))} | {_yes(r['gate_level_matches_rtl'])} | "
+            f"{_yes(r.get('gate_level_matches_rtl_under_stalls'))} |")
     if "area_reduction" in report:
         lines += ["", f"HAD against standard attention: area (logic + storage) "
                       f"{100 * report['area_reduction']:.1f}% smaller, logic alone "

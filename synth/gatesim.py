@@ -13,7 +13,8 @@ falling clock edge, so each cycle is evaluated twice: after the rising edge with
 inputs, and after the falling edge with the new ones). Every output port is compared with the
 RTL's at every rising edge; since the testbench only reacts to outputs, equal outputs at every
 edge mean the testbench would have driven the gate-level design exactly as it drove the RTL.
-This is a stronger check than the scoreboard's (which sees only the transferred beats).
+This is a stronger check than the scoreboard's (which sees only the transferred beats), and it
+runs through the drain cycles after the last transfer.
 
 Toggles are counted per cell output bit at every evaluation in which its value changes (a
 zero-delay model: at most one change per net per evaluation, no glitches), the same count a
@@ -380,9 +381,11 @@ def replay(net: Netlist, rtl_vcd: str | Path, window: tuple[str, str] | None = N
     ``window = (first, last)`` names two streams: only the evaluations from the rising edge at
     which ``first`` makes its first transfer to the rising edge at which ``last`` makes its
     last transfer are counted (a transfer: ``<stream>__valid`` and ``<stream>__ready`` both 1
-    before the edge); otherwise from reset release to the last output transfer. Returns
-    ``toggles`` (one count per cell of :attr:`Netlist.cell_out`) and ``edges`` (rising edges
-    counted)."""
+    before the edge); otherwise from reset release to the last output transfer. The outputs
+    are compared at every rising edge of the trace, the testbench's drain cycles after the last
+    transfer included (a stray output there is a mismatch); toggles are counted in the window
+    only. Returns ``toggles`` (one count per cell of :attr:`Netlist.cell_out`) and ``edges``
+    (rising edges counted)."""
     ins = [n for n, (d, _) in net.ports.items() if d == "input" and n != "clk"]
     outs = [n for n, (d, _) in net.ports.items() if d == "output"]
     trace, initial_edge = read_vcd_ports(rtl_vcd, ins + outs)
@@ -416,7 +419,7 @@ def replay(net: Netlist, rtl_vcd: str | Path, window: tuple[str, str] | None = N
 
     apply_inputs(0)
     net.settle(v, mem)
-    for e in range(min(n_edges, last + 1)):
+    for e in range(n_edges):
         for n in outs if e > 0 or not initial_edge else ():
             if not np.array_equal(v[out_nets[n]], _to_bits(trace[n][e], out_nets[n].size)):
                 got = sum(int(b) << i for i, b in enumerate(v[out_nets[n]]))

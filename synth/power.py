@@ -193,7 +193,8 @@ def estimate_energy(block: str, cfg: BlockConfig, inputs: dict[str, np.ndarray],
                     rtl_outputs: dict[str, np.ndarray] | None = None, seed: int = 0,
                     queries: int | None = None, netlist: str | Path | None = None,
                     window: tuple[str, str] | None = None, engine: str = "levelized",
-                    rtl_vcd: str | Path | None = None) -> dict[str, Any]:
+                    rtl_vcd: str | Path | None = None, idle_prob: float = 0.0,
+                    stall_prob: float = 0.0) -> dict[str, Any]:
     """Gate-level dynamic-energy estimate of ``block`` on ``inputs`` (see the module
     docstring). ``queries`` divides the total into energy per query (default: the number of
     rows of the first input array). ``netlist``: the ``gates.v`` written by
@@ -204,7 +205,9 @@ def estimate_energy(block: str, cfg: BlockConfig, inputs: dict[str, np.ndarray],
     default the whole run from reset release to the last output transfer. ``engine``: one
     of :data:`ENGINES`; the levelized engine replays the RTL run traced in ``rtl_vcd`` (run
     here, with the same seed, when not given) and needs the ``gates_flat.json`` written beside
-    ``netlist``. Writes ``power.json`` into ``out_dir``."""
+    ``netlist``. ``idle_prob`` / ``stall_prob``: random idle cycles of the sources and stalls
+    of the sinks in the runs made here (the traced RTL run and the Verilator engine's run).
+    Writes ``power.json`` into ``out_dir``."""
     from hadware.tools import run_yosys
 
     if engine not in ENGINES:
@@ -223,12 +226,12 @@ def estimate_energy(block: str, cfg: BlockConfig, inputs: dict[str, np.ndarray],
     if engine == "levelized":
         per_instance, cycles, extra = _levelized(
             block, cfg, inputs, netlist, extras=extras, seed=seed, window=window,
-            rtl_vcd=rtl_vcd, rtl_outputs=rtl_outputs)
+            rtl_vcd=rtl_vcd, rtl_outputs=rtl_outputs, stalls=(idle_prob, stall_prob))
         span = "first to last rising clock edge"
     else:
         per_instance, cycles, extra = _verilator(
             block, cfg, inputs, netlist, out_dir, extras=extras, seed=seed, window=window,
-            rtl_outputs=rtl_outputs)
+            rtl_outputs=rtl_outputs, stalls=(idle_prob, stall_prob))
         span = "reset release to the last output transfer"
     total = sum(v["data"] + v["clock"] for v in per_instance.values())
     report = {
@@ -251,17 +254,21 @@ def estimate_energy(block: str, cfg: BlockConfig, inputs: dict[str, np.ndarray],
 
 def _verilator(block: str, cfg: BlockConfig, inputs: dict[str, np.ndarray], netlist: Path,
                out_dir: Path, *, extras: dict[str, dict] | None, seed: int,
-               window: tuple[str, str] | None, rtl_outputs: dict[str, np.ndarray] | None
+               window: tuple[str, str] | None, rtl_outputs: dict[str, np.ndarray] | None,
+               stalls: tuple[float, float]
                ) -> tuple[dict[str, dict[str, float]], int, dict[str, Any]]:
     """Energy from the block's testbench run on the gate netlist under Verilator: per-instance
     energy, the cycles charged, and the engine's own report fields."""
     from hadware.tb.runner import simulate
 
+    idle, stall = stalls
     if rtl_outputs is None:
-        rtl_outputs = simulate(block, cfg, inputs, extras=extras, seed=seed).outputs
+        rtl_outputs = simulate(block, cfg, inputs, extras=extras, seed=seed, idle_prob=idle,
+                               stall_prob=stall).outputs
     try:
         gl = simulate(block, cfg, inputs, extras=extras, seed=seed, waves=True,
-                      expected=rtl_outputs, netlist=[netlist, _cell_models(out_dir)])
+                      expected=rtl_outputs, netlist=[netlist, _cell_models(out_dir)],
+                      idle_prob=idle, stall_prob=stall)
     except ToolError as e:
         raise ToolError(f"gate-level simulation of {block} does not match the RTL: {e}") \
             from None
@@ -317,7 +324,8 @@ def _verilator(block: str, cfg: BlockConfig, inputs: dict[str, np.ndarray], netl
 
 def _levelized(block: str, cfg: BlockConfig, inputs: dict[str, np.ndarray], netlist: Path, *,
                extras: dict[str, dict] | None, seed: int, window: tuple[str, str] | None,
-               rtl_vcd: str | Path | None, rtl_outputs: dict[str, np.ndarray] | None
+               rtl_vcd: str | Path | None, rtl_outputs: dict[str, np.ndarray] | None,
+               stalls: tuple[float, float]
                ) -> tuple[dict[str, dict[str, float]], int, dict[str, Any]]:
     """Energy from :mod:`hadware.synth.gatesim` (flattened netlist, RTL inputs replayed):
     per-instance energy, the cycles charged, and the engine's own report fields."""
@@ -329,7 +337,8 @@ def _levelized(block: str, cfg: BlockConfig, inputs: dict[str, np.ndarray], netl
         raise ToolError(f"flattened gate netlist {flat} does not exist (written by the CMOS "
                         "flow beside gates.v)")
     if rtl_vcd is None:
-        rtl = simulate(block, cfg, inputs, extras=extras, seed=seed, waves=True)
+        rtl = simulate(block, cfg, inputs, extras=extras, seed=seed, waves=True,
+                       idle_prob=stalls[0], stall_prob=stalls[1])
         rtl_vcd = rtl.waves
         for name, want in (rtl_outputs or {}).items():
             if not np.array_equal(np.asarray(want), rtl.outputs.get(name)):

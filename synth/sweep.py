@@ -4,8 +4,10 @@ standard attention.
 ``sweep(cfg, out_dir)`` varies ``n_max`` over :data:`N_MAX` at the configuration's ``d``, and
 ``d`` over :data:`D` at its ``n_max`` (other fields as in ``cfg``; ``top_k`` is capped at
 ``n_max``), runs the CMOS area flow and the gate-level energy estimate of each design at each
-point (no FPGA flows), and writes ``report.json`` (with ``reductions``: ``1 - HAD / standard``
-per point, as in the compare report), ``report.md`` and ``sweep.png``. A point on both axes
+point (no FPGA flows) as a grid of the exploration engine (:mod:`hadware.synth.explore`:
+cached, resumable, local or on a Dask cluster), and writes ``report.json`` (with
+``reductions``: ``1 - HAD / standard`` per point, as in the compare report), ``report.md`` and
+``sweep.png``. A point on both axes
 (the base configuration) runs once.
 """
 
@@ -13,19 +15,15 @@ from __future__ import annotations
 
 import json
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from hadware.blocks import get_block
 from hadware.config.attention import AttentionConfig
 from hadware.config.base import atomic_write_text
-from hadware.synth.compare import (
-    SRAM_TRANSISTORS_PER_BIT,
-    designs,
-    reductions,
-    run_design,
-    workload,
-)
+from hadware.errors import HadwareError
+from hadware.synth.compare import _design_config, designs, reductions
+from hadware.synth.explore import parse_grid, run_points
 
 __all__ = ["N_MAX", "D", "sweep"]
 
@@ -43,44 +41,48 @@ def _point(cfg: AttentionConfig, **change: int) -> AttentionConfig:
 
 
 def sweep(cfg: AttentionConfig, out_dir: str | Path, *, queries: int = 2, seed: int = 0,
-          jobs: int = 2, n_max: tuple[int, ...] = N_MAX, d: tuple[int, ...] = D
-          ) -> dict[str, Any]:
+          jobs: int = 2, n_max: tuple[int, ...] = N_MAX, d: tuple[int, ...] = D,
+          scheduler: str | None = None, progress: bool = False) -> dict[str, Any]:
+    """The sweep as a grid of the exploration engine (:mod:`hadware.synth.explore`): one
+    grid per compared design (subject and reference), its points the configurations on both
+    axes, figures ``area`` and ``energy``; cached and resumable in ``out_dir`` (``cache/``,
+    ``results.jsonl``, ``results.csv``), on ``jobs`` local processes or the Dask cluster at
+    ``scheduler``. A point on both axes (the base configuration) runs once."""
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    points = [("n_max", v, _point(cfg, n_max=v)) for v in n_max] + \
-             [("d", v, _point(cfg, d=v)) for v in d]
-    chosen = [(block, label, binary, role) for block, label, binary, _, role in designs()
+    axes = [("n_max", v, _point(cfg, n_max=v)) for v in n_max] + \
+           [("d", v, _point(cfg, d=v)) for v in d]
+    chosen = [(block, label, role) for block, label, _, _, role in designs()
               if role in ("subject", "reference")]
+    grids = []
+    for block, _, _ in chosen:
+        fields = set(get_block(block).config_class().field_names())
+        grids.append({"block": block, "figures": ["area", "energy"], "points": [
+            {k: v for k, v in pcfg.to_dict().items() if k in fields} for _, _, pcfg in axes]})
+    points = parse_grid(grids, "sweep", options={"queries": queries, "seed": seed})
+    summary = run_points(points, out_dir, jobs=jobs, scheduler=scheduler, progress=progress)
+    failed = [r for r in summary["rows"] if r["status"] != "ok"]
+    if failed:
+        raise HadwareError(f"sweep: {failed[0]['block']} at {failed[0]['label']} failed: "
+                           f"{failed[0]['error']} (see {out_dir / 'results.jsonl'})")
+    by_config = {(r["block"], r["config_hash"]): r for r in summary["rows"]}
     rows: list[dict[str, Any]] = []
-    with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futs = []
-        # (the base configuration lies on both axes: each distinct point runs once)
-        runs: dict[tuple[str, str], Any] = {}
-        for axis, value, pcfg in points:
-            w = workload(pcfg, queries, seed)
-            for block, label, binary, role in chosen:
-                folder = out_dir / f"{axis}{value}"
-                key = (block, json.dumps(pcfg.to_dict(), sort_keys=True))
-                if key not in runs:
-                    runs[key] = pool.submit(run_design, block, pcfg.to_dict(), binary, w,
-                                            str(folder), False, 600.0, False)
-                futs.append(((axis, value, block, label, role), runs[key]))
-        for (axis, value, block, label, role), fut in futs:
-            r = fut.result()
-            area = r["synth"]["area_cmos"]
+    for axis, value, pcfg in axes:
+        for block, label, role in chosen:
+            dcfg = _design_config(block, pcfg)
+            r = by_config[(block, dcfg.stable_hash())]
+            v = r["values"]
             rows.append({
                 "axis": axis, "value": value, "block": block, "label": label, "role": role,
                 "config": r["config"],
-                "logic_transistors": area["transistors"],
-                "storage_bits": area["storage_bits"],
-                "area_transistors_with_storage":
-                    area["transistors"] + SRAM_TRANSISTORS_PER_BIT * area["storage_bits"],
-                "energy_per_query": r["energy"]["energy_per_query"],
-                "cycles_per_query": r["cycles_per_query"],
+                **{k: v[k] for k in ("logic_transistors", "storage_bits",
+                                     "area_transistors_with_storage", "energy_per_query",
+                                     "cycles_per_query")},
             })
     report = {"base_config": cfg.to_dict(), "points": rows,
-              "reductions": point_reductions(rows), "wall_time_s": round(time.time() - t0, 1)}
+              "reductions": point_reductions(rows), "wall_time_s": round(time.time() - t0, 1),
+              "computed": summary["computed"], "cached": summary["cached"]}
     write_outputs(report, out_dir)
     return report
 

@@ -35,6 +35,13 @@ __all__ = ["SIMULATORS", "SimResult", "build", "simulate"]
 log = logging.getLogger(__name__)
 
 SIMULATORS = ("verilator", "icarus")
+
+#: Icarus compiles as Verilog-2005 (cocotb asks for -g2012; the later flag wins). Amaranth's
+#: Verilog starts every combinational block from a ``reg ... = 0`` in its sensitivity list;
+#: under -g2012 that initialiser raises no event at time 0, so a block whose inputs keep their
+#: reset values (an all-zero first token) would stay X until an input changes. As Verilog-2005
+#: (and in Verilator) every block is evaluated at time 0.
+ICARUS_ARGS = ["-g2005"]
 TIMESCALE = ("1ns", "1ps")
 
 
@@ -115,7 +122,8 @@ def build(block: str, cfg: BlockConfig, *, simulator: str = "verilator", waves: 
     import cocotb
 
     key = hashlib.sha256("\0".join([text, simulator, str(waves), cocotb.__version__,
-                                     "public-top" if netlist is not None else ""])
+                                     "public-top" if netlist is not None else "",
+                                     *(ICARUS_ARGS if simulator == "icarus" else [])])
                          .encode()).hexdigest()
     stamp = folder / "hadware-build.json"
     with _locked(folder):
@@ -139,7 +147,7 @@ def build(block: str, cfg: BlockConfig, *, simulator: str = "verilator", waves: 
                              build_args=(["-Wno-fatal"] + (
                                  ["--trace-underscore", str(_top_control_file(folder, block))]
                                  if gate_level else []))
-                             if simulator == "verilator" else [])
+                             if simulator == "verilator" else ICARUS_ARGS)
         except (SystemExit, Exception) as e:
             raise ToolError(f"{simulator} build of {block} failed ({e}); see {log_file}") from None
         finally:
@@ -178,13 +186,16 @@ def simulate(block: str, cfg: BlockConfig, inputs: dict[str, np.ndarray], *,
              waves: bool = False, testcase: str = "vectors", root: Path | None = None,
              run_dir: Path | None = None,
              extras: dict[str, dict[str, np.ndarray]] | None = None,
-             netlist: list[Path] | None = None, check: bool = True) -> SimResult:
+             netlist: list[Path] | None = None, check: bool = True,
+             golden: bool = False) -> SimResult:
     """Run ``inputs`` through the simulated RTL of ``block``.
 
     ``inputs`` are checked with the block's golden ``check_inputs`` first (the same contract
     as the golden model). With ``expected``, the cocotb scoreboard also compares every output
     element and the simulation fails on any mismatch. Raises :class:`ToolError` when the
     simulation fails, with the tail of its log.
+    With ``golden`` (and no ``expected``), the expected outputs are the block's golden model's
+    (``run_vectors`` of the registered golden module) for these inputs.
     """
     for name, p in (("idle_prob", idle_prob), ("stall_prob", stall_prob)):
         if not 0.0 <= p < 1.0:
@@ -195,6 +206,8 @@ def simulate(block: str, cfg: BlockConfig, inputs: dict[str, np.ndarray], *,
         raise ToolError(f"block {block} needs the extra file(s) {', '.join(missing)}")
     # check=False: the caller has validated inputs of a testcase with its own contract.
     checked = b.golden_module().check_inputs(cfg, inputs) if check else dict(inputs)
+    if golden and expected is None:
+        expected = b.golden_module().run_vectors(cfg, *(extras[n] for n in b.extras), inputs)
     if not isinstance(checked, dict):  # a block whose check returns its single array
         checked = {next(iter(inputs)): checked}
     folder = build(block, cfg, simulator=simulator, waves=waves, root=root, extras=extras,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 
 import numpy as np
@@ -175,3 +176,124 @@ def test_run_on_simulated_hardware_matches_golden(exported):
     r = run_exported(exported, both=True, samples=3, progress=False)
     assert r["hw_matches_golden"] is True and r["prediction_mismatches"] == 0
     assert r["verilator_accuracy"] == r["golden_accuracy"]
+
+
+# -- the export folder is untrusted input --------------------------------------------------
+
+
+def _tampered(exported, tmp_path, change) -> object:
+    """A copy of the export whose manifest ``change(m)`` edits (in place)."""
+    d = tmp_path / "t"
+    shutil.rmtree(d, ignore_errors=True)
+    shutil.copytree(exported, d)
+    m = json.loads((d / "manifest.json").read_text())
+    change(m)
+    (d / "manifest.json").write_text(json.dumps(m))
+    return d
+
+
+def _set(path: str, value):
+    def change(m):
+        *parents, last = path.split(".")
+        for key in parents:
+            m = m[int(key)] if isinstance(m, list) else m[key]
+        if value is _DELETE:
+            del m[last]
+        else:
+            m[last] = value
+    return change
+
+
+_DELETE = object()
+
+
+def _host_unlisted(m):
+    del m["files"]["host.npz"]
+
+
+def _no_bytes(m):
+    del m["files"]["host.npz"]["bytes"]
+
+
+def _outside(m):
+    m["files"]["../../../etc/hostname"] = {"sha256": "0" * 64, "bytes": 1}
+
+
+@pytest.mark.parametrize(("change", "pattern"), [
+    (_set("layers", _DELETE), r"manifest\.json': layers is missing$"),
+    (_set("files", ["host.npz"]), r"manifest\.json': files must be an object, not a list$"),
+    (_no_bytes, r"manifest\.json': files\['host\.npz'\]\.bytes is missing$"),
+    (_set("layers.0.mlp", []), r"manifest\.json': layers\[0\]\.mlp must be an object, "
+                               r"not a list$"),
+    (_set("layers.0.mlp_rom_words.down", "12"), r"layers\[0\]\.mlp_rom_words\.down must be "
+                                                r"an integer, not a string$"),
+    (_set("task", 3), r"task must be a string or null, not an integer$"),
+    (_set("extra", 1), r"manifest\.json': extra is not a known key"),
+    (_set("model", {"seq_len": 4}), r"manifest\.json': model: "),
+    (_outside, r"manifest\.json': file '\.\./\.\./\.\./etc/hostname' is outside the export "
+               r"folder \(refused\)$"),
+    (_host_unlisted, r"file '.*host\.npz' is not listed in the manifest, so its checksum "
+                     r"cannot be checked$"),
+], ids=["no-layers", "files-list", "no-bytes", "mlp-list", "words-str", "task-int", "extra-key",
+        "bad-model", "outside", "host-unlisted"])
+def test_bad_manifests_are_refused(exported, tmp_path, capsys, change, pattern):
+    from hadware.cli import main
+
+    d = _tampered(exported, tmp_path, change)
+    with pytest.raises(ExportError, match=pattern):
+        load_export(d)
+    rc = main(["run", str(d), "--golden", "--samples", "1", "--out", str(tmp_path / "r.json")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(lines) == 1 and lines[0].startswith("hadware: error: ")
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_a_symbolic_link_out_of_the_folder_is_refused(exported, tmp_path):
+    d = tmp_path / "s"
+    shutil.copytree(exported, d)
+    (tmp_path / "elsewhere.npz").write_bytes((d / "host.npz").read_bytes())
+    (d / "host.npz").unlink()
+    (d / "host.npz").symlink_to(tmp_path / "elsewhere.npz")
+    with pytest.raises(ExportError, match=r"file 'host\.npz' is outside the export folder"):
+        load_export(d)
+
+
+def test_a_manifest_copy_that_differs_from_the_config_file(exported, tmp_path):
+    d = _tampered(exported, tmp_path, lambda m: m["layers"][0]["mlp"].update(lanes=1))
+    with pytest.raises(ExportError, match=r"mlp\.json' differs from its copy in the manifest"):
+        load_export(d)
+
+
+def test_export_lanes_out_of_range(trained, tmp_path, capsys):
+    from hadware.cli import main
+
+    for lanes in ("1000", "0"):
+        assert main(["export", str(trained / "student.pt"), "--out", str(tmp_path / "e"),
+                     "--lanes", lanes]) == 1
+        assert capsys.readouterr().err.strip() == (
+            "hadware: error: --lanes must be an integer between 1 and 16 (min(n_max, 64), "
+            f"n_max = 16 keys per attention row), not {lanes}")
+        assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize("samples", ["0", "-350", "100000"])
+def test_run_samples_out_of_range(exported, tmp_path, capsys, samples):
+    from hadware.cli import main
+
+    out = tmp_path / "r.json"
+    assert main(["run", str(exported), "--golden", "--samples", samples, "--out",
+                 str(out)]) == 1
+    assert re.fullmatch(rf"hadware: error: --samples must be an integer between 1 and \d+ "
+                        rf"\(the test samples of task digits\), not {samples}",
+                        capsys.readouterr().err.strip())
+    assert not out.exists()
+
+
+def test_run_out_in_a_missing_folder(exported, tmp_path, capsys):
+    from hadware.cli import main
+
+    assert main(["run", str(exported), "--golden", "--samples", "1", "--out",
+                 str(tmp_path / "no" / "r.json")]) == 1
+    assert re.fullmatch(r"hadware: error: --out '.*no/r\.json': folder '.*no' does not exist",
+                        capsys.readouterr().err.strip())
+    assert not (tmp_path / "no").exists()

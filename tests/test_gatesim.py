@@ -34,12 +34,15 @@ def test_levelized_engine_counts_what_verilator_counts(tmp_path):
     arrays = _inputs(cfg, 5)
     synthesize("attention", cfg, tmp_path / "synth", fpga=False)
     netlist = tmp_path / "synth" / "gates.v"
-    rtl = simulate("attention", cfg, arrays, seed=3, waves=True)
+    # Random idles and stalls on both sides: the replay follows the run's handshakes.
+    stalls = {"idle_prob": 0.3, "stall_prob": 0.3}
+    rtl = simulate("attention", cfg, arrays, seed=3, waves=True, golden=True, **stalls)
     window = ("q_stream", "o_stream")
     fast = estimate_energy("attention", cfg, arrays, tmp_path / "lv", netlist=netlist,
                            rtl_outputs=rtl.outputs, rtl_vcd=rtl.waves, window=window)
     slow = estimate_energy("attention", cfg, arrays, tmp_path / "vl", netlist=netlist,
-                           rtl_outputs=rtl.outputs, window=window, seed=3, engine="verilator")
+                           rtl_outputs=rtl.outputs, window=window, seed=3, engine="verilator",
+                           **stalls)
     assert fast["engine"] == "levelized" and slow["engine"] == "verilator"
     assert fast["cycles"] == slow["cycles"] > 0
     assert fast["energy_total"] == slow["energy_total"] > 0
@@ -60,6 +63,34 @@ def test_levelized_engine_counts_what_verilator_counts(tmp_path):
     with pytest.raises(ToolError, match="does not match the RTL"):
         estimate_energy("attention", cfg, arrays, tmp_path / "bad_out", netlist=bad / "gates.v",
                         rtl_outputs=rtl.outputs, rtl_vcd=rtl.waves, window=window)
+
+    # A stray output beat after the last transfer (valid raised in the drain, ready low, so
+    # no transfer extends the window) is still a mismatch: outputs are compared at every edge.
+    stray = tmp_path / "stray.vcd"
+    stray.write_text(_with_stray_valid(rtl.waves.read_text()))
+    with pytest.raises(ToolError, match=r"gate-level output o_stream__valid = 0x0 differs from "
+                                        r"the RTL's 0x1"):
+        estimate_energy("attention", cfg, arrays, tmp_path / "stray_out", netlist=netlist,
+                        rtl_outputs=rtl.outputs, rtl_vcd=stray, window=window)
+
+
+def _with_stray_valid(vcd: str) -> str:
+    """The trace with one more clock cycle at its end in which o_stream is valid and not
+    ready (every scope's copy of the ports changed)."""
+    ids: dict[str, list[str]] = {}
+    for line in vcd.splitlines():
+        parts = line.split()
+        if parts[:1] == ["$var"] and parts[4] in ("o_stream__valid", "o_stream__ready", "clk"):
+            ids.setdefault(parts[4], []).append(parts[3])
+        if line.startswith("$enddefinitions"):
+            break
+    t = max(int(line[1:]) for line in vcd.splitlines() if line.startswith("#"))
+    step = 5000
+    lines = [f"#{t + step}", *(f"0{i}" for i in ids["clk"]),
+             *(f"1{i}" for i in ids["o_stream__valid"]), *(f"0{i}" for i in ids["o_stream__ready"]),
+             f"#{t + 2 * step}", *(f"1{i}" for i in ids["clk"]),
+             f"#{t + 3 * step}", *(f"0{i}" for i in ids["clk"])]
+    return vcd.rstrip("\n") + "\n" + "\n".join(lines) + "\n"
 
 
 def _netlist_json(cells: dict, ports: dict) -> dict:

@@ -71,3 +71,10 @@ def test_every_block_lints_clean_at_defaults(tmp_path, block):
     assert lint(paths["verilog"], block) == []
     desc = json.loads(paths["description"].read_text())
     assert desc["block"] == block and desc["latency_formula"]
+    # Attention variants state their proven error bound (at the defaults it is below 1 ulp
+    # only for HAD: 2**(F - O) >= 291.43 (top_k - 1) holds there).
+    if hasattr(cfg, "error_bound_ulp"):
+        assert desc["error_bound_ulp"] == pytest.approx(cfg.error_bound_ulp)
+        assert (desc["error_bound_ulp"] <= 1) == (block == "attention")
+    else:
+        assert "error_bound_ulp" not in desc

@@ -120,6 +120,10 @@ def test_sweep_writes_table_json_and_plot(tmp_path: Path):
     assert "| 2 |" in (out / "sweep.md").read_text()
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "k4" / "metrics.json").is_file()
+    # A grid of the exploration engine: a rerun trains nothing and gives the same rows.
+    again = sweep_recall(out, top_ks=(2, 4), epochs=1, progress=False, max_steps=1,
+                         overrides=over)
+    assert again["computed"] == 0 and again["rows"] == result["rows"]
 
 
 # -- errors ----------------------------------------------------------------------------------

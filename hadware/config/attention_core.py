@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import sys
 from typing import ClassVar
 
 from hadware.config.base import BlockConfig, check_float, check_int
@@ -117,7 +118,12 @@ class TableExp:
 
     exp: ClassVar[str] = "table"
     temperature_min: ClassVar[float | None] = None  # greater than 0
-    temperature_max: ClassVar[float | None] = None
+    #: The table evaluates ``exp(-2.0 * temperature * a)``: beyond half the largest float64,
+    #: ``2.0 * temperature`` is infinite and ``inf * 0`` at ``a = 0`` is NaN. (Any temperature
+    #: above about ``(F + 1) ln 2 / 2`` already gives the table ``2**F, 0, 0, ...``.)
+    temperature_max: ClassVar[float | None] = sys.float_info.max / 2.0
+    temperature_why: ClassVar[str | None] = ("the table evaluates exp(-2.0 * temperature * a), and "
+                                      "2.0 * temperature must be a finite float64")
     d: int
     temperature: float
     exp_frac_bits: int
@@ -179,6 +185,7 @@ class FixedExp:
     #: ``temperature * s`` vanish for int8 scores anyway.
     temperature_min: ClassVar[float | None] = 1e-9
     temperature_max: ClassVar[float | None] = 1.0
+    temperature_why: ClassVar[str | None] = None
 
     exp_table_bits: int = 6
     exp_interp_bits: int = 10
@@ -345,8 +352,9 @@ class AttentionCoreConfig(BlockConfig):
         only, never a result.
     temperature : float
         Logit scale tau: the softmax runs over ``tau * s`` for the integer score ``s``. Finite
-        and greater than 0 (the fixed exponential: between 1e-9 and 1). Stored as a float
-        (``1`` becomes ``1.0``, so the hash is the same).
+        and greater than 0; the table exponential: at most half the largest float64
+        (``2.0 * tau`` must be finite), the fixed exponential: between 1e-9 and 1. Stored as
+        a float (``1`` becomes ``1.0``, so the hash is the same).
     exp_frac_bits : int
         F, fractional bits of a softmax weight (``2**F`` stands for 1.0); 1 to 24.
     out_frac_bits : int
@@ -370,6 +378,7 @@ class AttentionCoreConfig(BlockConfig):
     d_what: ClassVar[str]
     temperature_min: ClassVar[float | None]
     temperature_max: ClassVar[float | None]
+    temperature_why: ClassVar[str | None]
 
     d: int = 64
     n_max: int = 64
@@ -390,10 +399,10 @@ class AttentionCoreConfig(BlockConfig):
                   what=f"an integer between 1 and min(n_max, 64) ({lanes_max})")
         if self.temperature_min is None:
             tau = check_float("temperature", self.temperature, lo=0.0, lo_open=True,
-                              hi=self.temperature_max)
+                              hi=self.temperature_max, why=self.temperature_why)
         else:
             tau = check_float("temperature", self.temperature, lo=self.temperature_min,
-                              hi=self.temperature_max)
+                              hi=self.temperature_max, why=self.temperature_why)
         # Normalise 1 to 1.0 so that equal configurations have equal JSON and hash.
         object.__setattr__(self, "temperature", tau)
         check_int("exp_frac_bits", self.exp_frac_bits, lo=1, hi=24)

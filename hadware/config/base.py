@@ -28,6 +28,7 @@ __all__ = [
     "atomic_write_text",
     "check_float",
     "check_int",
+    "check_output_file",
 ]
 
 
@@ -75,8 +76,10 @@ def check_float(
     lo: float | None = None,
     hi: float | None = None,
     lo_open: bool = False,
+    why: str | None = None,
 ) -> float:
-    """Check that ``value`` is a finite real number in the given range; return it as float."""
+    """Check that ``value`` is a finite real number in the given range; return it as float.
+    ``why``, the reason for the upper bound ``hi``, is added to its message."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{name} must be a number, not {value!r} ({type(value).__name__})")
     v = float(value)
@@ -86,7 +89,8 @@ def check_float(
         raise ValueError(f"{name} must be {'greater than' if lo_open else 'at least'} {lo}, "
                          f"not {value!r}")
     if hi is not None and v > hi:
-        raise ValueError(f"{name} must be at most {hi}, not {value!r}")
+        raise ValueError(f"{name} must be at most {hi}, not {value!r}"
+                         + (f" ({why})" if why else ""))
     return v
 
 
@@ -103,6 +107,26 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_output_file(option: str, path: str | os.PathLike) -> Path:
+    """Check, before any work is done, that a file can be written at ``path``: it is not a
+    folder, and its folder exists and takes a new file. Raises :class:`HadwareError` naming
+    ``option`` (``"--outputs"``); returns ``path`` as a :class:`~pathlib.Path`."""
+    path = Path(path)
+    folder = path.parent
+    if path.is_dir():
+        raise HadwareError(f"{option} {str(path)!r} is a folder, not a file")
+    if not folder.is_dir():
+        state = "is not a folder" if folder.exists() else "does not exist"
+        raise HadwareError(f"{option} {str(path)!r}: folder {str(folder)!r} {state}")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", suffix=".probe"):
+            pass
+    except OSError as e:
+        raise HadwareError(f"{option} {str(path)!r}: folder {str(folder)!r} is not writable "
+                           f"({e.strerror})") from None
+    return path
 
 
 @dataclasses.dataclass(frozen=True)
