@@ -250,7 +250,8 @@ def cmd_explore(args) -> int:
         raise HadwareError(f"--jobs must be an integer of at least 1, not {args.jobs}")
     s = explore(args.grid, args.output, jobs=args.jobs, scheduler=args.scheduler,
                 retries=args.retries, queries=args.queries, seed=args.seed,
-                timeout=args.timeout, clock_mhz=args.clock_mhz, progress=not args.no_progress)
+                timeout=args.timeout, clock_mhz=args.clock_mhz, progress=not args.no_progress,
+                front_by=args.front_by or ())
     print(f"explore: {len(s['rows'])} points, {s['computed']} computed, {s['cached']} from "
           f"the cache, {s['failed']} failed, {s['invalid']} invalid -> "
           f"{Path(args.output) / 'report.md'}")
@@ -427,6 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="timeout of each tool run")
     s.add_argument("--clock-mhz", type=float, default=100.0, metavar="F",
                    help="clock for queries per second where no fmax was measured")
+    s.add_argument("--front-by", nargs="+", metavar="FIELD",
+                   help="one Pareto front per combination of these config fields' values "
+                        "(e.g. n_max: context length as a requirement, not a choice)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_explore)
 

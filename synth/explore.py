@@ -654,23 +654,39 @@ def _derived(row: dict[str, Any], clock_mhz: float) -> dict[str, Any]:
     return v
 
 
-def fronts(rows: list[dict[str, Any]], clock_mhz: float) -> dict[str, list[dict[str, Any]]]:
-    """Per front of :data:`FRONTS`, the rows on it (with their derived values), by area."""
+def group_of(row: dict[str, Any], front_by: Sequence[str]) -> str:
+    """The group a row's front is taken in: ``field=value`` of the ``front_by`` fields of its
+    config (``""`` without grouping)."""
+    cfg = row.get("config") or {}
+    return ", ".join(f"{f}={cfg.get(f)}" for f in front_by)
+
+
+def fronts(rows: list[dict[str, Any]], clock_mhz: float, front_by: Sequence[str] = ()
+           ) -> dict[str, list[dict[str, Any]]]:
+    """Per front of :data:`FRONTS`, the rows on it (with their derived values and ``group``),
+    by group then area. With ``front_by``, one front per combination of those fields' values
+    (context length and top_k are often requirements rather than choices)."""
     out = {}
     for name, xk, yk, maxy in FRONTS:
         cand = [(r, _derived(r, clock_mhz)) for r in rows if r["status"] == "ok"]
         cand = [(r, v) for r, v in cand if v.get(xk) is not None and v.get(yk) is not None]
-        idx = pareto_front([(float(v[xk]), float(v[yk])) for _, v in cand], maxy)
-        out[name] = [{**cand[i][0], "derived": cand[i][1]} for i in idx]
+        out[name] = []
+        for group in dict.fromkeys(group_of(r, front_by) for r, _ in cand):
+            members = [(r, v) for r, v in cand if group_of(r, front_by) == group]
+            idx = pareto_front([(float(v[xk]), float(v[yk])) for _, v in members], maxy)
+            out[name] += [{**members[i][0], "derived": members[i][1], "group": group}
+                          for i in idx]
     return out
 
 
 def write_report(summary: dict[str, Any], out_dir: Path, *, clock_mhz: float = 100.0,
-                 title: str = "Design-space exploration") -> dict[str, Any]:
-    """``report.md`` and ``pareto.png`` of a :func:`run_points` summary; returns the fronts."""
+                 title: str = "Design-space exploration", front_by: Sequence[str] = ()
+                 ) -> dict[str, Any]:
+    """``report.md`` and ``pareto.png`` of a :func:`run_points` summary; returns the fronts
+    (one per group of ``front_by`` values)."""
     rows = summary["rows"]
-    fr = fronts(rows, clock_mhz)
-    plot = _plot(rows, fr, out_dir / "pareto.png", clock_mhz)
+    fr = fronts(rows, clock_mhz, front_by)
+    plot = _plot(rows, fr, out_dir / "pareto.png", clock_mhz, front_by)
     atomic_write_text(out_dir / "report.md", _markdown(summary, fr, plot, clock_mhz, title))
     return fr
 
@@ -709,10 +725,11 @@ def _markdown(summary, fr, plot: str | None, clock_mhz: float, title: str) -> st
             continue
         yk = next(y for n, _, y, _ in FRONTS if n == name)
         lines += ["", f"## Pareto front: {name}", "",
-                  f"| block | point | area (logic + storage) | {yk} |", "|---|---|---:|---:|"]
+                  f"| group | block | point | area (logic + storage) | {yk} |",
+                  "|---|---|---|---:|---:|"]
         for r in front:
             d = r["derived"]
-            lines.append(f"| {r['block']} | {r['label']} | "
+            lines.append(f"| {r['group'] or 'all'} | {r['block']} | {r['label']} | "
                          f"{_fmt(d['area_transistors_with_storage'])} | {_fmt(d[yk])} |")
     if any(fr.values()):
         lines += ["", f"Queries per second: the ECP5 fmax where measured, else a "
@@ -723,7 +740,7 @@ def _markdown(summary, fr, plot: str | None, clock_mhz: float, title: str) -> st
     return "\n".join(lines) + "\n"
 
 
-def _plot(rows, fr, path: Path, clock_mhz: float) -> str | None:
+def _plot(rows, fr, path: Path, clock_mhz: float, front_by: Sequence[str] = ()) -> str | None:
     if not any(fr.values()):
         return None
     import matplotlib
@@ -741,13 +758,20 @@ def _plot(rows, fr, path: Path, clock_mhz: float) -> str | None:
                and v.get(yk) is not None]
         ax.scatter(*zip(*pts, strict=True), s=18, color="tab:gray", alpha=0.6,
                    label="explored points")
-        front = fr[name]
-        fx = [r["derived"][xk] for r in front]
-        fy = [r["derived"][yk] for r in front]
-        ax.plot(fx, fy, "o-", color="tab:red", label="Pareto front")
-        for r, x, y in zip(front, fx, fy, strict=True):
-            ax.annotate(r["label"], (x, y), textcoords="offset points", xytext=(4, 4),
-                        fontsize=7)
+        groups = list(dict.fromkeys(r["group"] for r in fr[name]))
+        for k, group in enumerate(groups):
+            front = [r for r in fr[name] if r["group"] == group]
+            fx = [r["derived"][xk] for r in front]
+            fy = [r["derived"][yk] for r in front]
+            ax.plot(fx, fy, "o-", color=f"C{(k + 3) % 10}",
+                    label=f"Pareto front, {group}" if group else "Pareto front")
+            for j, (r, x, y) in enumerate(zip(front, fx, fy, strict=True)):
+                # The group is in the legend; labels alternate above and below the line so
+                # that neighbours do not overlap.
+                label = ", ".join(f"{k}={v}" for k, v in (r.get("varied") or {}).items()
+                                  if k not in front_by) or r["label"]
+                ax.annotate(label, (x, y), textcoords="offset points",
+                            xytext=(4, 6 if j % 2 == 0 else -11), fontsize=6.5)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("area: transistors (logic + 6T per storage bit)")
@@ -765,8 +789,8 @@ def _plot(rows, fr, path: Path, clock_mhz: float) -> str | None:
 
 def explore(grid: str | Path | list[Point], out_dir: str | Path, *, jobs: int = 2,
             scheduler: str | None = None, retries: int = 2, queries: int = 4, seed: int = 0,
-            timeout: float = 1800.0, clock_mhz: float = 100.0, progress: bool = True
-            ) -> dict[str, Any]:
+            timeout: float = 1800.0, clock_mhz: float = 100.0, progress: bool = True,
+            front_by: Sequence[str] = ()) -> dict[str, Any]:
     """Run a grid file (or points) into ``out_dir``: the cached, resumable computation of
     :func:`run_points`, then ``report.md`` and ``pareto.png``. Returns the summary with
     ``fronts``."""
@@ -775,8 +799,13 @@ def explore(grid: str | Path | list[Point], out_dir: str | Path, *, jobs: int = 
     if timeout != 1800.0:
         points = [Point(p.block, p.config, p.varied, p.figures, p.config_hash, p.error,
                         {**p.options, "timeout": timeout}) for p in points]
+    fields = {f for p in points if p.config for f in p.config}
+    for f in front_by:
+        if f not in fields:
+            raise HadwareError(f"--front-by: {f!r} is not a config field of the grid's points "
+                               f"(fields: {', '.join(sorted(fields))})")
     out_dir = Path(out_dir).resolve()
     summary = run_points(points, out_dir, jobs=jobs, scheduler=scheduler, retries=retries,
                          progress=progress)
-    summary["fronts"] = write_report(summary, out_dir, clock_mhz=clock_mhz)
+    summary["fronts"] = write_report(summary, out_dir, clock_mhz=clock_mhz, front_by=front_by)
     return summary

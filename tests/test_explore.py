@@ -94,6 +94,25 @@ def test_grid_file_errors_and_cli_exit_status(tmp_path, capsys):
         f"hadware: error: grid file '{tmp_path / 'none.json'}' does not exist\n"
 
 
+def test_fronts_per_group():
+    from hadware.synth.explore import fronts
+
+    def row(n, lanes, area, energy):
+        return {"block": "attention", "status": "ok", "label": f"n_max={n}, lanes={lanes}",
+                "config": {"n_max": n, "lanes": lanes},
+                "values": {"area_transistors_with_storage": area, "energy_per_query": energy}}
+
+    # Over all points the small context dominates; per n_max each context has its own front.
+    rows = [row(64, 1, 10, 5), row(64, 2, 12, 4), row(64, 4, 15, 6),
+            row(256, 1, 30, 9), row(256, 2, 33, 8), row(256, 4, 40, 8.5)]
+    plain = fronts(rows, 100.0)["area vs energy per query"]
+    assert [r["label"] for r in plain] == ["n_max=64, lanes=1", "n_max=64, lanes=2"]
+    grouped = fronts(rows, 100.0, ["n_max"])["area vs energy per query"]
+    assert [(r["group"], r["label"]) for r in grouped] == [
+        ("n_max=64", "n_max=64, lanes=1"), ("n_max=64", "n_max=64, lanes=2"),
+        ("n_max=256", "n_max=256, lanes=1"), ("n_max=256", "n_max=256, lanes=2")]
+
+
 def test_pareto_front():
     pts = [(1, 9), (2, 5), (3, 6), (4, 1), (5, 1), (2, 5)]
     # (3, 6) is dominated by (2, 5); (5, 1) by (4, 1); the two (2, 5) do not dominate each
