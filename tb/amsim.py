@@ -88,19 +88,16 @@ def run_streams(dut, inputs: list[tuple[object, list[int]]], output, n_out: int,
         return run
 
     async def consumer(ctx):
+        # Ready is drawn afresh every cycle, so a valid output waits through stalls too.
         while len(got) < n_out:
-            while rng_out.random() < stall:
-                await ctx.tick()
-            ctx.set(output.ready, 1)
-            while True:
-                _, _, valid, p = await ctx.tick().sample(output.valid,
-                                                         Value.cast(output.payload))
-                if valid:
-                    break
+            ctx.set(output.ready, int(rng_out.random() >= stall))
+            _, _, valid, ready, p = await ctx.tick().sample(output.valid, output.ready,
+                                                            Value.cast(output.payload))
+            if valid and ready:
+                got.append(int(p))
+                outs.append(cycle[0] - 1)
+            else:
                 cap("waiting for an output beat")
-            got.append(int(p))
-            outs.append(cycle[0] - 1)
-            ctx.set(output.ready, 0)
         ctx.set(output.ready, 1)
         for _ in range(drain):
             await ctx.tick()
