@@ -295,7 +295,8 @@ def cmd_run(args) -> int:
     for k, v in r.items():
         print(f"  {k:24s} {v}")
     if args.both and not r["hw_matches_golden"]:
-        raise HadwareError("hardware and golden predictions differ")
+        raise HadwareError("the simulated hardware and the golden models differ: "
+                           + (r["first_block_mismatch"] or "in the logits"))
     return 0
 
 

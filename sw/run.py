@@ -33,7 +33,7 @@ from hadware.config.base import atomic_write_text, check_int, check_output_file
 from hadware.errors import HadwareError
 from hadware.sw.export import ExportedModel, load_export
 
-__all__ = ["GoldenBackend", "SimBackend", "run_exported"]
+__all__ = ["BlockTrace", "GoldenBackend", "SimBackend", "run_exported"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,50 @@ class SimBackend:
         r = simulate("mlp", cfg, {"x": x.astype(np.float32)},
                      extras={"weights": weights.export()})
         return r.outputs["y"]
+
+
+class BlockTrace:
+    """Wraps a backend and keeps every block output in call order, labelled ``layer i head j``
+    or ``layer i mlp``. Given the trace of a reference run of the same model and samples (the
+    golden models), it compares each output with the reference's element by element as it goes
+    and keeps the first mismatch (block, sample, element, both values)."""
+
+    def __init__(self, inner: Any, reference: BlockTrace | None = None):
+        self.inner = inner
+        self.name = inner.name
+        self.reference = reference
+        self.outputs: list[tuple[str, np.ndarray]] = []
+        self.first_mismatch: str | None = None
+        self._layer, self._head = 0, 0
+
+    def _keep(self, label: str, out: np.ndarray) -> np.ndarray:
+        out = np.asarray(out)
+        i = len(self.outputs)
+        self.outputs.append((label, out))
+        if self.reference is not None and self.first_mismatch is None:
+            ref_label, ref = self.reference.outputs[i]
+            if ref_label != label or ref.shape != out.shape:
+                self.first_mismatch = (f"{label}: the reference run has {ref_label} of shape "
+                                       f"{ref.shape} here, not {out.shape}")
+            else:
+                bad = np.argwhere(out != ref)
+                if bad.size:
+                    at = tuple(int(v) for v in bad[0])
+                    got, want = out[at].item(), ref[at].item()
+                    self.first_mismatch = (f"{label}: sample {at[0]}, element {list(at[1:])}: "
+                                           f"{self.name} {got!r}, {self.reference.name} "
+                                           f"{want!r} ({len(bad)} elements differ)")
+        return out
+
+    def attention(self, cfg, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+        label = f"layer {self._layer} head {self._head}"
+        self._head += 1
+        return self._keep(label, self.inner.attention(cfg, q, k, v))
+
+    def mlp(self, cfg, weights, x: np.ndarray) -> np.ndarray:
+        label = f"layer {self._layer} mlp"
+        self._layer, self._head = self._layer + 1, 0
+        return self._keep(label, self.inner.mlp(cfg, weights, x))
 
 
 def _test_set(task: str, samples: int | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,9 +178,11 @@ def forward(model: ExportedModel, x: torch.Tensor, backend: Any, progress: bool 
 def run_exported(folder: str | Path, *, golden: bool = False, both: bool = False,
                  samples: int | None = None, out: str | Path | None = None,
                  progress: bool = True) -> dict[str, Any]:
-    """Classify the task's test samples with the exported model; with ``both``, on the
-    simulated hardware and on the golden models, and compare their predictions. ``out``
-    (``--out``) must be writable before any work is done."""
+    """Classify the task's test samples with the exported model; with ``both``, on the golden
+    models and then on the simulated hardware, and compare the two bit for bit: every block's
+    outputs element by element as the hardware run produces them (the first mismatching block,
+    sample and element is reported) and the logits. ``out`` (``--out``) must be writable before
+    any work is done."""
     if out is not None:
         check_output_file("--out", out)
     model = load_export(folder)
@@ -147,16 +193,22 @@ def run_exported(folder: str | Path, *, golden: bool = False, both: bool = False
     t0 = time.time()
     result: dict[str, Any] = {"task": task, "samples": len(y),
                               "float_metrics": model.manifest.get("float_metrics", {})}
-    backends = [GoldenBackend()] if golden and not both else \
-        ([SimBackend(), GoldenBackend()] if both else [SimBackend()])
-    preds = {}
+    backends: list[Any] = [GoldenBackend()] if golden and not both else \
+        ([BlockTrace(GoldenBackend()), SimBackend()] if both else [SimBackend()])
+    if both:  # the hardware run is checked against the golden run, block by block
+        backends[1] = BlockTrace(backends[1], reference=backends[0])
+    preds, logits = {}, {}
     for be in backends:
-        logits = forward(model, x, be, progress)
-        preds[be.name] = logits.argmax(axis=1)
+        logits[be.name] = forward(model, x, be, progress)
+        preds[be.name] = logits[be.name].argmax(axis=1)
         result[f"{be.name}_accuracy"] = float((preds[be.name] == y.numpy()).mean())
     if both:
-        result["hw_matches_golden"] = bool(np.array_equal(preds["verilator"], preds["golden"]))
+        hw = backends[1]
+        result["blocks_compared"] = len(hw.outputs)
+        result["first_block_mismatch"] = hw.first_mismatch
+        result["logits_equal"] = bool(np.array_equal(logits["verilator"], logits["golden"]))
         result["prediction_mismatches"] = int((preds["verilator"] != preds["golden"]).sum())
+        result["hw_matches_golden"] = hw.first_mismatch is None and result["logits_equal"]
     result["wall_time_s"] = round(time.time() - t0, 1)
     if out is not None:
         atomic_write_text(Path(out), json.dumps(result, indent=2) + "\n")

@@ -495,20 +495,35 @@ def _run_dask(tasks: list[tuple[str, tuple]], scheduler: str, retries: int, on_d
                 raise HadwareError(f"--scheduler {scheduler!r}: worker {worker} runs another "
                                    f"install: {', '.join(diff)}")
         slots = max(1, sum(client.nthreads().values()))
-        futs = {}
-        for key, args in tasks:
-            f = client.submit(compute_point, *args, key=f"hadware-explore-{key}", pure=False,
+        futs, args_of, attempts = {}, dict(tasks), {}
+
+        def submit(key: str):
+            attempts[key] = attempts.get(key, 0) + 1
+            f = client.submit(compute_point, *args_of[key],
+                              key=f"hadware-explore-{key}-{attempts[key]}", pure=False,
                               retries=retries)
             futs[f] = key
-        left = len(futs)
+            return f
+
+        pending = [submit(key) for key, _ in tasks]
+        left = len(pending)
         progress.update(running=min(slots, left))
-        for f in as_completed(list(futs)):
+        ac = as_completed(pending)
+        for f in ac:
+            key = futs.pop(f)
             try:
                 res = f.result()
-            except Exception as e:  # (KilledWorker after the allowed failures and retries)
+            except Exception as e:
+                # A result lost with its worker while being gathered (or KilledWorker after
+                # Dask's own retries): submitted again while attempts remain, then an error.
+                if attempts[key] <= retries:
+                    log.warning("%s: %s; submitted again", key, f"{type(e).__name__}: {e}"
+                                .splitlines()[0])
+                    ac.add(submit(key))
+                    continue
                 res = {"status": "error", "error": f"{type(e).__name__}: {e}".splitlines()[0]}
             left -= 1
-            on_done(futs[f], res)
+            on_done(key, res)
             progress.update(running=min(max(1, sum(client.nthreads().values())), left))
     finally:
         client.close()

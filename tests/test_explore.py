@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import time
 
 import pytest
 
@@ -236,6 +237,7 @@ def test_dask_cluster_gives_the_local_pool_results(local_run, cluster, tmp_path,
 
 
 @pytest.mark.synth
+@pytest.mark.full  # (once in about a dozen runs it took 2 minutes instead of 6 s: see the note)
 def test_a_worker_killed_during_the_run(cluster, tmp_path):
     from distributed import Client
 
@@ -244,13 +246,17 @@ def test_a_worker_killed_during_the_run(cluster, tmp_path):
     killed = []
     with Client(cluster.scheduler_address) as spy:
         def kill_a_busy_worker(entry):
-            if killed:
-                return
-            busy = [(w, tasks) for w, tasks in spy.processing().items() if tasks]
-            if busy:
-                worker, tasks = busy[0]
-                os.kill(spy.run(os.getpid, workers=[worker])[worker], signal.SIGKILL)
-                killed.append((worker, tasks))
+            # At the first result five points remain for two workers; wait until the
+            # scheduler shows one of them processing, then kill that worker.
+            deadline = time.monotonic() + 20
+            while not killed and time.monotonic() < deadline:
+                busy = [(w, tasks) for w, tasks in spy.processing().items() if tasks]
+                if busy:
+                    worker, tasks = busy[0]
+                    os.kill(spy.run(os.getpid, workers=[worker])[worker], signal.SIGKILL)
+                    killed.append((worker, tasks))
+                else:
+                    time.sleep(0.02)
 
         s = run_points(pts, tmp_path / "o", scheduler=cluster.scheduler_address,
                        progress=False, callback=kill_a_busy_worker)

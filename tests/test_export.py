@@ -169,13 +169,57 @@ def test_run_on_golden_models(exported):
 
 
 @pytest.mark.sim
-@pytest.mark.full
-def test_run_on_simulated_hardware_matches_golden(exported):
+def test_run_on_simulated_hardware_is_logit_exact(exported):
     from hadware.sw.run import run_exported
 
     r = run_exported(exported, both=True, samples=3, progress=False)
+    layers = len(load_export(exported).attention)
+    heads = len(load_export(exported).attention[0])
+    assert r["blocks_compared"] == layers * (heads + 1)
+    assert r["first_block_mismatch"] is None and r["logits_equal"] is True
     assert r["hw_matches_golden"] is True and r["prediction_mismatches"] == 0
     assert r["verilator_accuracy"] == r["golden_accuracy"]
+
+
+class _OneLsbOff:
+    """The golden models with one element of one block's output changed by one unit."""
+
+    name = "perturbed"
+
+    def __init__(self, calls_before: int, at: tuple[int, ...]):
+        from hadware.sw.run import GoldenBackend
+
+        self.inner, self.calls_before, self.at, self.calls = GoldenBackend(), calls_before, at, 0
+
+    def _maybe(self, out):
+        self.calls += 1
+        if self.calls == self.calls_before + 1:
+            out = out.copy()
+            out[self.at] += 1
+        return out
+
+    def attention(self, cfg, q, k, v):
+        return self._maybe(self.inner.attention(cfg, q, k, v))
+
+    def mlp(self, cfg, weights, x):
+        return self._maybe(self.inner.mlp(cfg, weights, x))
+
+
+def test_the_first_mismatching_block_sample_and_element_are_named(exported):
+    from hadware.sw.run import BlockTrace, GoldenBackend, _test_set, forward
+
+    model = load_export(exported)
+    x, _ = _test_set(model.manifest["task"], 3)
+    ref = BlockTrace(GoldenBackend())
+    forward(model, x, ref, progress=False)
+    # One unit of the last place in layer 0, head 1, sample 2, query 1, column 0.
+    bad = BlockTrace(_OneLsbOff(1, (2, 1, 0)), reference=ref)
+    forward(model, x, bad, progress=False)
+    assert re.fullmatch(r"layer 0 head 1: sample 2, element \[1, 0\]: perturbed -?\d+, golden "
+                        r"-?\d+ \(1 elements differ\)", bad.first_mismatch)
+    same = BlockTrace(GoldenBackend(), reference=ref)
+    forward(model, x, same, progress=False)
+    assert same.first_mismatch is None and len(same.outputs) == len(ref.outputs)
 
 
 # -- the export folder is untrusted input --------------------------------------------------
