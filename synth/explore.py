@@ -58,7 +58,7 @@ from typing import Any
 import numpy as np
 
 from hadware.blocks import BLOCKS, get_block, resolve
-from hadware.config.base import ConfigFileError, atomic_write_text
+from hadware.config.base import ConfigFileError, atomic_write_text, read_json
 from hadware.errors import HadwareError
 
 __all__ = ["FIGURES", "TASKS", "Point", "explore", "load_grid", "pareto_front", "parse_grid",
@@ -414,18 +414,7 @@ def _variants(spec: dict[str, Any], where: str) -> Iterable[dict[str, Any]]:
 
 def load_grid(path: str | Path, *, options: dict[str, Any] | None = None) -> list[Point]:
     """The points of the grid file ``path``."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigFileError(f"grid file {str(path)!r} does not exist") from None
-    except OSError as e:
-        raise ConfigFileError(f"grid file {str(path)!r} cannot be read: {e.strerror}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ConfigFileError(f"grid file {str(path)!r} is not valid JSON: {e.msg} "
-                              f"(line {e.lineno})") from None
+    data = read_json(path, "grid file")
     return parse_grid(data, str(path), options=options)
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "check_float",
     "check_int",
     "check_output_file",
+    "read_json",
 ]
 
 
@@ -129,6 +130,23 @@ def check_output_file(option: str, path: str | os.PathLike) -> Path:
     return path
 
 
+def read_json(path: str | os.PathLike, what: str) -> Any:
+    """The JSON value in ``path``; a :class:`ConfigFileError` naming ``what`` (``"config
+    file"``, ``"grid file"``) and the path when it is missing, unreadable or not JSON."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigFileError(f"{what} {str(path)!r} does not exist") from None
+    except OSError as e:
+        raise ConfigFileError(f"{what} {str(path)!r} cannot be read: {e.strerror}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigFileError(f"{what} {str(path)!r} is not valid JSON: {e.msg} "
+                              f"(line {e.lineno}, column {e.colno})") from None
+
+
 @dataclasses.dataclass(frozen=True)
 class BlockConfig:
     """Base class of block configurations.
@@ -189,19 +207,7 @@ class BlockConfig:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Self:
         """Load a configuration from a JSON file."""
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            raise ConfigFileError(f"config file {str(path)!r} does not exist") from None
-        except OSError as e:
-            raise ConfigFileError(f"config file {str(path)!r} cannot be read: "
-                                  f"{e.strerror}") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ConfigFileError(f"config file {str(path)!r} is not valid JSON: {e.msg} "
-                                  f"(line {e.lineno}, column {e.colno})") from None
+        data = read_json(path, "config file")
         return cls.from_dict(data, source=f"config file {str(path)!r}")
 
     def save(self, path: str | os.PathLike) -> None:
