@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import math
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import stream, wiring
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -37,7 +37,17 @@ from hadware.spec import ternary
 from hadware.spec.mlp import BitLinearParams
 from hadware.spec.ternary import CODE_BITS, CODES_PER_WORD, LAYOUT_V1, WORD_BITS
 
-__all__ = ["BitLinear", "NormStats", "Normalizer", "OutputScale", "ProjectionFeed", "Quantizer"]
+__all__ = ["BitLinear", "NormStats", "Normalizer", "OutputScale", "ProjectionFeed", "Quantizer",
+           "element_shape"]
+
+
+def element_shape(geom: BitLinearGeometry):
+    """The payload of a layer's input element stream: ``signed(in_bits)``, or, for a layer
+    whose input has a per-token exponent (``exp_bits > 0``), ``{x: signed(in_bits), exp:
+    signed(exp_bits)}`` (``exp`` is read with the token's first element)."""
+    if not geom.exp_bits:
+        return signed(geom.in_bits)
+    return data.StructLayout({"x": signed(geom.in_bits), "exp": signed(geom.exp_bits)})
 
 
 def _log2_exact(n: int, what: str) -> int:
@@ -63,12 +73,14 @@ def _write(depth: int, shape, granularity: int | None = None) -> In:
 
 class NormStats(wiring.Component):
     """Steps L1-L3, one input element per cycle: ``P_i = X_i * G_i`` (written as ``|P_i|`` and
-    its sign into the product buffer), ``M = max |P_i|`` and ``S = sum X_i**2 + E``.
+    its sign into the product buffer), ``M = max |P_i|`` and ``S = sum X_i**2 + E(xe)``.
 
     Members
     -------
-    i_stream : In(stream.Signature(signed(in_bits)))
-        ``fan_in`` elements per token; ready while loading (state LOAD).
+    i_stream : In(stream.Signature(element_shape(geom)))
+        ``fan_in`` elements per token; ready while loading (state LOAD). With an input
+        exponent, the first element's ``exp`` selects ``E(xe)`` from the epsilon table
+        (:attr:`~hadware.config.mlp.BitLinearGeometry.eps_table`, a constant multiplexer).
     gain_rd : gain ROM read port; p_wr : product buffer write port.
     big_m, big_s : Out
         ``M`` and ``S`` of the loaded token, held until ``release``.
@@ -89,7 +101,7 @@ class NormStats(wiring.Component):
         self.geom = geom
         n = geom.fan_in
         super().__init__({
-            "i_stream": In(stream.Signature(signed(geom.in_bits))),
+            "i_stream": In(stream.Signature(element_shape(geom))),
             "gain_rd": _read(n, signed(geom.gain_bits)),
             "p_wr": _write(n, geom.absmax_bits + 1),
             "big_m": Out(geom.absmax_bits),
@@ -114,10 +126,22 @@ class NormStats(wiring.Component):
         v1, first1, last1 = Signal(), Signal(), Signal()
         idx1 = Signal(upto(n), reset_less=True)
         x1 = Signal(signed(bi), reset_less=True)
+        payload = self.i_stream.payload
         m.d.sync += v1.eq(take)
         with m.If(take):
-            m.d.sync += [x1.eq(self.i_stream.payload), idx1.eq(cnt), first1.eq(cnt == 0),
-                         last1.eq(cnt == n - 1)]
+            m.d.sync += [x1.eq(payload.x if g.exp_bits else payload), idx1.eq(cnt),
+                         first1.eq(cnt == 0), last1.eq(cnt == n - 1)]
+        # E(xe), taken with the token's first element and held until S starts (first2): the
+        # next token's first element comes only after this token is released.
+        table = g.eps_table
+        eps = Signal(max(1, max(table).bit_length()), reset_less=True)
+        if len(table) == 1:
+            m.d.comb += eps.eq(table[0])
+        else:
+            rom = Array(Const(v, eps.shape()) for v in table)
+            msb = g.exp_bits - 1  # xe - exp_min is xe with its sign bit inverted
+            with m.If(take & (cnt == 0)):
+                m.d.sync += eps.eq(rom[Cat(payload.exp[:msb], ~payload.exp[msb])])
         # x and its gain registered (the gain comes from a ROM read), then the multipliers
         # register their partial products, then p2 and sq2.
         vg, firstg, lastg = Signal(), Signal(), Signal()
@@ -146,7 +170,7 @@ class NormStats(wiring.Component):
         with m.If(v2):
             m.d.sync += [
                 self.big_m.eq(Mux(abs2 > m_prev, abs2, m_prev)),
-                self.big_s.eq(Mux(first2, g.eps_fx, self.big_s) + sq2),
+                self.big_s.eq(Mux(first2, eps, self.big_s) + sq2),
             ]
 
         # LOAD (taking elements) -> DRAIN (pipeline) -> FULL (token ready for the back)
@@ -554,7 +578,7 @@ class BitLinear(wiring.Component):
 
     Members
     -------
-    i_stream : In(stream.Signature(signed(in_bits)))
+    i_stream : In(stream.Signature(element_shape(geom)))
         One input element per beat, ``fan_in`` beats per token; ready while the front loads.
     o_stream : Out(stream.Signature(signed(out_bits)))
         One output element per beat, ``fan_out`` beats per token, in projection row order.
@@ -585,7 +609,7 @@ class BitLinear(wiring.Component):
         g = math.gcd(lanes, CODES_PER_WORD)
         self.rom_ports = -(-(CODES_PER_WORD - g + lanes) // CODES_PER_WORD)
         super().__init__({
-            "i_stream": In(stream.Signature(signed(geom.in_bits))),
+            "i_stream": In(stream.Signature(element_shape(geom))),
             "o_stream": Out(stream.Signature(signed(geom.out_bits))),
             "go": In(1),
             "idle": Out(1),

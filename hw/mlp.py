@@ -12,9 +12,12 @@ gains, ``Kc``, ``SH0``, the SiLU table) are ROM and parameter contents, taken fr
 
 Streams
 -------
-* ``i_stream`` (in): ``{x: ArrayLayout(signed(x_bits), lanes)}``; a token is ``d_model / lanes``
-  beats, element ``b*lanes + l`` in beat ``b``, lane ``l``, in the input format
-  (:func:`hadware.spec.quant.fixed_point`). Token boundaries are implicit (beat count).
+* ``i_stream`` (in): ``{x: ArrayLayout(signed(x_bits), lanes), x_exp: signed(x_exp_bits)}``
+  (no ``x_exp`` when ``x_exp_bits = 0``); a token is ``d_model / lanes`` beats, element
+  ``b*lanes + l`` in beat ``b``, lane ``l``: the mantissas ``X`` and the token's exponent
+  ``xe`` of step 0 (:func:`hadware.spec.quant.block_fixed_point`). The exponent is read from
+  the token's first beat (the testbench repeats it on every beat). Token boundaries are
+  implicit (beat count).
 * ``o_stream`` (out): ``{y: ArrayLayout(signed(y_bits), lanes), last}``; ``d_model / lanes``
   beats per token in the same order, ``last`` set on the final beat of each token;
   ``y = Y / 2**y_frac_bits``.
@@ -101,7 +104,7 @@ from amaranth.utils import ceil_log2
 
 from hadware.config.mlp import MlpConfig
 from hadware.hw.arith import upto
-from hadware.hw.bitlinear import BitLinear
+from hadware.hw.bitlinear import BitLinear, element_shape
 from hadware.hw.glu import Glu
 from hadware.spec import ternary
 from hadware.spec.mlp import MlpWeights, as_weights
@@ -173,7 +176,8 @@ def rom_images(cfg: MlpConfig, weights: Mapping[str, Any] | MlpWeights) -> dict[
 
 class Deserializer(wiring.Component):
     """Beats of ``lanes`` elements (field ``x``) in, one element per beat out, lane 0 first.
-    A new input beat is accepted while the last element of the previous one leaves."""
+    A new input beat is accepted while the last element of the previous one leaves. With an
+    ``elem_shape`` of fields ``{x, exp}``, every element carries its beat's ``x_exp``."""
 
     def __init__(self, in_layout: data.StructLayout, elem_shape, lanes: int):
         self.lanes = lanes
@@ -193,9 +197,13 @@ class Deserializer(wiring.Component):
             self.o_stream.valid.eq(full),
             self.i_stream.ready.eq(~full | (self.o_stream.ready & at_last)),
         ]
+        with_exp = isinstance(self.o_stream.payload.shape(), data.StructLayout)
+        out = self.o_stream.payload.x if with_exp else self.o_stream.payload
+        if with_exp:
+            m.d.comb += self.o_stream.payload.exp.eq(buf.x_exp)
         for i in range(self.lanes):
             with m.If(idx == i):
-                m.d.comb += self.o_stream.payload.eq(buf.x[i])
+                m.d.comb += out.eq(buf.x[i])
         with m.If(self.o_stream.valid & self.o_stream.ready):
             with m.If(at_last):
                 m.d.sync += [full.eq(0), idx.eq(0)]
@@ -309,8 +317,11 @@ class Mlp(wiring.Component):
     @staticmethod
     def layouts(cfg: MlpConfig) -> tuple[data.StructLayout, data.StructLayout]:
         """Input and output payload layouts (for testbenches, without building the block)."""
+        fields = {"x": data.ArrayLayout(signed(cfg.x_bits), cfg.lanes)}
+        if cfg.x_exp_bits:
+            fields["x_exp"] = signed(cfg.x_exp_bits)
         return (
-            data.StructLayout({"x": data.ArrayLayout(signed(cfg.x_bits), cfg.lanes)}),
+            data.StructLayout(fields),
             data.StructLayout({"y": data.ArrayLayout(signed(cfg.y_bits), cfg.lanes),
                                "last": 1}),
         )
@@ -323,7 +334,8 @@ class Mlp(wiring.Component):
         m = Module()
         cfg, w = self.config, self.weights
         lanes = cfg.lanes
-        m.submodules.deser = deser = Deserializer(self.in_layout, signed(cfg.x_bits), lanes)
+        m.submodules.deser = deser = Deserializer(self.in_layout, element_shape(cfg.gate_up),
+                                                  lanes)
         m.submodules.gate_up = gate_up = BitLinear(cfg.gate_up, w.gate_up, lanes,
                                                    interleave=True)
         m.submodules.glu = glu = Glu(cfg)

@@ -2,8 +2,9 @@
 
 Encoding: each token ``x`` (float, ``(t, d_model)``) is first quantized to the hardware's input
 format with :func:`hadware.golden.mlp.quantize_input` (the host-side step 0 of the
-specification), then sent on ``i_stream`` as ``d_model / lanes`` beats of ``lanes`` elements,
-element ``b*lanes + l`` in lane ``l`` of beat ``b``, tokens back to back. ``o_stream`` returns
+specification: mantissas and one exponent per token), then sent on ``i_stream`` as
+``d_model / lanes`` beats of ``lanes`` mantissas, element ``b*lanes + l`` in lane ``l`` of beat
+``b``, the token's exponent on every beat, tokens back to back. ``o_stream`` returns
 the same number of beats; :func:`decode` checks the ``last`` flags (set on the final beat of each
 token and nowhere else) and returns ``y = Y / 2**y_frac_bits`` as float32 (exact: ``Y`` has at
 most 24 bits).
@@ -63,35 +64,51 @@ def latent_weights(cfg: MlpConfig, seed: int, *, gate_up: str = "random",
 
 
 def edge_tokens(cfg: MlpConfig, seed: int) -> np.ndarray:
-    """Float tokens ``(11, d_model)`` at the corners of the datapath: all zero, all equal
-    (positive and negative), one huge outlier among small values, one saturating value, the
-    smallest non-zero input alone, the input range's limits (all at the negative limit,
-    alternating limits), a single non-zero element, and two ordinary N(0, 1) tokens."""
+    """Float tokens ``(13, d_model)`` at the corners of the datapath: all zero, all equal
+    (positive and negative), one huge outlier among small values, one value far beyond the
+    others (the largest exponents), the smallest non-zero input alone (mantissa 1 at the
+    smallest exponent), the mantissas' limits at exponent 0 (all at the negative limit,
+    alternating limits), the largest input, a single non-zero element, and two ordinary
+    N(0, 1) tokens."""
     rng = np.random.default_rng(seed)
     d = cfg.d_model
-    step = 2.0 ** -cfg.x_frac_bits
-    top = 2.0 ** (cfg.x_bits - 1 - cfg.x_frac_bits)  # the input range is [-top, top - step]
+    g = cfg.gate_up
+    step = 2.0 ** (g.exp_min - cfg.x_frac_bits)  # the smallest non-zero input
+    top = 2.0 ** (cfg.x_bits - 1 - cfg.x_frac_bits)  # exponent 0: [-top, top - 2**-x_frac_bits]
+    largest = (2.0 ** (cfg.x_bits - 1) - 1) * 2.0 ** (g.exp_max - cfg.x_frac_bits)
     pos = int(rng.integers(0, d))
     outlier = rng.normal(0, 0.01, d)
     outlier[pos] = 0.8 * top
-    saturating = rng.normal(0, 1, d)
-    saturating[pos] = 1e6
+    far = rng.normal(0, 1, d)
+    far[pos] = min(1e6, largest)
+    biggest = np.zeros(d)
+    biggest[pos] = largest
     tiny = np.zeros(d)
     tiny[pos] = step
     single = np.zeros(d)
     single[-1] = -1.5
-    rows = [np.zeros(d), np.full(d, 0.5), np.full(d, -1.25), outlier, saturating,
-            tiny, np.full(d, -top), np.where(np.arange(d) % 2 == 0, -top, top - step), single,
-            rng.normal(0, 1, d), rng.normal(0, 1, d)]
+    rows = [np.zeros(d), np.full(d, 0.5), np.full(d, -1.25), outlier, far, tiny,
+            np.full(d, -top), np.where(np.arange(d) % 2 == 0, -top, top - 2.0 ** -cfg.x_frac_bits),
+            biggest, -biggest, single, rng.normal(0, 1, d), rng.normal(0, 1, d)]
     return np.vstack(rows)
 
 
-def encode_int(cfg: MlpConfig, x_int: np.ndarray) -> list[int]:
-    """The ``i_stream`` beats of integer tokens ``x_int`` ``(t, d_model)`` (input format)."""
+def encode_int(cfg: MlpConfig, x_int: np.ndarray, x_exp: Sequence[int] | None = None
+               ) -> list[int]:
+    """The ``i_stream`` beats of token mantissas ``x_int`` ``(t, d_model)`` and exponents
+    ``x_exp`` ``(t,)`` (default 0; omitted from the beats when ``x_exp_bits = 0``)."""
     layout = Mlp.layouts(cfg)[0]
     lanes = cfg.lanes
-    return [pack(layout, {"x": [int(v) for v in row[b * lanes:(b + 1) * lanes]]})
-            for row in np.asarray(x_int) for b in range(cfg.d_model // lanes)]
+    x_int = np.asarray(x_int)
+    exps = np.zeros(len(x_int), dtype=np.int64) if x_exp is None else np.asarray(x_exp)
+    beats = []
+    for row, e in zip(x_int, exps, strict=True):
+        for b in range(cfg.d_model // lanes):
+            fields = {"x": [int(v) for v in row[b * lanes:(b + 1) * lanes]]}
+            if cfg.x_exp_bits:
+                fields["x_exp"] = int(e)
+            beats.append(pack(layout, fields))
+    return beats
 
 
 def decode_int(cfg: MlpConfig, beats: Sequence[int]) -> np.ndarray:
@@ -115,7 +132,8 @@ def decode_int(cfg: MlpConfig, beats: Sequence[int]) -> np.ndarray:
 def encode(cfg: MlpConfig, arrays: Mapping[str, np.ndarray],
            weights: Mapping[str, Any] | None = None) -> dict:
     """Input beats of ``arrays["x"]`` (float, quantized here) and the output beat count."""
-    beats = encode_int(cfg, quantize_input(cfg, arrays["x"]).numpy())
+    x, x_exp = quantize_input(cfg, arrays["x"])
+    beats = encode_int(cfg, x.numpy(), x_exp.numpy())
     return {"streams": {"i_stream": beats}, "expected": {"o_stream": len(beats)}}
 
 

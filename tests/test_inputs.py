@@ -192,3 +192,21 @@ def test_golden_records_the_error_bound(tmp_path, su):
     assert main(["golden", "score_unit", "--inputs", str(su / "in.npz"), "--outputs",
                  str(su / "s.npz")]) == 0
     assert "error_bound_ulp" not in json.loads((su / "s.npz.json").read_text())
+
+
+@pytest.mark.parametrize("command", ["golden", "sim"])
+def test_mlp_token_beyond_the_input_range(tmp_path, capsys, command):
+    from hadware.config.mlp import MlpConfig
+    from hadware.tb.mlp import latent_weights
+
+    cfg = MlpConfig(d_model=4, d_hidden=4, lanes=2)
+    cfg.save(tmp_path / "cfg.json")
+    np.savez(tmp_path / "w.npz", **latent_weights(cfg, seed=1))
+    x = np.ones((3, 4))
+    x[1, 2] = 1e7  # beyond the largest exponent
+    np.savez(tmp_path / "in.npz", x=x)
+    out = tmp_path / "o.npz"
+    refused(capsys, [command, "mlp", "--config", tmp_path / "cfg.json", "--weights",
+                     tmp_path / "w.npz", "--inputs", tmp_path / "in.npz", "--outputs", out],
+            r"IN\.npz: 'x' token 1, element 2 = 10000000\.0 is outside the input range "
+            r"\[-4194308\.0, 4194300\.0\)", out, report_path(out))

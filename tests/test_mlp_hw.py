@@ -54,10 +54,11 @@ def ident(c: MlpConfig) -> str:
     return f"d{c.d_model}h{c.d_hidden}l{c.lanes}w{c.mant_bits}"
 
 
-def run_hw(cfg, weights, x_int, **kw):
-    """Drive integer tokens through the RTL; return (Y, input cycles, output cycles)."""
+def run_hw(cfg, weights, x_int, x_exp, **kw):
+    """Drive integer tokens (mantissas, exponents) through the RTL; return (Y, input cycles,
+    output cycles)."""
     dut = Mlp(cfg, weights)
-    beats = encode_int(cfg, x_int)
+    beats = encode_int(cfg, x_int, x_exp)
     got, ins, outs = run_stream(dut, beats, len(beats), **kw)
     assert len(got) == len(beats), "output beat count"
     return decode_int(cfg, got), ins, outs
@@ -65,7 +66,7 @@ def run_hw(cfg, weights, x_int, **kw):
 
 def check(cfg, weights, x, **kw):
     want = G.run_vectors_int(cfg, weights, {"x": x})
-    y, _, _ = run_hw(cfg, weights, want["x"], **kw)
+    y, _, _ = run_hw(cfg, weights, want["x"], want["x_exp"], **kw)
     np.testing.assert_array_equal(y, want["y"])
     return want
 
@@ -84,11 +85,26 @@ def test_edge_tokens_with_stalls(cfg):
     assert not want["y"][0].any(), "an all-zero token gives y = 0"
 
 
+@pytest.mark.parametrize("cfg", [STRADDLE, WIDE], ids=ident)
+def test_tokens_at_both_ends_of_the_scale_range(cfg):
+    # RMS 2**-8 and 2**8, plain and with a 100x outlier, and the exponents' limits: the
+    # per-token exponent (and with it the epsilon table) goes through the RTL bit for bit.
+    rng = np.random.default_rng(17)
+    x = rng.normal(0, 1, (6, cfg.d_model))
+    x *= (np.array([2.0 ** -8, 2.0 ** 8] * 3) / np.sqrt((x * x).mean(axis=1)))[:, None]
+    x[2:4, 1] = 100 * np.sqrt((x[2:4] ** 2).mean(axis=1))  # one element 100x the RMS
+    want = check(cfg, latent_weights(cfg, seed=5), x, idle=0.3, stall=0.4, seed=18)
+    g = cfg.gate_up
+    assert want["x_exp"].min() <= -10 and want["x_exp"].max() >= 3
+    edges = G.run_vectors_int(cfg, latent_weights(cfg, seed=5), {"x": edge_tokens(cfg, 2)})
+    assert {g.exp_min, g.exp_max} <= set(edges["x_exp"].tolist())
+
+
 def test_narrow_formats_saturate():
     # The NARROW runs above are only meaningful if they reach the saturation limits.
     cfg = NARROW
     w = S.quantize_weights(cfg, latent_weights(cfg, seed=7, scale=3.0))
-    tr = G.mlp_int(cfg, w, G.quantize_input(cfg, edge_tokens(cfg, seed=8)))
+    tr = G.mlp_int(cfg, w, *G.quantize_input(cfg, edge_tokens(cfg, seed=8)))
     assert (tr["gate_up.out"].abs() >= 2 ** (cfg.act_bits - 1) - 1).any()
     assert (tr["h"].abs() >= 2 ** (cfg.h_bits - 1) - 1).any()
     assert (tr["y"].abs() >= 2 ** (cfg.y_bits - 1) - 1).any()
@@ -137,7 +153,7 @@ def test_cycle_counts_follow_the_formulas(cfg):
     t = 4
     x = np.random.default_rng(4).normal(0, 1, (t, cfg.d_model))
     want = G.run_vectors_int(cfg, w, {"x": x})
-    y, ins, outs = run_hw(cfg, w, want["x"])  # back to back, no stalls
+    y, ins, outs = run_hw(cfg, w, want["x"], want["x_exp"])  # back to back, no stalls
     np.testing.assert_array_equal(y, want["y"])
     bpt = cfg.d_model // cfg.lanes
     last = [outs[(i + 1) * bpt - 1] for i in range(t)]

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from hadware.spec.quant import REFERENCE_ABSMAX_FLOOR, absmax_int8, fixed_point
+from hadware.spec.quant import (
+    REFERENCE_ABSMAX_FLOOR,
+    BlockRangeError,
+    absmax_int8,
+    block_fixed_point,
+    fixed_point,
+)
 from hadware.sw.models import absmax_quantize
 
 
@@ -66,3 +72,25 @@ def test_absmax_is_the_training_models_rule():
 def test_absmax_floor_only_acts_below_it(floor):
     _, s = absmax_int8(np.array([[0.25, -0.125]]), floor)
     assert s[0, 0] == 127.0 / max(0.25, floor)  # exact: a power-of-two absmax
+
+
+def test_block_fixed_point_by_hand():
+    # 4-bit mantissas (-8..7), 1 fraction bit, exponents -2..1: x = X * 2**(xe - 1).
+    x = np.array([[1.0, -0.5], [0.0, 0.0], [3.6, 0.1], [-8.5, 3.0], [7.4, 0.0]])
+    mant, exp = block_fixed_point(x, 4, 1, 2)
+    # 1.0 is 8 at xe = -2 (too large), 4 at xe = -1; zeros take the smallest exponent; 3.6 is
+    # 14.4 at xe = -1, 7.2 -> 7 at xe = 0; -8.5 is -17 at xe = 0, -8 at xe = 1; 7.4 is 14.8 at
+    # xe = 0, 7.4 -> 7 at xe = 1.
+    assert exp.tolist() == [-1, -2, 0, 1, 1]
+    assert mant.tolist() == [[4, -2], [0, 0], [7, 0], [-8, 3], [7, 0]]
+    assert block_fixed_point(x[:2], 4, 1, 0)[1].tolist() == [0, 0]
+
+
+def test_block_fixed_point_refuses_instead_of_saturating():
+    with pytest.raises(BlockRangeError, match=r"^token 1, element 0 = 16\.0 is outside the "
+                                              r"input range \[-8\.5, 7\.5\)$"):
+        block_fixed_point(np.array([[1.0, 2.0], [16.0, 0.0]]), 4, 1, 2)
+    # Without an exponent the range is the fixed format's: [-4.25, 3.75) for (4, 1).
+    with pytest.raises(BlockRangeError, match=r"element 1 = 3\.75 is outside"):
+        block_fixed_point(np.array([[0.0, 3.75]]), 4, 1, 0)
+    assert block_fixed_point(np.array([[-4.25, 3.7]]), 4, 1, 0)[0].tolist() == [[-8, 7]]

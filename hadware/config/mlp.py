@@ -25,6 +25,8 @@ __all__ = ["BitLinearGeometry", "MlpConfig"]
 MAX_DIM = 4096
 #: Largest fixed-point width accepted anywhere; keeps every golden intermediate inside int64.
 MAX_BITS = 24
+#: Largest width of the sum of squares ``S`` (int64 in the golden model, with headroom).
+MAX_SUMSQ_BITS = 62
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +52,29 @@ class BitLinearGeometry:
     kappa_bits: int
     scale_bits: int
     rms_eps: float
+    exp_bits: int = 0
+
+    @property
+    def exp_min(self) -> int:
+        """Smallest per-token input exponent (``-2**(exp_bits-1)``; 0 without an exponent)."""
+        return -(2 ** (self.exp_bits - 1)) if self.exp_bits else 0
+
+    @property
+    def exp_max(self) -> int:
+        """Largest per-token input exponent (``2**(exp_bits-1) - 1``; 0 without an exponent)."""
+        return 2 ** (self.exp_bits - 1) - 1 if self.exp_bits else 0
+
+    def eps_for(self, exp: int) -> int:
+        """The RMSNorm epsilon as the integer ``E(xe)`` added to the sum of squares of a token
+        whose elements are ``X_i * 2**(xe - in_frac_bits)``:
+        ``E(xe) = floor(rms_eps * fan_in * 2**(2 * (in_frac_bits - xe)) + 1/2)``, exact."""
+        v = Fraction(self.rms_eps) * self.fan_in * Fraction(2) ** (2 * (self.in_frac_bits - exp))
+        return math.floor(v + Fraction(1, 2))
+
+    @property
+    def eps_table(self) -> tuple[int, ...]:
+        """``E(xe)`` for ``xe = exp_min .. exp_max`` (one entry without an exponent)."""
+        return tuple(self.eps_for(e) for e in range(self.exp_min, self.exp_max + 1))
 
     @property
     def product_bits(self) -> int:
@@ -63,16 +88,19 @@ class BitLinearGeometry:
 
     @property
     def eps_fx(self) -> int:
-        """The RMSNorm epsilon as the integer ``E`` added to the sum of squares:
-        ``E = floor(rms_eps * fan_in * 2**(2 * in_frac_bits) + 1/2)``, computed exactly."""
-        v = Fraction(self.rms_eps) * self.fan_in * 2 ** (2 * self.in_frac_bits)
-        return math.floor(v + Fraction(1, 2))
+        """``E(0)``, the epsilon of a token with exponent 0 (:meth:`eps_for`)."""
+        return self.eps_for(0)
+
+    @property
+    def eps_max(self) -> int:
+        """The largest ``E(xe)``, that of the smallest exponent."""
+        return self.eps_for(self.exp_min)
 
     @property
     def sumsq_bits(self) -> int:
-        """Unsigned width of ``S = sum_i X_i**2 + E`` (worst case: every ``X_i`` at the negative
-        limit)."""
-        return (self.fan_in * 2 ** (2 * self.in_bits - 2) + self.eps_fx).bit_length()
+        """Unsigned width of ``S = sum_i X_i**2 + E(xe)`` (worst case: every ``X_i`` at the
+        negative limit, the smallest exponent)."""
+        return (self.fan_in * 2 ** (2 * self.in_bits - 2) + self.eps_max).bit_length()
 
     @property
     def norm_shift_bits(self) -> int:
@@ -153,8 +181,17 @@ class MlpConfig(BlockConfig):
         1 to 64, and it must divide both ``d_model`` and ``d_hidden``. The golden model does not
         depend on it.
     x_bits, x_frac_bits : int
-        Format of the token input ``X``. Default (20, 12): range +-128, step 2**-12. Every
-        ``*_bits`` is 2 to 24 and every ``*_frac_bits`` 0 to its ``*_bits`` - 1.
+        Format of the token input's mantissas ``X``. Default (20, 12). Every ``*_bits`` is 2
+        to 24 and every ``*_frac_bits`` 0 to its ``*_bits`` - 1.
+    x_exp_bits : int
+        Width of the token's exponent ``xe`` (signed; 0 to 6, default 5): token element ``i``
+        is ``X_i * 2**(xe - x_frac_bits)``, one ``xe`` per token (a block floating-point
+        input), chosen by step 0 of the specification as the smallest exponent at which no
+        element saturates. With the defaults, ``xe`` is -16 to 15: tokens up to
+        ``max|x| < 2**22`` are taken (larger ones are refused), and every token with
+        ``max|x| >= 2**-10`` keeps at least ``x_bits - 1`` significant bits in its largest
+        element. 0: no exponent, the fixed format ``(x_bits, x_frac_bits)`` (range +-128 with
+        the defaults), tokens beyond it refused.
     gain_bits, gain_frac_bits : int
         Format of the RMSNorm gains ``G`` of both BitLinears. Default (18, 14): range +-8.
     mant_bits : int
@@ -187,16 +224,22 @@ class MlpConfig(BlockConfig):
     y_bits, y_frac_bits : int
         Format of the block output ``Y``. Default (20, 12), the input's format.
 
-    Notes
-    -----
-    The formats are fixed point, so their ranges assume the scale of a trained layer: with
-    latent weights of standard deviation about ``1/sqrt(fan_in)``, gate/up are of order 1.
-    Much smaller weights lose precision in ``h``; much larger ones saturate gate/up and ``h``.
-    With the defaults, for weights 0.3 to 3 times that scale and d_model 16 or 64, the measured
-    mean per-token error of :mod:`hadware.golden.mlp` against its float reference (on the input
-    grid) stays below 0.3%.
     rms_eps : float
         Epsilon of both RMSNorms (``mean(x**2) + eps``); 0 to 1. 1e-6 as in the reference model.
+        With the input exponent it enters as the table ``E(xe)``; a table whose largest entry
+        would make the sum of squares wider than 62 bits is refused.
+
+    Notes
+    -----
+    The input is block floating point and the block is scale-invariant in it, so any token
+    scale within the exponent range gives the same precision. The inner formats (gate/up,
+    ``h``, ``y``) are fixed point: their outputs do not depend on the input's scale but on the
+    weights', so their ranges assume the scale of a trained layer: with latent weights of
+    standard deviation about ``1/sqrt(fan_in)``, gate/up are of order 1. Much smaller weights
+    lose precision in ``h``; much larger ones saturate gate/up and ``h``. With the defaults,
+    for weights 0.3 to 3 times that scale and d_model 16 or 64, the measured mean per-token
+    error of :mod:`hadware.golden.mlp` against its float reference (on the input grid) stays
+    below 0.3%.
     """
 
     block = "mlp"
@@ -206,6 +249,7 @@ class MlpConfig(BlockConfig):
     lanes: int = 4
     x_bits: int = 20
     x_frac_bits: int = 12
+    x_exp_bits: int = 5
     gain_bits: int = 18
     gain_frac_bits: int = 14
     mant_bits: int = 18
@@ -260,6 +304,13 @@ class MlpConfig(BlockConfig):
                              f"({self.silu_frac_bits + self.act_frac_bits}), not "
                              f"{self.h_frac_bits!r}")
         check_float("rms_eps", self.rms_eps, lo=0.0, hi=1.0)
+        check_int("x_exp_bits", self.x_exp_bits, lo=0, hi=6)
+        if self.gate_up.sumsq_bits > MAX_SUMSQ_BITS:
+            raise ValueError(
+                f"rms_eps {self.rms_eps!r} at the smallest exponent of x_exp_bits "
+                f"{self.x_exp_bits} (xe = {self.gate_up.exp_min}) makes the sum of squares "
+                f"{self.gate_up.sumsq_bits} bits wide, more than {MAX_SUMSQ_BITS}: use a "
+                f"smaller x_exp_bits, x_frac_bits or rms_eps")
 
     # -- derived widths ------------------------------------------------------------------------
 
@@ -271,7 +322,7 @@ class MlpConfig(BlockConfig):
         if name == "gate_up":
             return BitLinearGeometry(
                 name=name, fan_in=self.d_model, fan_out=2 * self.d_hidden,
-                in_bits=self.x_bits, in_frac_bits=self.x_frac_bits,
+                in_bits=self.x_bits, in_frac_bits=self.x_frac_bits, exp_bits=self.x_exp_bits,
                 out_bits=self.act_bits, out_frac_bits=self.act_frac_bits, **common)
         return BitLinearGeometry(
             name=name, fan_in=self.d_hidden, fan_out=self.d_model,

@@ -29,6 +29,7 @@ import numpy as np
 
 from hadware.errors import InputError
 from hadware.spec import ternary
+from hadware.spec.quant import BlockRangeError, block_fixed_point
 from hadware.spec.ternary import BETA_MIN, LAYOUT, RequantizationError
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ __all__ = [
     "as_weights",
     "check_inputs",
     "check_weights",
+    "input_blocks",
     "load_exported",
     "quantize_weights",
 ]
@@ -159,7 +161,8 @@ def check_inputs(cfg: MlpConfig, arrays: Mapping[str, Any]) -> np.ndarray:
     """Check IN.npz and return ``x`` as float64, shape ``(t, d_model)`` (``t >= 0``).
 
     Raises :class:`~hadware.errors.InputError` naming ``x`` when it is missing, not 2-D with
-    ``d_model`` columns, not real-valued, or holds NaN/infinite values, and for unknown arrays.
+    ``d_model`` columns, not real-valued, or holds NaN/infinite values, for unknown arrays, and
+    naming the token and element for a token beyond the input range (:func:`input_blocks`).
     """
     _check_keys("IN.npz", arrays, ["x"])
     if "x" not in arrays:
@@ -168,7 +171,22 @@ def check_inputs(cfg: MlpConfig, arrays: Mapping[str, Any]) -> np.ndarray:
     if len(shape) != 2 or shape[1] != cfg.d_model:
         raise InputError(f"IN.npz: 'x' has shape {shape}, expected (t, d_model) = "
                          f"(t, {cfg.d_model})")
-    return _check_array("IN.npz", "x", arrays, shape, "(t, d_model)").astype(np.float64)
+    x = _check_array("IN.npz", "x", arrays, shape, "(t, d_model)").astype(np.float64)
+    input_blocks(cfg, x)
+    return x
+
+
+def input_blocks(cfg: MlpConfig, x: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Step 0 of the specification: the mantissas ``X`` (int64 ``(t, d_model)``) and
+    exponents ``xe`` (int64 ``(t,)``) of float tokens ``x``
+    (:func:`hadware.spec.quant.block_fixed_point` in the config's input format). Raises
+    :class:`~hadware.errors.InputError` naming the token and element of a token that fits at
+    no exponent."""
+    try:
+        return block_fixed_point(x, cfg.x_bits, cfg.x_frac_bits, cfg.x_exp_bits)
+    except BlockRangeError as e:
+        raise InputError(f"IN.npz: 'x' {e} (x_bits {cfg.x_bits}, x_frac_bits "
+                         f"{cfg.x_frac_bits}, x_exp_bits {cfg.x_exp_bits})") from None
 
 
 def _make_layer(geom: BitLinearGeometry, codes: np.ndarray, beta: float,
