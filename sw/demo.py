@@ -8,7 +8,8 @@ On the built-in ``digits`` task it goes from data to verified hardware:
 3. generates and lints the Verilog of every block the model uses (one attention core per layer
    and head, one MLP per layer);
 4. classifies ``samples`` test images with every attention and MLP layer simulated by
-   Verilator, and again with the bit-exact golden models, and compares the predictions;
+   Verilator, and again with the bit-exact golden models, and compares the predictions (and
+   both with the student's PyTorch forward on the same images);
 5. synthesizes the first layer's blocks (CMOS area, iCE40/ECP5 cells) in a second
    process while step 4 runs;
 6. prints a summary table and writes ``<out>/summary.json``.
@@ -32,12 +33,14 @@ log = logging.getLogger(__name__)
 
 
 def _train(out: Path, seed: int, retrain: bool) -> dict[str, Any]:
-    from hadware.sw.train import train
+    from hadware.sw.train import VALUE_QUANTIZATION, train
 
     metrics = out / "metrics.json"
     if not retrain and metrics.exists() and (out / "student.pt").exists():
         m = json.loads(metrics.read_text())
-        if m.get("task") == "digits" and m.get("seed") == seed:
+        # A run from before V was quantized in training is not the model the hardware runs.
+        if (m.get("task") == "digits" and m.get("seed") == seed
+                and m.get("value_quantization") == VALUE_QUANTIZATION):
             log.info("reusing the training run in %s (--retrain to train again)", out)
             return m
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -120,6 +123,8 @@ def run_demo(out_dir: str | Path = "build/demo", *, seed: int = 0, samples: int 
         "student_had_float_mlp_accuracy": metrics["student_accuracy"],
         "hw_sim_accuracy": run["verilator_accuracy"],
         "golden_accuracy": run["golden_accuracy"],
+        "student_pytorch_accuracy_hw_samples": run["student_pytorch_accuracy"],
+        "hw_student_agreement": run["verilator_student_agreement"],
         "hw_samples": run["samples"],
         "hw_matches_golden": run["hw_matches_golden"],
         "lint_warnings": warnings,
@@ -135,6 +140,9 @@ def run_demo(out_dir: str | Path = "build/demo", *, seed: int = 0, samples: int 
         ("student accuracy (HAD + ternary, float)", f"{100 * summary['student_accuracy']:.2f} %"),
         ("hardware simulation accuracy", f"{100 * summary['hw_sim_accuracy']:.2f} %"),
         ("golden model accuracy", f"{100 * summary['golden_accuracy']:.2f} %"),
+        ("student accuracy on the same samples (PyTorch)",
+         f"{100 * summary['student_pytorch_accuracy_hw_samples']:.2f} %"),
+        ("hardware predicts as the student", f"{100 * summary['hw_student_agreement']:.2f} %"),
         ("test samples on hardware", str(summary["hw_samples"])),
         ("hardware == golden (every block, logits)", str(summary["hw_matches_golden"])),
         ("Verilator lint warnings", str(warnings)),

@@ -25,6 +25,7 @@ from hadware.sw.distill import PhaseResult
 from hadware.sw.models import Encoder
 from hadware.sw.tasks import make_data
 from hadware.sw.train import (
+    VALUE_QUANTIZATION,
     _check_int,
     _finish,
     _save_model,
@@ -73,7 +74,9 @@ class RecallTarget:
         return cfg
 
     def config_hash(self, cfg: dict[str, Any]) -> str:
-        return _hash({"target": "recall", **cfg})
+        # The training rules are part of a point: a student trained with another value
+        # quantization is another result.
+        return _hash({"target": "recall", "value_quantization": VALUE_QUANTIZATION, **cfg})
 
     @staticmethod
     def _teacher_dir(cfg: dict[str, Any], work: Path) -> Path:

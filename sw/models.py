@@ -8,15 +8,23 @@ Binarized Hamming attention (HAD)
     is ``temperature * score`` with ``temperature = sigma_Q * sigma_K / sqrt(d)``, the value the
     hardware exponent lookup table ``LUT[m] = round(2**f * exp(-2 * temperature * m))`` is built
     from. Each query row keeps its ``top_k`` largest scores (ties go to the lower key index),
-    the softmax runs over the kept entries and every other weight is exactly zero. Values stay
-    float during training; :func:`quantize_int8` gives the int8 codes the hardware stores.
+    the softmax runs over the kept entries and every other weight is exactly zero. The values
+    V of a HAD head are fake-quantized as the deployment quantizes them before they reach the
+    hardware (:func:`quantize_values`: int8, one scale ``max|V| / 127`` per sample and head),
+    in training as in evaluation, so the student scored in PyTorch is the model the hardware
+    runs; the straight-through estimator passes the gradient to the float V.
 
 BitLinear and the ternary GLU
     As the MatMul-free reference: RMSNorm with a learnable gain (no bias, eps 1e-6), per-token
     absmax int8 activations, absmean ternary weights, ``y = (x_q @ W_t^T) * beta / s``, with a
     straight-through estimator on both quantizers. With ``quantize=False`` the same module is
     the float layer of the teacher (RMSNorm and a plain linear map), so switching a trained
-    float MLP to ternary changes nothing but the quantization.
+    float MLP to ternary changes nothing but the quantization. :meth:`BitLinear.load_ternary`
+    fixes a layer to exported codes and beta (the student rebuilt from an export).
+
+Straight-through estimators are written ``q + (x - x.detach())``: the forward value is the
+quantized ``q`` exactly (not ``x + (q - x)``, which can differ from ``q`` in the last place),
+and the gradient reaches ``x`` unchanged.
 
 Everything here is deterministic given the inputs; no module draws random numbers in
 ``forward``.
@@ -29,6 +37,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -45,11 +54,13 @@ __all__ = [
     "absmax_quantize",
     "absmean_ternary",
     "calibrate_sigma",
+    "fake_quantize_values",
     "had_scores",
     "hw_sign",
-    "quantize_int8",
+    "quantize_values",
     "sign_ste",
     "soft_binarize",
+    "ste",
     "topk_mask",
 ]
 
@@ -134,16 +145,35 @@ def topk_mask(scores: torch.Tensor, k: int | None) -> torch.Tensor:
     return above | (equal & (rank_among_equal <= room))
 
 
-def quantize_int8(x: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """Per-tensor symmetric int8 quantization, as the hardware stores V.
+def ste(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Straight-through estimator: the value of ``q`` exactly, the gradient of ``x``."""
+    return q.detach() + (x - x.detach())
 
-    Returns ``(codes, scale)`` with ``codes`` an int8 tensor in ``[-127, 127]`` and
-    ``x ~= codes * scale``; ``scale = max|x| / 127`` (1.0 for an all-zero tensor).
+
+def quantize_values(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Int8 codes of attention values as the host hands them to the hardware (``hadware run``).
+
+    One symmetric scale per matrix of the last two dimensions (one sample's keys x head
+    dimensions, for one head): ``scale = max|v| / 127`` (1 for an all-zero matrix),
+    ``codes = clamp(round(v / scale), -127, 127)`` with ``round`` half to even, computed in the
+    dtype of ``v``. Returns ``(codes, scale)``: int8 of the shape of ``v`` and ``scale`` of
+    shape ``(..., 1, 1)`` in the dtype of ``v``; ``v ~= codes * scale``. The hardware's head
+    output is in units of ``scale`` (times ``2**-out_frac_bits``).
     """
-    amax = float(x.detach().abs().max()) if x.numel() else 0.0
-    scale = amax / 127.0 if amax > 0 else 1.0
-    codes = torch.clamp(torch.round(x.detach() / scale), -127, 127).to(torch.int8)
+    if v.dim() < 2:
+        raise ValueError(f"v must have at least 2 dimensions (keys, head dims), not {v.dim()}")
+    v = v.detach()
+    amax = v.abs().amax(dim=(-2, -1), keepdim=True)
+    scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+    codes = torch.clamp(torch.round(v / scale), -127, 127).to(torch.int8)
     return codes, scale
+
+
+def fake_quantize_values(v: torch.Tensor) -> torch.Tensor:
+    """``codes * scale`` of :func:`quantize_values` in the forward pass, the identity in the
+    backward pass (straight-through estimator; the scale is treated as a constant)."""
+    codes, scale = quantize_values(v)
+    return ste(v, codes.to(v.dtype) * scale)
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,7 +212,8 @@ class BitLinear(nn.Module):
 
     The gradient reaches ``x`` and the latent float ``W`` through straight-through estimators
     (the rounding is treated as the identity). With ``quantize=False`` the output is
-    ``x_n @ W^T``. No bias.
+    ``x_n @ W^T``. No bias. After :meth:`load_ternary` the layer uses the given codes and
+    beta instead of quantizing ``W``.
     """
 
     def __init__(self, in_features: int, out_features: int, *, quantize: bool = False) -> None:
@@ -195,6 +226,9 @@ class BitLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.gain = nn.Parameter(torch.ones(in_features))
         nn.init.normal_(self.weight, std=in_features**-0.5)
+        # Set by load_ternary; not part of the state dict (an export stores them itself).
+        self.register_buffer("ternary_codes", None, persistent=False)
+        self.register_buffer("ternary_beta", None, persistent=False)
 
     def normed(self, x: torch.Tensor) -> torch.Tensor:
         """RMSNorm with the learnable gain (eps 1e-6)."""
@@ -205,18 +239,48 @@ class BitLinear(nn.Module):
         if not self.quantize:
             return F.linear(x_n, self.weight)
         x_q, s = absmax_quantize(x_n)
-        w_t, beta = absmean_ternary(self.weight)
-        x_ste = x_n + (x_q / s - x_n).detach()
-        w_ste = self.weight + (w_t * beta - self.weight).detach()
-        return F.linear(x_ste, w_ste)
+        if self.ternary_codes is not None:
+            w_q = self.ternary_codes.to(x_n.dtype) * self.ternary_beta
+        else:
+            w_t, beta = absmean_ternary(self.weight)
+            w_q = ste(self.weight, w_t * beta)
+        return F.linear(ste(x_n, x_q / s), w_q)
+
+    @torch.no_grad()
+    def load_ternary(self, codes: Any, beta: float, gain: Any) -> None:
+        """Fix the layer to exported ternary ``codes`` (``(out, in)``, values in {-1, 0, 1}),
+        their ``beta`` and the RMSNorm ``gain`` (``(in,)``), as :mod:`hadware.sw.export`
+        stores them; switches the layer to ``quantize=True``. The forward pass then computes
+        with ``codes * beta`` (beta rounded to the layer's dtype), never re-quantizing:
+        re-quantizing ternary weights would shrink ``beta`` by the fraction of non-zeros. The
+        latent ``weight`` is set to ``codes * beta``. Raises ``ValueError`` for a shape that
+        does not fit the layer or a code outside {-1, 0, 1}."""
+        codes = torch.as_tensor(np.asarray(codes))
+        gain = torch.as_tensor(np.asarray(gain, dtype=np.float64))
+        if tuple(codes.shape) != tuple(self.weight.shape):
+            raise ValueError(f"codes must have shape {tuple(self.weight.shape)}, not "
+                             f"{tuple(codes.shape)}")
+        if tuple(gain.shape) != (self.in_features,):
+            raise ValueError(f"gain must have shape ({self.in_features},), not "
+                             f"{tuple(gain.shape)}")
+        if codes.numel() and not bool(((codes >= -1) & (codes <= 1)).all()):
+            raise ValueError("codes must hold only -1, 0 and +1")
+        self.ternary_codes = codes.to(torch.int8).clone()
+        self.ternary_beta = torch.tensor(float(beta), dtype=self.weight.dtype)
+        self.weight.copy_(self.ternary_codes.to(self.weight.dtype) * self.ternary_beta)
+        self.gain.copy_(gain.to(self.gain.dtype))
+        self.quantize = True
 
     @torch.no_grad()
     def export_ternary(self) -> tuple[torch.Tensor, float]:
         """The ternary codes (int8 tensor in {-1, 0, 1}, shape ``(out, in)``) and ``beta``.
 
         Quantize once from the latent weights and keep both; re-quantizing ternary weights
-        shrinks ``beta`` by the fraction of non-zeros.
+        shrinks ``beta`` by the fraction of non-zeros. After :meth:`load_ternary`, the codes
+        and beta loaded.
         """
+        if self.ternary_codes is not None:
+            return self.ternary_codes.clone(), float(self.ternary_beta)
         w_t, beta = absmean_ternary(self.weight)
         return w_t.to(torch.int8), float(beta)
 
@@ -269,7 +333,10 @@ class HadAttention(nn.Module):
         ``("sign",)`` (stages 3-4, evaluation, hardware) or ``("soft", c, scaled)`` (stages
         1-2, see :func:`soft_binarize`). Top-k applies in every mode.
     v_int8 : bool
-        Fake-quantize V to int8 (per tensor) as the hardware does; for evaluation.
+        Fake-quantize the values of the HAD heads with :func:`fake_quantize_values` (int8,
+        one scale per sample and head, as the host hands them to the hardware), in training
+        and evaluation alike; default true. Softmax (teacher) heads keep float values.
+        ``False`` only measures what the quantization costs.
     """
 
     def __init__(self, d_model: int, n_heads: int, *, top_k: int | None = None,
@@ -288,7 +355,7 @@ class HadAttention(nn.Module):
         self.register_buffer("sigma_k", torch.ones(n_heads))
         self.register_buffer("calibrated", torch.zeros((), dtype=torch.bool))
         self.binarize: tuple = ("sign",)
-        self.v_int8 = False
+        self.v_int8 = True
         self._calib: list[torch.Tensor] | None = None
 
     @property
@@ -360,9 +427,9 @@ class HadAttention(nn.Module):
             probs = self.had_probs(q, k)
         else:
             probs = torch.where(self.had.view(1, -1, 1, 1), self.had_probs(q, k), soft)
-        if self.v_int8:
-            codes, scale = quantize_int8(v)
-            v = v + (codes.to(v.dtype) * scale - v).detach()
+        if self.v_int8 and n_had:
+            v_q = fake_quantize_values(v)
+            v = v_q if n_had == self.n_heads else torch.where(self.had.view(1, -1, 1, 1), v_q, v)
         out = (probs @ v).transpose(1, 2).reshape(b, n, -1)
         return self.proj(out), probs
 
@@ -557,6 +624,8 @@ class Encoder(nn.Module):
             a.binarize = mode
 
     def set_v_int8(self, on: bool) -> None:
+        """Fake-quantize the HAD heads' values as deployed (``True``, the default) or keep them
+        float (``False``, to measure the difference); see :class:`HadAttention`."""
         for a in self.attentions:
             a.v_int8 = bool(on)
 

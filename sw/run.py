@@ -12,10 +12,18 @@ attention heads and its ternary MLP run on:
 * the bit-exact golden models (``--golden``).
 
 Interface between host and blocks, per head: ``q_b = +1 where q >= 0 else -1`` (likewise
-``k_b``; the sign is that of ``Q / sigma_Q``, so sigma needs no hardware), values quantized per
-sample and head to int8 with ``scale = max|v| / 127``; the block's ``out`` (units of
-``2**-out_frac_bits``) times ``scale`` is the head output. The MLP takes the float pre-normed
-tokens (quantized to its input format by its own vector interface) and returns float.
+``k_b``; :func:`~hadware.sw.models.hw_sign`; the sign is that of ``Q / sigma_Q``, so sigma
+needs no hardware), values quantized per sample and head to int8 with ``scale = max|v| / 127``
+(:func:`~hadware.sw.models.quantize_values`, the fake quantization the student is trained
+and evaluated with); the block's ``out`` (units of ``2**-out_frac_bits``) times ``scale`` is
+the head output. The MLP takes the float pre-normed tokens (quantized to its input format by
+its own vector interface) and returns float.
+
+Every run also scores the student itself on the same samples: its PyTorch forward
+(:func:`student_from_export`: the host parameters and the exported ternary MLP weights, V
+fake-quantized as above), with its accuracy and how often each backend predicts what it
+predicts (``student_pytorch_accuracy``, ``<backend>_student_agreement``,
+``<backend>_student_max_logit_diff``).
 """
 
 from __future__ import annotations
@@ -32,8 +40,10 @@ import torch
 from hadware.config.base import atomic_write_text, check_int, check_output_file
 from hadware.errors import HadwareError
 from hadware.sw.export import ExportedModel, load_export
+from hadware.sw.models import Encoder, hw_sign, quantize_values
 
-__all__ = ["BlockTrace", "GoldenBackend", "SimBackend", "run_exported"]
+__all__ = ["BlockTrace", "GoldenBackend", "SimBackend", "forward", "run_exported",
+           "student_from_export", "student_logits"]
 
 log = logging.getLogger(__name__)
 
@@ -132,19 +142,39 @@ def _test_set(task: str, samples: int | None) -> tuple[torch.Tensor, torch.Tenso
     return x, y
 
 
-def forward(model: ExportedModel, x: torch.Tensor, backend: Any, progress: bool = True
-            ) -> np.ndarray:
-    """Logits of ``x`` with the blocks on ``backend`` and everything else on the host."""
-    from hadware.sw.models import Encoder
-
-    mc = model.model_config
-    enc = Encoder(mc)
+def student_from_export(model: ExportedModel) -> Encoder:
+    """The trained student rebuilt from an export, in eval mode: ``host.npz`` for everything
+    but the MLPs, and for each MLP the exported ternary codes, betas and gains
+    (:meth:`~hadware.sw.models.BitLinear.load_ternary`, nothing quantized again). Its
+    PyTorch forward is the student's, values fake-quantized as the host quantizes them here.
+    Raises :class:`HadwareError` when ``host.npz`` does not fit the model config."""
+    enc = Encoder(model.model_config)
     state = {k: torch.from_numpy(v) for k, v in model.host.items()}
     missing, unexpected = enc.load_state_dict(state, strict=False)
     if unexpected or any(".mlp." not in k for k in missing):
         raise HadwareError(f"{model.folder}/host.npz does not fit the model config "
                            f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for block, weights in zip(enc.blocks, model.mlp, strict=True):
+        for name in ("gate_up", "down"):
+            p = getattr(weights, name)
+            getattr(block.mlp, name).load_ternary(p.codes, p.beta, p.gain)
     enc.eval()
+    return enc
+
+
+def student_logits(student: Encoder, x: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+    """Logits of the student's PyTorch forward on ``x``, in batches (the attention maps of a
+    long sequence are large); the values are per sample, so the batch size does not matter."""
+    with torch.no_grad():
+        return np.concatenate([student(x[i: i + batch_size])[0].numpy()
+                               for i in range(0, len(x), batch_size)])
+
+
+def forward(model: ExportedModel, x: torch.Tensor, backend: Any, progress: bool = True
+            ) -> np.ndarray:
+    """Logits of ``x`` with the blocks on ``backend`` and everything else on the host."""
+    mc = model.model_config
+    enc = student_from_export(model)
     hd, heads = mc.head_dim, mc.n_heads
     with torch.no_grad():
         h = enc.embed_input(x)
@@ -154,14 +184,12 @@ def forward(model: ExportedModel, x: torch.Tensor, backend: Any, progress: bool 
             qkv = block.attn.qkv(block.norm1(h)).view(b, n, 3, heads, hd)
             outs = []
             for j, cfg in enumerate(model.attention[i]):
-                q, k, v = (qkv[:, :, c, j, :].numpy() for c in range(3))
-                qb = np.where(q >= 0, 1, -1).astype(np.int8)
-                kb = np.where(k >= 0, 1, -1).astype(np.int8)
-                amax = np.abs(v).reshape(b, -1).max(axis=1)
-                scale = np.where(amax > 0, amax / 127.0, 1.0)
-                vq = np.clip(np.round(v / scale[:, None, None]), -127, 127).astype(np.int8)
-                out = backend.attention(cfg, qb, kb, vq).astype(np.float64)
-                outs.append(out * 2.0 ** -cfg.out_frac_bits * scale[:, None, None])
+                q, k, v = (qkv[:, :, c, j, :] for c in range(3))
+                qb = hw_sign(q).to(torch.int8).numpy()
+                kb = hw_sign(k).to(torch.int8).numpy()
+                codes, scale = quantize_values(v)  # per sample: scale (b, 1, 1)
+                out = backend.attention(cfg, qb, kb, codes.numpy()).astype(np.float64)
+                outs.append(out * 2.0 ** -cfg.out_frac_bits * scale.numpy().astype(np.float64))
             a = torch.from_numpy(np.concatenate(outs, axis=-1).astype(np.float32))
             h = h + block.attn.proj(a)
             xm = block.norm2(h).reshape(b * n, d).numpy()
@@ -181,10 +209,23 @@ def run_exported(folder: str | Path, *, golden: bool = False, both: bool = False
     """Classify the task's test samples with the exported model; with ``both``, on the golden
     models and then on the simulated hardware, and compare the two bit for bit: every block's
     outputs element by element as the hardware run produces them (the first mismatching block,
-    sample and element is reported) and the logits. ``out`` (``--out``) must be writable before
-    any work is done."""
+    sample and element is reported) and the logits. The student's PyTorch forward runs on the
+    same samples: ``student_pytorch_accuracy``, and per backend the fraction of samples where
+    its prediction equals the student's (``<backend>_student_agreement``) and the largest
+    logit difference (``<backend>_student_max_logit_diff``). ``out`` (``--out``) must be
+    writable before any work is done; it receives the returned dictionary as JSON."""
     if out is not None:
         check_output_file("--out", out)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small batches: more threads only contend on a shared machine
+    try:
+        return _run_exported(folder, golden, both, samples, out, progress)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _run_exported(folder: str | Path, golden: bool, both: bool, samples: int | None,
+                  out: str | Path | None, progress: bool) -> dict[str, Any]:
     model = load_export(folder)
     task = model.manifest.get("task")
     if task is None:
@@ -202,6 +243,14 @@ def run_exported(folder: str | Path, *, golden: bool = False, both: bool = False
         logits[be.name] = forward(model, x, be, progress)
         preds[be.name] = logits[be.name].argmax(axis=1)
         result[f"{be.name}_accuracy"] = float((preds[be.name] == y.numpy()).mean())
+    # The student's own PyTorch forward on the same samples, and how far each backend is from it.
+    s_logits = student_logits(student_from_export(model), x)
+    s_pred = s_logits.argmax(axis=1)
+    result["student_pytorch_accuracy"] = float((s_pred == y.numpy()).mean())
+    for be in backends:
+        result[f"{be.name}_student_agreement"] = float((preds[be.name] == s_pred).mean())
+        result[f"{be.name}_student_max_logit_diff"] = float(
+            np.abs(logits[be.name].astype(np.float64) - s_logits).max())
     if both:
         hw = backends[1]
         result["blocks_compared"] = len(hw.outputs)

@@ -21,11 +21,13 @@ from hadware.sw.models import (
     ModelConfig,
     absmean_ternary,
     calibrate_sigma,
+    fake_quantize_values,
     had_scores,
     hw_sign,
-    quantize_int8,
+    quantize_values,
     sign_ste,
     soft_binarize,
+    ste,
     topk_mask,
 )
 
@@ -198,13 +200,63 @@ def test_mixed_heads_select_per_head():
     assert torch.equal(p_mixed[:, 1], p_had[:, 1])
 
 
-def test_quantize_int8_per_tensor():
-    v = torch.tensor([[0.5, -1.0], [0.25, 0.0]])
-    codes, scale = quantize_int8(v)
-    assert codes.dtype == torch.int8
-    assert scale == pytest.approx(1.0 / 127)
-    assert codes.tolist() == [[64, -127], [32, 0]]
-    assert quantize_int8(torch.zeros(3))[1] == 1.0
+def test_quantize_values_one_scale_per_sample_and_head():
+    # (sample, head, key, dim): each (sample, head) matrix has its own scale max|v| / 127.
+    v = torch.tensor([[[[0.5, -1.0], [0.25, 0.0]], [[2.0, 1.0], [-0.5, 0.0]]],
+                      [[[0.0, 0.0], [0.0, 0.0]], [[0.1, -0.05], [0.025, 0.0]]]])
+    codes, scale = quantize_values(v)
+    assert codes.dtype == torch.int8 and scale.shape == (2, 2, 1, 1)
+    assert scale.flatten().tolist() == pytest.approx([1 / 127, 2 / 127, 1.0, 0.1 / 127])
+    assert codes[0, 0].tolist() == [[64, -127], [32, 0]]
+    assert codes[0, 1].tolist() == [[127, 64], [-32, 0]]  # 63.5 (exact) -> 64
+    assert codes[1, 0].tolist() == [[0, 0], [0, 0]]  # all zero: scale 1, codes 0
+    assert codes[1, 1].tolist() == [[127, -64], [32, 0]]  # -63.5: even, not half up
+    with pytest.raises(ValueError, match=r"v must have at least 2 dimensions"):
+        quantize_values(torch.ones(3))
+
+
+def test_quantize_values_matches_an_independent_numpy_rule():
+    """The rule of the export manifest's value_scaling, in float32 numpy, bit for bit."""
+    v = torch.randn(3, 2, 11, 8, generator=torch.Generator().manual_seed(9)) * 3
+    codes, scale = quantize_values(v)
+    a = v.numpy()
+    amax = np.abs(a).max(axis=(2, 3), keepdims=True)
+    s_ref = amax / np.float32(127)
+    np.testing.assert_array_equal(scale.numpy(), s_ref)
+    np.testing.assert_array_equal(codes.numpy(), np.clip(np.rint(a / s_ref), -127, 127))
+
+
+def test_fake_quantized_values_are_exact_codes_with_identity_gradient():
+    v = (torch.randn(2, 2, 5, 4) * 2).requires_grad_()
+    fq = fake_quantize_values(v)
+    codes, scale = quantize_values(v)
+    assert torch.equal(fq.detach(), codes.float() * scale)  # exactly, not x + (q - x)
+    fq.backward(torch.arange(80.0).view(2, 2, 5, 4))
+    assert torch.equal(v.grad, torch.arange(80.0).view(2, 2, 5, 4))
+    x = torch.tensor([0.1, 0.7], requires_grad=True)
+    q = torch.tensor([0.12345678, 3.3])
+    assert torch.equal(ste(x, q), q)
+
+
+def test_had_heads_quantize_values_as_deployed_softmax_heads_do_not():
+    attn = calibrated_attention(d_model=16, n_heads=2, top_k=3)
+    assert attn.v_int8  # the default: training and evaluation see int8 V
+    x = torch.randn(3, 7, 16)
+    b, n, _ = x.shape
+    with torch.no_grad():
+        _, _, v = attn.qkv(x).view(b, n, 3, 2, 8).permute(2, 0, 3, 1, 4).unbind(0)
+        codes, scale = quantize_values(v)
+        attn.had[0] = False  # head 0 softmax (float V), head 1 HAD (int8 V)
+        out, probs = attn(x)
+        want = torch.cat([probs[:, 0] @ v[:, 0], probs[:, 1] @ (codes[:, 1].float() * scale[:, 1])],
+                         dim=-1)
+        assert torch.allclose(out, attn.proj(want), atol=1e-6)
+        attn.v_int8 = False
+        out_float, _ = attn(x)
+        assert torch.allclose(out_float, attn.proj(torch.cat([probs[:, 0] @ v[:, 0],
+                                                               probs[:, 1] @ v[:, 1]], -1)),
+                              atol=1e-6)
+        assert not torch.allclose(out, out_float, atol=1e-6)
 
 
 # -- BitLinear -------------------------------------------------------------------------------
@@ -266,6 +318,25 @@ def test_bitlinear_straight_through_gradients():
     assert torch.allclose(layer.weight.grad, xq.sum(0).expand(4, 8), atol=1e-6)
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     assert layer.gain.grad is not None
+
+
+def test_load_ternary_reproduces_the_trained_layer_from_its_export():
+    torch.manual_seed(5)
+    layer = BitLinear(12, 6, quantize=True)
+    with torch.no_grad():
+        layer.gain.copy_(torch.rand(12) + 0.5)
+    codes, beta = layer.export_ternary()
+    loaded = BitLinear(12, 6)
+    loaded.load_ternary(codes.numpy(), beta, layer.gain.detach().numpy().astype(np.float64))
+    assert loaded.quantize and "ternary_codes" not in loaded.state_dict()
+    x = torch.randn(4, 12)
+    assert torch.equal(loaded(x), layer(x))  # bit for bit: no re-quantization of codes*beta
+    c2, b2 = loaded.export_ternary()
+    assert torch.equal(c2, codes) and b2 == beta
+    with pytest.raises(ValueError, match=r"codes must have shape \(6, 12\), not \(12, 6\)"):
+        loaded.load_ternary(codes.T.numpy(), beta, np.ones(12))
+    with pytest.raises(ValueError, match=r"codes must hold only -1, 0 and \+1"):
+        loaded.load_ternary(2 * codes.numpy(), beta, np.ones(12))
 
 
 def test_glu_mlp_structure_and_switch():

@@ -47,8 +47,12 @@ def test_two_step_smoke_run_of_every_stage_writes_outputs(task: str, tmp_path: P
     assert on_disk == json.loads(json.dumps(metrics))
     assert [p["name"] for p in on_disk["phases"]] == PHASES
     assert all(p["steps"] == 2 for p in on_disk["phases"])
-    for key in ("teacher_accuracy", "student_accuracy", "student_ternary_accuracy"):
+    for key in ("teacher_accuracy", "student_accuracy", "student_ternary_accuracy",
+                "student_ternary_float_v_accuracy"):
         assert 0.0 <= on_disk[key] <= 1.0
+    # The student is trained and scored with V quantized as the hardware's host does it.
+    assert on_disk["student_ternary_int8_v_accuracy"] == on_disk["student_ternary_accuracy"]
+    assert "per sample and head" in on_disk["value_quantization"]
     cfg = on_disk["config"]
     assert (cfg["d_model"], cfg["heads"], cfg["head_dim"], cfg["top_k"]) == (16, 2, 8, 4)
     assert len(cfg["temperatures"]) == cfg["layers"]
@@ -66,6 +70,22 @@ def test_two_step_smoke_run_of_every_stage_writes_outputs(task: str, tmp_path: P
             assert set(layer.export_ternary()[0].unique().tolist()) <= {-1, 0, 1}
     teacher = Encoder.from_checkpoint(torch.load(out / "teacher.pt"))
     assert teacher.config.attention == "softmax" and teacher.config.mlp == "float"
+
+
+def test_the_student_trains_with_v_quantized_as_deployed(tmp_path: Path, monkeypatch):
+    import hadware.sw.models as models
+
+    real, with_grad = models.fake_quantize_values, []
+
+    def spy(v):
+        with_grad.append(v.requires_grad)
+        return real(v)
+
+    monkeypatch.setattr(models, "fake_quantize_values", spy)
+    metrics = tiny_train("digits", tmp_path / "run")
+    # Every optimizer step of the five student phases (two each), in each of the two layers;
+    # the teacher's softmax heads keep float V.
+    assert sum(with_grad) == 5 * 2 * metrics["config"]["layers"]
 
 
 def test_same_seed_same_losses_other_seed_differs(tmp_path: Path):
