@@ -29,6 +29,12 @@ the int8 scorer. Outputs (:func:`run_vectors`), int32: ``out`` ``(m, d_v)`` in u
 ``2**-O``; the top-k variants add ``topk_index`` and ``topk_score``, ``(m, top_k)``, the
 selected key indices (padding -1) and their scores (padding 0).
 
+A batched file (a leading axis of ``b`` entries on every input: ``q`` ``(b, m, d)``, ``k``
+``(b, n, d)``, ``v`` ``(b, n, d_v)``, ``n_valid`` ``(b, m)``) gives every output the same
+leading axis; entry ``i`` is computed from its own keys and values only, exactly as the
+unbatched file ``q[i]``, ``k[i]``, ``v[i]``, ``n_valid[i]`` would be. The arithmetic below is
+per query row of one entry.
+
 Arithmetic, per query row (all integers; no step saturates or wraps unless it says so)
 --------------------------------------------------------------------------------------
 
@@ -154,7 +160,13 @@ import torch
 
 from hadware.golden.topk import PAD_INDEX, PAD_SCORE, select_topk
 from hadware.spec import attention_vectors
-from hadware.spec.attention_vectors import INPUT_NAMES, input_names, output_names
+from hadware.spec.attention_vectors import (
+    INPUT_NAMES,
+    as_batched,
+    input_names,
+    output_names,
+    squeeze_batch,
+)
 
 __all__ = [
     "INPUT_NAMES",
@@ -249,8 +261,16 @@ _SCORERS = {"hamming": hamming_scores, "int8": int8_scores}
 
 
 def scores(cfg: Any, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """Step 1: the scores of the variant's scorer (``cfg.scorer``), int64 ``(m, n)``."""
-    return _SCORERS[cfg.scorer](q, k)
+    """Step 1: the scores of the variant's scorer (``cfg.scorer``), int64 ``(m, n)``; with a
+    leading batch axis (``q`` ``(b, m, d)``, ``k`` ``(b, n, d)``), ``(b, m, n)``, entry ``i``
+    scored against its own keys ``k[i]`` only."""
+    scorer = _SCORERS[cfg.scorer]
+    if q.dim() == 2:
+        return scorer(q, k)
+    out = torch.empty((q.shape[0], q.shape[1], k.shape[1]), dtype=torch.int64)
+    for i in range(q.shape[0]):
+        out[i] = scorer(q[i], k[i])
+    return out
 
 
 # -- 2. sparsifiers --------------------------------------------------------------------------
@@ -415,42 +435,60 @@ class AttentionResult(NamedTuple):
     recip: torch.Tensor
 
 
+def _slots(cfg: Any, q: torch.Tensor, k: torch.Tensor,
+           n_valid: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps 1 and 2 with or without a leading batch axis: ``(index, score)`` of the weighed
+    slots, ``(rows, slots)`` with one row per query of every entry (entry-major)."""
+    s = scores(cfg, q, k)
+    flat = None if n_valid is None else n_valid.reshape(-1)
+    return select(cfg, s.reshape(-1, s.shape[-1]), flat)
+
+
 def attention_core(cfg: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                    n_valid: torch.Tensor | None = None) -> AttentionResult:
-    """The bit-exact model (steps 1 to 6 of the module docstring), vectorized over queries.
+    """The bit-exact model (steps 1 to 6 of the module docstring), vectorized over queries
+    and batch entries.
 
     Inputs are integer tensors already checked by :func:`check_inputs`: ``q`` ``(m, d)``,
-    ``k`` ``(n, d)``, ``v`` ``(n, d_v)`` and ``n_valid`` ``(m,)`` (``None``: all ``n`` keys).
+    ``k`` ``(n, d)``, ``v`` ``(n, d_v)`` and ``n_valid`` ``(m,)`` (``None``: all ``n`` keys),
+    or all four with a leading batch axis ``b`` (``q`` ``(b, m, d)``, ...); then every result
+    has the leading axis too, and entry ``i`` uses its own keys and values only.
     """
-    index, score = select(cfg, scores(cfg, q, k), n_valid)
+    lead, m, n = q.shape[:-2], q.shape[-2], k.shape[-2]
+    index, score = _slots(cfg, q, k, n_valid)
     selected, delta = _differences(index, score)
     e = torch.where(selected, weights(cfg, delta), torch.zeros_like(delta))
     # Gather the slot weights back per key (padding points at key 0 and weighs 0) so that the
     # numerators are one exact integer product: |num| < 2**63 for every configuration.
-    per_key = torch.zeros((q.shape[0], k.shape[0]), dtype=torch.int64)
+    per_key = torch.zeros((index.shape[0], n), dtype=torch.int64)
     per_key.scatter_add_(1, index.clamp(min=0), e)
-    num = per_key @ v.to(torch.int64)
+    num = (per_key.view(*lead, m, n) @ v.to(torch.int64)).reshape(-1, v.shape[-1])
     den = e.sum(1)
     recip = reciprocal(cfg, den)
     out = scale_output(cfg, num, recip[:, None])
-    return AttentionResult(out, index, score, e, den, num, recip)
+    return AttentionResult(*(t.reshape(*lead, m, *t.shape[1:])
+                             for t in (out, index, score, e, den, num, recip)))
 
 
-def _tensors(cfg: Any, arrays: Mapping[str, Any]) -> tuple[torch.Tensor, ...]:
-    checked = check_inputs(cfg, arrays)
-    return tuple(torch.from_numpy(checked[name].astype(np.int64)) for name in INPUT_NAMES)
+def _tensors(cfg: Any, arrays: Mapping[str, Any]) -> tuple[tuple[torch.Tensor, ...], bool]:
+    """The checked inputs as int64 tensors with a leading batch axis, and whether the file
+    was batched (:func:`hadware.spec.attention_vectors.as_batched`)."""
+    view, batched = as_batched(check_inputs(cfg, arrays))
+    return tuple(torch.from_numpy(view[name].astype(np.int64)) for name in INPUT_NAMES), batched
 
 
 def run_vectors(cfg: Any, arrays: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Check an input vector set and compute its expected outputs.
 
     Returns the arrays of :func:`output_names` as int32 numpy arrays: ``out`` and, for a
-    top-k variant, ``topk_index`` and ``topk_score``. Raises
-    :class:`~hadware.errors.InputError` as :func:`check_inputs` does.
+    top-k variant, ``topk_index`` and ``topk_score``, with the leading batch axis of a
+    batched file. Raises :class:`~hadware.errors.InputError` as :func:`check_inputs` does.
     """
-    res = attention_core(cfg, *_tensors(cfg, arrays))
+    tensors, batched = _tensors(cfg, arrays)
+    res = attention_core(cfg, *tensors)
     values = {"out": res.out, "topk_index": res.index, "topk_score": res.score}
-    return {name: values[name].numpy().astype(np.int32) for name in output_names(cfg)}
+    return squeeze_batch({name: values[name].numpy().astype(np.int32)
+                          for name in output_names(cfg)}, batched)
 
 
 def float_reference(cfg: Any, arrays: Mapping[str, Any]) -> np.ndarray:
@@ -458,14 +496,19 @@ def float_reference(cfg: Any, arrays: Mapping[str, Any]) -> np.ndarray:
 
     For each query, ``p_i = softmax(temperature * s_i)`` over the slots of step 2 (padding
     excluded) and the result is ``2**O * sum_i p_i * v[idx_i]``: float64 ``(m, d_v)`` in the
-    units of ``out``. Raises :class:`~hadware.errors.InputError` as :func:`check_inputs` does.
+    units of ``out`` (``(b, m, d_v)`` for a batched file). Raises
+    :class:`~hadware.errors.InputError` as :func:`check_inputs` does.
     """
-    q, k, v, n_valid = _tensors(cfg, arrays)
-    index, score = select(cfg, scores(cfg, q, k), n_valid)
+    (q, k, v, n_valid), batched = _tensors(cfg, arrays)
+    b, m = q.shape[:2]
+    index, score = _slots(cfg, q, k, n_valid)
     selected = index != PAD_INDEX
     s = score.to(torch.float64)
     top = torch.where(selected, s, torch.full_like(s, -torch.inf)).max(1, keepdim=True).values
     w = torch.where(selected, torch.exp(cfg.temperature * (s - top)), torch.zeros_like(s))
     p = w / w.sum(1, keepdim=True)
-    v_sel = v[index.clamp(min=0)].to(torch.float64)
-    return ((p[:, :, None] * v_sel).sum(1) * 2.0**cfg.out_frac_bits).numpy()
+    entry = torch.arange(b).repeat_interleave(m)[:, None]  # the entry of each row
+    v_sel = v[entry, index.clamp(min=0)].to(torch.float64)
+    out = ((p[:, :, None] * v_sel).sum(1) * 2.0**cfg.out_frac_bits).numpy()
+    out = out.reshape(b, m, -1)
+    return out if batched else out[0]

@@ -1,16 +1,25 @@
 """cocotb testbench of the attention family: one encoding and one set of tests for every variant.
 
-Encoding: ``ctx_stream`` gets one ``clear`` beat, then one beat per key/value row in index
-order; ``q_stream`` gets one beat per query ``{q, n_valid}``, only after the whole context has
-been written. ``o_stream`` gives one beat per query. A binarized key (``scorer = "hamming"``) is
-packed as bits (element j at bit j, 1 for +1, :func:`hadware.spec.attention_vectors.pm1_to_int`),
-an int8 key as ``d`` signed bytes. Unselected top-k slots decode to index -1 and score 0.
+Encoding (:func:`encode`), per batch entry of the vector file (an unbatched file is one
+entry): ``ctx_stream`` gets one ``clear`` beat, then one beat per key/value row of the entry in
+index order; ``q_stream`` gets one beat per query ``{q, n_valid}`` of the entry, only after
+the entry's whole context has been written; the next entry's ``clear`` is offered as soon as
+the entry's last query has been accepted (the core serves it once that query's output has
+been taken). ``o_stream`` gives one beat per query, entry after entry; :func:`decode` splits
+them back per entry. A whole batched file is one simulation. A binarized key
+(``scorer = "hamming"``) is packed as bits (element j at bit j, 1 for +1,
+:func:`hadware.spec.attention_vectors.pm1_to_int`), an int8 key as ``d`` signed bytes.
+Unselected top-k slots decode to index -1 and score 0.
 
 The layouts come from :meth:`hadware.hw.attention_core.AttentionCore.layouts`, which depends on
 the config alone, so one testbench serves every variant. Tests: ``vectors`` (the harness's
-scoreboard run), ``refill`` (clear and refill the context between two passes), ``reset_mid_query``
-and ``batch`` (many independent contexts in one simulation). A variant's testbench module
-(``hadware.tb.<name>``) re-exports them.
+scoreboard run, unbatched or batched files), ``refill`` (clear and refill the context between
+two passes) and ``reset_mid_query`` (both on unbatched files), and ``batch``. The ``batch``
+testcase predates batched vector files and is kept for ``hadware run`` (:mod:`hadware.sw.run`):
+it takes unchecked ``(S, L, ...)`` arrays without ``n_valid`` (every query sees all keys) and
+runs each sample as its own phase; ``vectors`` on a batched file does the same, checked, with
+``n_valid`` and the scoreboard. A variant's testbench module (``hadware.tb.<name>``)
+re-exports them.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ import numpy as np
 from cocotb.triggers import ClockCycles, FallingEdge
 
 from hadware.hw.attention_core import AttentionCore
-from hadware.spec.attention_vectors import pm1_to_int
+from hadware.spec.attention_vectors import as_batched, pm1_to_int, squeeze_batch
 from hadware.tb.harness import load_run, run_vector_test, write_results
 from hadware.tb.payload import pack, unpack
 from hadware.tb.streams import StreamSink, StreamSource, reset, run_streams, start_clock
@@ -79,17 +88,33 @@ def decode_beats(cfg, words: list[int]) -> dict[str, np.ndarray]:
 
 
 def encode(cfg, arrays: dict[str, np.ndarray]) -> dict:
-    """The harness encoding: the context first, then the queries."""
+    """The harness encoding of a checked vector set (unbatched or batched): for each batch
+    entry a context segment (clear, then its keys and values) and a query segment, each
+    segment sent once the one before has been."""
+    a, _ = as_batched(arrays)
+    ctx: list[int] = []
+    queries: list[int] = []
+    segments: list[tuple[str, int]] = []
+    for k, v, q, n_valid in zip(a["k"], a["v"], a["q"], a["n_valid"], strict=True):
+        c, qb = ctx_beats(cfg, k, v), query_beats(cfg, q, n_valid)
+        ctx += c
+        queries += qb
+        segments += [("ctx_stream", len(c)), ("q_stream", len(qb))]
     return {
-        "streams": {"ctx_stream": ctx_beats(cfg, arrays["k"], arrays["v"]),
-                    "q_stream": query_beats(cfg, arrays["q"], arrays["n_valid"])},
-        "expected": {"o_stream": arrays["q"].shape[0]},
-        "sequential": True,
+        "streams": {"ctx_stream": ctx, "q_stream": queries},
+        "expected": {"o_stream": len(queries)},
+        "segments": segments,
     }
 
 
 def decode(cfg, arrays: dict[str, np.ndarray], beats: dict[str, list[int]]) -> dict:
-    return decode_beats(cfg, beats["o_stream"])
+    """The output arrays, split back per batch entry (``(b, m, ...)`` for a batched file,
+    ``(m, ...)`` for an unbatched one)."""
+    a, batched = as_batched(arrays)
+    b, m = a["q"].shape[:2]
+    out = decode_beats(cfg, beats["o_stream"])
+    return squeeze_batch({name: x.reshape(b, m, *x.shape[1:]) for name, x in out.items()},
+                         batched)
 
 
 async def _phase(dut, params: dict, seed: int, ctx: list[int], queries: list[int]) -> list[int]:
@@ -107,9 +132,13 @@ async def _phase(dut, params: dict, seed: int, ctx: list[int], queries: list[int
     return sink.beats
 
 
-async def _start(dut):
-    """Clock, reset, both input streams idle; returns the run folder's contents."""
+async def _start(dut, *, unbatched: bool = False):
+    """Clock, reset, both input streams idle; returns the run folder's contents. With
+    ``unbatched``, the run folder must hold an unbatched vector set."""
     run_dir, params, cfg, a = load_run()
+    if unbatched and a["q"].ndim != 2:
+        raise AssertionError(f"this testcase takes an unbatched vector file, not q of shape "
+                             f"{a['q'].shape}")
     start_clock(dut)
     await reset(dut)
     for s in ("ctx_stream", "q_stream"):
@@ -128,7 +157,7 @@ async def refill(dut):
     """Context A (the first half of the keys), all queries; clear; context B (all keys), all
     queries again. Outputs: the two passes stacked (2m rows), queries clamped to A's size in
     the first pass."""
-    run_dir, params, cfg, a, seed = await _start(dut)
+    run_dir, params, cfg, a, seed = await _start(dut, unbatched=True)
     half = max(1, a["k"].shape[0] // 2)
     n1 = np.minimum(a["n_valid"], half)
     beats = await _phase(dut, params, seed, ctx_beats(cfg, a["k"][:half], a["v"][:half]),
@@ -142,7 +171,7 @@ async def refill(dut):
 async def reset_mid_query(dut):
     """Write the context, start the first query, assert reset while it is being scored, then
     write the context again and run every query: only the complete run's outputs may appear."""
-    run_dir, params, cfg, a, seed = await _start(dut)
+    run_dir, params, cfg, a, seed = await _start(dut, unbatched=True)
     await _phase(dut, params, seed, ctx_beats(cfg, a["k"], a["v"]), [])
     first_query = query_beats(cfg, a["q"][:1], a["n_valid"][:1])[0]
     await FallingEdge(dut.clk)
@@ -163,8 +192,9 @@ async def reset_mid_query(dut):
 @cocotb.test()
 async def batch(dut):
     """Many independent contexts: for each sample s, clear and write context ``k[s], v[s]``,
-    then run every query ``q[s]`` over all of it (arrays (S, L, ...)). Used to run a model
-    layer's head over a whole data set in one simulation."""
+    then run every query ``q[s]`` over all of it (unchecked arrays (S, L, ...), no
+    ``n_valid``). Used by ``hadware run`` to run a model layer's head over a whole data set in
+    one simulation; ``vectors`` on a batched vector file is its checked equivalent."""
     run_dir, params, cfg, a, seed = await _start(dut)
     beats: list[int] = []
     n = a["k"].shape[1]

@@ -9,7 +9,11 @@ variable ``HADWARE_RUN_DIR``. It holds:
 
 A testbench module's ``encode`` returns the beats of each input stream, the number of beats
 expected on each output stream and, with ``"sequential": True``, asks for the input streams to
-be driven one after the other (for example a context before the queries that read it).
+be driven one after the other (for example a context before the queries that read it). With
+``"segments"``, a list of ``(stream, beats)`` pairs, the input beats are sent in that order of
+segments instead, each segment starting once the one before has been sent entirely (for
+example context 1, queries 1, context 2, queries 2); the counts of a stream's segments add up
+to its beats.
 
 The test drives the block's input streams with the beats its testbench module encodes, collects
 the output beats with random backpressure, checks that exactly the expected number of beats came
@@ -76,6 +80,38 @@ def write_results(run_dir: Path, outputs: dict[str, np.ndarray], stats: dict) ->
     (run_dir / "stats.json").write_text(json.dumps(stats))
 
 
+class _SegmentGate:
+    """The ``after`` of a source whose beats come in segments (:meth:`StreamSource.drive`
+    holds the source while ``done`` is false): false only while the source's next beat opens a
+    segment whose predecessor, ``count`` beats of another source, has not been sent yet."""
+
+    def __init__(self, source: StreamSource, opens: dict[int, tuple[StreamSource, int]]):
+        self.source, self.opens = source, opens
+
+    @property
+    def done(self) -> bool:
+        gate = self.opens.get(self.source.pos)
+        return gate is None or gate[0].pos >= gate[1]
+
+
+def _gate_segments(sources: dict[str, StreamSource], segments) -> None:
+    opens: dict[str, dict[int, tuple[StreamSource, int]]] = {name: {} for name in sources}
+    sent = dict.fromkeys(sources, 0)
+    prev = None
+    for name, count in segments:
+        if count == 0:
+            continue
+        if prev is not None and prev != name:
+            opens[name][sent[name]] = (sources[prev], sent[prev])
+        sent[name] += count
+        prev = name
+    for name, src in sources.items():
+        if sent[name] != len(src.beats):
+            raise ValueError(f"segments of {name} count {sent[name]} beats, not "
+                             f"{len(src.beats)}")
+        src.after = _SegmentGate(src, opens[name])
+
+
 async def run_vector_test(dut, tb_module) -> None:
     """Drive one run folder's inputs through a block with one input and one output stream
     family, as encoded by ``tb_module.encode`` / ``tb_module.decode``."""
@@ -88,7 +124,9 @@ async def run_vector_test(dut, tb_module) -> None:
                      rng=random.Random(seed * 7919 + i))
         for i, (name, beats) in enumerate(enc["streams"].items())
     ]
-    if enc.get("sequential"):
+    if enc.get("segments"):
+        _gate_segments(dict(zip(enc["streams"], sources, strict=True)), enc["segments"])
+    elif enc.get("sequential"):
         # Each input stream starts once the previous one has sent everything.
         for prev, src in itertools.pairwise(sources):
             src.after = prev
