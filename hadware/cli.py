@@ -3,11 +3,14 @@
 Subcommands::
 
     hadware blocks                                   list the blocks
-    hadware config   BLOCK [-o CFG.json]             write a block's default config
+    hadware config   BLOCK [--from CFG] [--set NAME=VALUE ...] [-o CFG.json]
+                                                     write a block's config: its defaults
+                                                     or CFG, with the values set
     hadware generate BLOCK [--config CFG] -o DIR     Verilog + description JSON, linted
     hadware golden   BLOCK [--config CFG] --inputs IN.npz --outputs OUT.npz
     hadware sim      BLOCK [--config CFG] --inputs IN.npz --outputs OUT.npz [--simulator ...]
-    hadware synth    BLOCK [--config CFG] -o DIR     area, FPGA cells, fmax
+    hadware synth    BLOCK [--config CFG] -o DIR [--seeds N] [--target-mhz F]
+                                                     area, FPGA cells, fmax, critical path
     hadware explore  GRID.json -o DIR [--jobs N | --scheduler tcp://HOST:PORT]
                                                      a grid of any config fields, cached
     hadware demo     [-o DIR]                        the built-in demonstration
@@ -16,6 +19,11 @@ Errors caused by the user's input (a bad config value, a missing file, an input 
 not fit, an option out of its range, an output in a folder that is missing or not writable)
 are printed on one line and the exit status is 1, before anything is written; ``--debug`` shows
 the traceback.
+
+``config --set NAME=VALUE`` takes each value as JSON when it parses as JSON (``16``, ``0.5``,
+``true``, ``null``, ``"16"`` in quotes) and as a plain string otherwise; the result is validated
+as a config file given to ``--config`` is. A name that is not a parameter of the block, or a
+name set twice, is refused.
 
 Precision: for an attention block, ``config`` and ``generate`` log the proven error bound of
 the output in units of its last place (``error_bound_ulp``) and warn when it exceeds 1;
@@ -28,10 +36,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from hadware.blocks import BLOCKS, get_block
 from hadware.errors import HadwareError
@@ -124,15 +134,41 @@ def report_path(outputs: str | Path) -> Path:
     return Path(outputs).with_name(Path(outputs).name + ".json")
 
 
+def parse_assignments(items: Iterable[str], option: str = "--set") -> dict[str, Any]:
+    """The ``NAME=VALUE`` items of ``option`` as a mapping. A value is JSON when it parses as
+    JSON (a number, ``true``, ``false``, ``null``, a string in double quotes) and the plain
+    string otherwise. An item without ``=`` or without a name, and a name given twice, are a
+    :class:`HadwareError` naming the item."""
+    values: dict[str, Any] = {}
+    given: dict[str, str] = {}
+    for item in items:
+        name, eq, text = item.partition("=")
+        if not eq or not name:
+            raise HadwareError(f"{option} {item!r}: expected NAME=VALUE")
+        if name in given:
+            raise HadwareError(f"{option}: {name} is set twice ({given[name]}, {item}); "
+                               "set each parameter once")
+        given[name] = item
+        try:
+            values[name] = json.loads(text)
+        except json.JSONDecodeError:
+            values[name] = text
+    return values
+
+
 def cmd_config(args) -> int:
     from hadware.config.base import check_output_file
 
     b = get_block(args.block)
-    cfg = b.config_class()()
-    _log_error_bound(cfg)
+    changes = parse_assignments(args.set)
+    cfg = b.load_config(args.from_file)  # the defaults without --from, as --config does
+    if changes:
+        cfg = cfg.with_changes(changes, source="--set")
     if args.output:
         check_output_file("-o", args.output)
-        cfg.save(args.output)
+    _log_error_bound(cfg)
+    if args.output:
+        cfg.save(args.output)  # atomically: a temporary file, then a rename
         log.info("wrote %s", args.output)
     else:
         sys.stdout.write(cfg.to_json())
@@ -198,14 +234,28 @@ def cmd_sim(args) -> int:
 def cmd_synth(args) -> int:
     if args.block in ("compare", "sweep"):
         return cmd_compare(args)
-    from hadware.synth.flow import synthesize
+    from hadware.synth.flow import check_target, synthesize
 
     b, cfg = _load(args)
+    _check_timing_options(args)
     report = synthesize(b.name, cfg, args.output, fmax=not args.no_fmax,
-                        extras=_extras(b, args))
+                        extras=_extras(b, args), seeds=args.seeds)
     sys.stdout.write((Path(args.output) / "report.md").read_text())
     log.debug("%s", json.dumps(report))
+    check_target(report["fpga"], args.target_mhz, b.name)  # after the report is written
     return 0
+
+
+def _check_timing_options(args) -> None:
+    """``--seeds`` at least 1; ``--target-mhz`` a positive finite number that needs place and
+    route (refused with ``--no-fmax``)."""
+    _check_count("--seeds", args.seeds)
+    t = args.target_mhz
+    if t is not None:
+        if not math.isfinite(t) or t <= 0:
+            raise HadwareError(f"--target-mhz {t:g}: expected a positive frequency in MHz")
+        if args.no_fmax:
+            raise HadwareError(f"--target-mhz {t:g} needs place and route; drop --no-fmax")
 
 
 def cmd_compare(args) -> int:
@@ -218,8 +268,13 @@ def cmd_compare(args) -> int:
     if args.block == "compare":
         from hadware.synth.compare import compare
 
-        compare(cfg, args.output, queries=args.queries, fmax=not args.no_fmax, jobs=args.jobs)
+        _check_timing_options(args)
+        compare(cfg, args.output, queries=args.queries, fmax=not args.no_fmax, jobs=args.jobs,
+                seeds=args.seeds, target_mhz=args.target_mhz)
     else:
+        if args.seeds != 1 or args.target_mhz is not None:
+            raise HadwareError("synth sweep: --seeds and --target-mhz apply to 'synth BLOCK' "
+                               "and 'synth compare' only")
         from hadware.synth.sweep import sweep
 
         sweep(cfg, args.output, queries=args.queries, jobs=args.jobs,
@@ -371,9 +426,17 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("blocks", help="list the blocks")
     s.set_defaults(func=cmd_blocks)
 
-    s = sub.add_parser("config", help="write a block's default configuration")
+    s = sub.add_parser("config", help="write a block's configuration: its defaults or a "
+                       "config file, with values set")
     _add_block(s, config=False)
-    s.add_argument("-o", "--output", metavar="CFG.json")
+    s.add_argument("--from", dest="from_file", metavar="CFG.json",
+                   help="start from this config file instead of the block's defaults")
+    s.add_argument("--set", nargs="+", action="extend", default=[], metavar="NAME=VALUE",
+                   help="set a parameter (repeatable; each name once); VALUE is JSON when it "
+                   "parses (16, 0.5, true, null, '\"text\"'), a plain string otherwise; "
+                   "validated as a config file is")
+    s.add_argument("-o", "--output", metavar="CFG.json",
+                   help="write the config here (atomically) instead of to stdout")
     s.set_defaults(func=cmd_config)
 
     s = sub.add_parser("generate", help="generate Verilog and its description, then lint it")
@@ -405,6 +468,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_block(s)
     s.add_argument("-o", "--output", metavar="DIR", required=True)
     s.add_argument("--no-fmax", action="store_true", help="skip place and route")
+    s.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="place and route with nextpnr seeds 1..N; fmax is their median "
+                   "(min and max beside it)")
+    s.add_argument("--target-mhz", type=float, default=None, metavar="F",
+                   help="fail (exit 1, after the report is written) when the ECP5 median "
+                   "fmax of a design is below F")
     s.add_argument("--queries", type=int, default=4, metavar="M",
                    help="compare/sweep: queries in the energy workload")
     s.add_argument("--jobs", type=int, default=2, metavar="J",

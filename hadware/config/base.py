@@ -17,6 +17,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -203,6 +204,19 @@ class BlockConfig:
             return cls(**data)
         except (TypeError, ValueError) as e:
             raise type(e)(f"{source}: {e}") from None
+
+    def with_changes(self, changes: Mapping[str, Any], *, source: str = "changes") -> Self:
+        """A copy with the fields named in ``changes`` set to their values, validated as a
+        loaded configuration file is (:meth:`from_dict`): type and range errors keep their type
+        and gain the ``source`` name. A name that is not a field of the block (``block``
+        included) is a :class:`ConfigFileError` naming it and listing the fields."""
+        known = self.field_names()
+        unknown = [k for k in changes if k not in known]
+        if unknown:
+            raise ConfigFileError(f"{source}: unknown parameter{'s' * (len(unknown) > 1)} "
+                                  f"{', '.join(map(repr, unknown))}; {self.block} accepts "
+                                  f"{', '.join(known)}")
+        return self.from_dict({**self.to_dict(), **changes}, source=source)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Self:
