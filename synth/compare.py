@@ -149,16 +149,28 @@ def run_design(block: str, cfg_dict: dict, binary: bool, w: dict[str, np.ndarray
             "wall_time_s": round(time.time() - t0, 1)}
 
 
-def run_fpga(block: str, cfg_dict: dict, out_dir: str, fmax: bool, pnr_timeout: float
-             ) -> dict[str, Any]:
+def run_fpga(block: str, cfg_dict: dict, out_dir: str, fmax: bool, pnr_timeout: float,
+             seeds: int = 1) -> dict[str, Any]:
     """The FPGA flows of one design (runs in a worker, beside :func:`run_design`)."""
     from hadware.synth.flow import synthesize_fpga
 
     t0 = time.time()
     cfg = _design_config(block, cfg_dict)
     fpga = synthesize_fpga(block, cfg, Path(out_dir) / block / "fpga", fmax=fmax,
-                           timeout=pnr_timeout)
+                           timeout=pnr_timeout, seeds=seeds)
     return {"fpga": fpga, "wall_time_s": round(time.time() - t0, 1)}
+
+
+def throughput(fpga: dict[str, Any], cycles_per_query: float, area: float
+               ) -> dict[str, float | None]:
+    """Queries per second at the ECP5 median fmax (``fmax / cycles per query``) and the
+    area-time figure: area (transistors with storage) times the time per query in
+    microseconds (lower is better). ``None`` without an ECP5 fmax."""
+    f = fpga.get("ecp5", {}).get("fmax_mhz")
+    if not f or not cycles_per_query:
+        return {"queries_per_second": None, "area_time": None}
+    qps = f * 1e6 / cycles_per_query
+    return {"queries_per_second": round(qps, 1), "area_time": round(area * 1e6 / qps, 1)}
 
 
 def _summarise(label: str, binary: bool, sparse: bool, r: dict[str, Any]) -> dict[str, Any]:
@@ -187,6 +199,8 @@ def _summarise(label: str, binary: bool, sparse: bool, r: dict[str, Any]) -> dic
         "gate_level_matches_rtl_under_stalls": en.get("gate_level_matches_rtl_under_stalls"),
         "rtl_matches_golden": en.get("rtl_matches_golden"),
         "cycles_per_query": r["cycles_per_query"],
+        **throughput(syn["fpga"], r["cycles_per_query"],
+                     area["transistors"] + SRAM_TRANSISTORS_PER_BIT * storage),
         "wall_time_s": r["wall_time_s"],
         "fpga_wall_time_s": r.get("fpga_wall_time_s"),
     }
@@ -194,8 +208,12 @@ def _summarise(label: str, binary: bool, sparse: bool, r: dict[str, Any]) -> dic
 
 def compare(cfg: AttentionConfig, out_dir: str | Path, *, queries: int = 4, seed: int = 0,
             fmax: bool = True, jobs: int = 2, pnr_timeout: float = 600.0,
-            names: list[str] | None = None) -> dict[str, Any]:
-    """Run every registered attention design at ``cfg``; write and return the report."""
+            names: list[str] | None = None, seeds: int = 1,
+            target_mhz: float | None = None) -> dict[str, Any]:
+    """Run every registered attention design at ``cfg``; write and return the report.
+    ``seeds``: nextpnr placer seeds per design (fmax is their median); ``target_mhz``: after
+    the report is written, raise :class:`~hadware.errors.HadwareError` naming the first
+    design whose ECP5 fmax misses it (:func:`hadware.synth.flow.check_target`)."""
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -212,13 +230,13 @@ def compare(cfg: AttentionConfig, out_dir: str | Path, *, queries: int = 4, seed
         for block, _, binary, _ in sorted(chosen, key=lambda d: not d[2]):
             if binary:
                 fpga_futs[block] = pool.submit(run_fpga, block, cfg_dict, str(out_dir), fmax,
-                                               pnr_timeout)
+                                               pnr_timeout, seeds)
         for block, _, binary, _ in sorted(chosen, key=lambda d: d[2]):
             area_futs[block] = pool.submit(run_design, block, cfg_dict, binary, w,
                                            str(out_dir), False, pnr_timeout, False, True)
             if not binary:
                 fpga_futs[block] = pool.submit(run_fpga, block, cfg_dict, str(out_dir), fmax,
-                                               pnr_timeout)
+                                               pnr_timeout, seeds)
         for block, _, _, _ in chosen:
             results[block] = area_futs[block].result()
             fp = fpga_futs[block].result()
@@ -252,6 +270,11 @@ def compare(cfg: AttentionConfig, out_dir: str | Path, *, queries: int = 4, seed
     atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
     plots = write_plots(report, out_dir)
     atomic_write_text(out_dir / "report.md", report_markdown(report, plots))
+    if fmax:
+        from hadware.synth.flow import check_target
+
+        for r in rows:
+            check_target(r["fpga"], target_mhz, r["label"])
     return report
 
 
@@ -343,6 +366,21 @@ def report_markdown(report: dict[str, Any], plots: list[str]) -> str:
                       f"{100 * report['area_reduction']:.1f}% smaller, logic alone "
                       f"{100 * report['logic_area_reduction']:.1f}% smaller, dynamic energy "
                       f"per query {100 * report['power_reduction']:.1f}% lower."]
+    if any(r["fpga"]["ecp5"].get("fmax_mhz") for r in rows):
+        from hadware.synth.flow import fmax_text, path_text
+
+        lines += ["", "Timing on the ECP5 (LFE5U-85F): fmax, queries per second at that clock "
+                      "(fmax / cycles per query), area-time (area incl. storage x microseconds "
+                      "per query; lower is better) and the critical path:", "",
+                  "| design | ECP5 fmax | queries / s | area-time | critical path |",
+                  "|---|---|---:|---:|---|"]
+        for r in rows:
+            e = r["fpga"]["ecp5"]
+            qps = "n/a" if r.get("queries_per_second") is None \
+                else f"{r['queries_per_second']:,.0f}"
+            at = "n/a" if r.get("area_time") is None else f"{r['area_time']:,.0f}"
+            path = path_text(e["critical_path"]) if e.get("critical_path") else "n/a"
+            lines.append(f"| {r['label']} | {fmax_text(e)} | {qps} | {at} | {path} |")
     lines += ["", "Logic transistors by sub-block:", "",
               "| design | " + " | ".join(CATEGORIES) + " |",
               "|---|" + "---:|" * len(CATEGORIES)]

@@ -24,9 +24,13 @@
 3. **fmax.** The block inside a pin-light wrapper (all inputs from one registered shift chain,
    all outputs folded into a registered signature chain, 4 pins) placed and routed by
    nextpnr-ice40 (hx8k, ct256) and nextpnr-ecp5 (LFE5U-85F, CABGA381, static placer,
-   router2); the last "Max frequency" line is the figure. It varies with the placer seed
-   (fixed here to 1). A design that does not fit gets ``null`` and the reason (when the
-   block's cells from step 2 already exceed the device, place and route is not attempted).
+   router2); the last "Max frequency" line is the figure. It varies with the placer seed:
+   ``seeds=N`` places and routes with seeds 1 to N and reports the median (the figure,
+   ``fmax_mhz``), the minimum and the maximum, and the critical path of the median seed
+   (:func:`critical_path`: start and end cells, logic levels, routing share). A design that
+   does not fit gets ``null`` and the reason (when the block's cells from step 2 already
+   exceed the device, place and route is not attempted). :func:`check_target` turns a missed
+   ``--target-mhz`` into an error.
 
 YoWASP tools mount a private folder over /tmp, so every tool runs with ``cwd=out_dir`` and
 relative file names. Writes a JSON report and a Markdown table (``report.json``,
@@ -39,17 +43,18 @@ import json
 import logging
 import re
 import shutil
+import statistics
 from pathlib import Path
 from typing import Any
 
 from hadware.blocks import get_block, resolve
 from hadware.config.base import BlockConfig, atomic_write_text
-from hadware.errors import ToolError
+from hadware.errors import HadwareError, ToolError
 from hadware.hw.generate import generate
 from hadware.tools import run_tool, run_yosys, tool_env
 
-__all__ = ["DEVICES", "area_report", "fpga_cells", "report_markdown", "synthesize",
-           "synthesize_fpga", "yosys_script"]
+__all__ = ["DEVICES", "area_report", "check_target", "critical_path", "fpga_cells",
+           "report_markdown", "synthesize", "synthesize_fpga", "yosys_script"]
 
 log = logging.getLogger(__name__)
 
@@ -268,11 +273,58 @@ endmodule
 """
 
 
-def _place_and_route(family: str, netlist: str, out_dir: Path, timeout: float) -> dict:
+def _signal(cell: str) -> str:
+    """The RTL signal behind a mapped cell name (``dut.row.mask_TRELLIS_FF_Q.Q`` ->
+    ``dut.row.mask``): the name up to the first suffix the mapping adds."""
+    base = re.split(r"_TRELLIS|\$|_CCU2C|_LUT4|_PFUMX|_L6MUX|_DP16KD|_DPR16X4|_MULT18|_SB_",
+                    cell)[0]
+    return re.sub(r"\.[A-Z0-9]+$", "", base)
+
+
+def critical_path(log_text: str) -> dict[str, Any] | None:
+    """The register-to-register critical path of nextpnr's last timing report in
+    ``log_text``: ``start`` (the first source cell), ``end`` (the last sink cell),
+    ``logic_levels`` (cells the path goes through between the two registers), ``logic_ns``,
+    ``routing_ns``, ``total_ns`` and ``routing_share`` (routing over the whole path; clock to
+    out and setup count as logic). ``None`` when the log has no such report."""
+    heads = list(re.finditer(r"Critical path report for clock '[^']*' \(posedge -> posedge\)",
+                             log_text))
+    if not heads:
+        return None
+    rows, sources, sinks = [], [], []
+    for line in log_text[heads[-1].end():].splitlines()[1:]:
+        m = re.match(r"Info:\s+(clk-to-q|logic|routing|setup)\s+(-?[0-9.]+)\s+(-?[0-9.]+)"
+                     r"\s+(\S+)\s*(\S*)", line)
+        if m:
+            rows.append((m[1], float(m[2]), float(m[3])))
+            if m[4] == "Source":
+                sources.append(m[5])
+            continue
+        sink = re.match(r"Info:\s+Sink\s+(\S+)", line)
+        if sink:
+            sinks.append(sink[1])
+        elif re.search(r"ns logic, [0-9.]+ ns routing", line) or "Critical path report" in line:
+            break
+    if not rows:
+        return None
+    routing = sum(c for kind, c, _ in rows if kind == "routing")
+    total = rows[-1][2]
+    start, end = (sources[0] if sources else ""), (sinks[-1] if sinks else "")
+    return {"start": start, "end": end, "start_signal": _signal(start),
+            "end_signal": _signal(end),
+            "logic_levels": sum(1 for kind, _, _ in rows if kind == "logic"),
+            "logic_ns": round(total - routing, 3), "routing_ns": round(routing, 3),
+            "total_ns": round(total, 3), "routing_share": round(routing / total, 3) if total
+            else 0.0}
+
+
+def _place_and_route_seed(family: str, netlist: str, out_dir: Path, timeout: float,
+                          seed: int) -> dict:
+    log_name = f"{family}_pnr.log" if seed == 1 else f"{family}_pnr_seed{seed}.log"
     try:
         dev = DEVICES[family]
-        p = run_tool([dev["nextpnr"], *dev["args"], "--json", netlist, "--seed", "1",
-                      "--timing-allow-fail", "--quiet", "--log", f"{family}_pnr.log"],
+        p = run_tool([dev["nextpnr"], *dev["args"], "--json", netlist, "--seed", str(seed),
+                      "--timing-allow-fail", "--quiet", "--log", log_name],
                      cwd=out_dir, what=f"nextpnr-{family}", timeout=timeout)
     except ToolError as e:
         text = str(e)
@@ -280,11 +332,52 @@ def _place_and_route(family: str, netlist: str, out_dir: Path, timeout: float) -
                                                         r"failed to (place|pack)", text) \
             else text.splitlines()[0]
         return {"fmax_mhz": None, "reason": reason}
-    text = (out_dir / f"{family}_pnr.log").read_text() + p.stdout + p.stderr
+    text = (out_dir / log_name).read_text() + p.stdout + p.stderr
     found = re.findall(r"Max frequency for clock\s+'[^']*':\s*([0-9.]+)\s*MHz", text)
     if not found:
         return {"fmax_mhz": None, "reason": "nextpnr reported no clock frequency"}
-    return {"fmax_mhz": float(found[-1]), "device": " ".join(DEVICES[family]["args"][:3])}
+    return {"fmax_mhz": float(found[-1]), "critical_path": critical_path(text)}
+
+
+def _place_and_route(family: str, netlist: str, out_dir: Path, timeout: float,
+                     seeds: int = 1) -> dict:
+    """Place and route with placer seeds ``1 .. seeds``: ``fmax_mhz`` is the median over the
+    seeds (``fmax_mhz_min``, ``fmax_mhz_max``, ``fmax_mhz_seeds`` beside it) and
+    ``critical_path`` (:func:`critical_path`) that of the seed whose fmax is the median (the
+    lower one of the two middle seeds for an even count). A seed that fails fails the entry."""
+    runs = []
+    for seed in range(1, seeds + 1):
+        r = _place_and_route_seed(family, netlist, out_dir, timeout, seed)
+        if r["fmax_mhz"] is None:
+            return r
+        runs.append((r["fmax_mhz"], seed, r["critical_path"]))
+    ranked = sorted(runs)
+    mid = ranked[(len(ranked) - 1) // 2]
+    values = [f for f, _, _ in ranked]
+    median = statistics.median(values)
+    return {"fmax_mhz": median, "fmax_mhz_min": values[0], "fmax_mhz_max": values[-1],
+            "fmax_mhz_seeds": [f for f, _, _ in runs], "seeds": seeds,
+            "critical_path": mid[2], "critical_path_seed": mid[1],
+            "device": " ".join(DEVICES[family]["args"][:3])}
+
+
+def check_target(fpga: dict[str, dict[str, Any]], target_mhz: float | None,
+                 what: str, family: str = "ecp5") -> None:
+    """Raise :class:`~hadware.errors.HadwareError` when ``family``'s median fmax in ``fpga``
+    (an FPGA report) misses ``target_mhz``, naming ``what`` (``None``: no target)."""
+    if target_mhz is None:
+        return
+    e = fpga.get(family, {})
+    f = e.get("fmax_mhz")
+    if f is None:
+        raise HadwareError(f"{what}: --target-mhz {target_mhz:g}: no {family} fmax "
+                           f"({e.get('reason', 'place and route was not run')})")
+    if f < target_mhz:
+        path = e.get("critical_path") or {}
+        raise HadwareError(f"{what}: {family} fmax {f:.1f} MHz misses --target-mhz "
+                           f"{target_mhz:g} (critical path {path.get('start_signal', '?')} -> "
+                           f"{path.get('end_signal', '?')}, {path.get('logic_levels', '?')} logic "
+                           f"levels)")
 
 
 def cells_below(stat: dict[str, Any], top: str) -> dict[str, int]:
@@ -381,7 +474,7 @@ def area_report(stat: dict[str, Any], top: str) -> dict[str, Any]:
 
 def synthesize(block: str, cfg: BlockConfig, out_dir: str | Path, *, fmax: bool = True,
                timeout: float = 1800.0, extras: dict[str, dict] | None = None,
-               fpga: bool = True) -> dict[str, Any]:
+               fpga: bool = True, seeds: int = 1) -> dict[str, Any]:
     """Run every flow for ``block`` at ``cfg`` (``fpga=False``: the CMOS area only); write and
     return the report."""
     out_dir = Path(out_dir).resolve()
@@ -416,14 +509,14 @@ def synthesize(block: str, cfg: BlockConfig, out_dir: str | Path, *, fmax: bool 
         report.update(resolve(extra)(cfg, out_dir, timeout))
     if fpga:
         report["fpga"] = _fpga_flows(block, out_dir, src, desc, set(merged.values()), fmax,
-                                     timeout)
+                                     timeout, seeds)
     atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
     atomic_write_text(out_dir / "report.md", report_markdown(report))
     return report
 
 
 def synthesize_fpga(block: str, cfg: BlockConfig, out_dir: str | Path, *, fmax: bool = True,
-                    timeout: float = 1800.0) -> dict[str, dict[str, Any]]:
+                    timeout: float = 1800.0, seeds: int = 1) -> dict[str, dict[str, Any]]:
     """The FPGA flows of :func:`synthesize` alone (cells and fmax per family), so that they
     can run beside the CMOS area flow; writes ``fpga.json``."""
     out_dir = Path(out_dir).resolve()
@@ -433,7 +526,7 @@ def synthesize_fpga(block: str, cfg: BlockConfig, out_dir: str | Path, *, fmax: 
     shared, merged = share_modules(paths["verilog"].read_text())
     atomic_write_text(out_dir / f"{block}.shared.v", shared)
     fpga = _fpga_flows(block, out_dir, paths["verilog"].name, desc, set(merged.values()), fmax,
-                       timeout)
+                       timeout, seeds)
     atomic_write_text(out_dir / "fpga.json", json.dumps(fpga, indent=2) + "\n")
     return fpga
 
@@ -489,7 +582,8 @@ def _synth_kept(block: str, family: str, keep: set[str], fmax: bool, netlist: st
 
 
 def _fpga_flows(block: str, out_dir: Path, src: str, desc: dict[str, Any],
-                keep: set[str], fmax: bool, timeout: float) -> dict[str, dict]:
+                keep: set[str], fmax: bool, timeout: float, seeds: int = 1
+                ) -> dict[str, dict]:
     out: dict[str, dict] = {}
     if fmax:
         (out_dir / "fmax_wrapper.v").write_text(_wrapper(desc))
@@ -512,9 +606,28 @@ def _fpga_flows(block: str, out_dir: Path, src: str, desc: dict[str, Any],
                                                    family=family, netlist=netlist),
                                  out_dir, f"{family}_wrapped", timeout)
                 log.info("%s: %s place and route", block, family)
-                entry.update(_place_and_route(family, netlist, out_dir, timeout))
+                entry.update(_place_and_route(family, netlist, out_dir, timeout, seeds))
         out[family] = entry
     return out
+
+
+def fmax_text(e: dict[str, Any]) -> str:
+    """An FPGA entry's fmax: ``"n/a (reason)"``, ``"X MHz (seed 1)"`` or ``"X MHz (median of
+    N seeds, min A, max B)"``."""
+    if e.get("fmax_mhz") is None:
+        return "n/a (" + e.get("reason", "") + ")"
+    n = e.get("seeds", 1)
+    if n == 1:
+        return f"{e['fmax_mhz']:.1f} MHz (seed 1)"
+    return (f"{e['fmax_mhz']:.1f} MHz (median of {n} seeds, min {e['fmax_mhz_min']:.1f}, "
+            f"max {e['fmax_mhz_max']:.1f})")
+
+
+def path_text(p: dict[str, Any]) -> str:
+    """A critical path in one line: start -> end, logic levels, delay, routing share."""
+    return (f"`{p['start_signal']}` -> `{p['end_signal']}`: {p['logic_levels']} logic "
+            f"levels, "
+            f"{p['total_ns']:.2f} ns, {100 * p['routing_share']:.0f} % routing")
 
 
 def report_markdown(r: dict[str, Any]) -> str:
@@ -537,9 +650,9 @@ def report_markdown(r: dict[str, Any]) -> str:
         lines.append(f"| {fam} LUT4 / FF / carry | {e['lut']:,} / {e['ff']:,} / {e['carry']:,} |")
         lines.append(f"| {fam} DSP / BRAM | {e['dsp']} / {e['bram']} |")
         if "fmax_mhz" in e:
-            f = "n/a (" + e.get("reason", "") + ")" if e["fmax_mhz"] is None \
-                else f"{e['fmax_mhz']:.1f} MHz"
-            lines.append(f"| {fam} fmax (nextpnr, seed 1) | {f} |")
+            lines.append(f"| {fam} fmax (nextpnr) | {fmax_text(e)} |")
+            if e.get("critical_path"):
+                lines.append(f"| {fam} critical path | {path_text(e['critical_path'])} |")
     if r.get("memories"):
         lines += ["", "| memory | module | kind | depth x width | instances | bits |",
                   "|---|---|---|---|---:|---:|"]

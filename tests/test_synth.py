@@ -13,7 +13,7 @@ from hadware.synth.flow import synthesize
 @pytest.mark.synth
 def test_score_unit_report(tmp_path):
     cfg = ScoreUnitConfig(d=32, lanes=2)
-    r = synthesize("score_unit", cfg, tmp_path)
+    r = synthesize("score_unit", cfg, tmp_path, seeds=2)
     assert json.loads((tmp_path / "report.json").read_text()) == r
     md = (tmp_path / "report.md").read_text()
     assert "CMOS transistor estimate" in md and "fmax" in md
@@ -33,6 +33,70 @@ def test_score_unit_report(tmp_path):
         e = r["fpga"][fam]
         assert e["lut"] > 0 and e["ff"] == area["flip_flops"] and e["dsp"] == 0
         assert e["fmax_mhz"] is not None and 20 < e["fmax_mhz"] < 1000
+        # Two placer seeds, two logs; the figure is their median, the path that of a seed.
+        assert len(e["fmax_mhz_seeds"]) == 2 and e["seeds"] == 2
+        assert e["fmax_mhz_min"] <= e["fmax_mhz"] <= e["fmax_mhz_max"]
+        assert e["fmax_mhz"] == sum(e["fmax_mhz_seeds"]) / 2
+        assert (tmp_path / f"{fam}_pnr.log").is_file()
+        assert (tmp_path / f"{fam}_pnr_seed2.log").is_file()
+        p = e["critical_path"]
+        assert p["logic_levels"] >= 1 and 0 < p["routing_share"] < 1
+        assert p["total_ns"] == pytest.approx(p["logic_ns"] + p["routing_ns"], abs=0.01)
+        # the path of a 2-seed median is the lower seed's, and its delay sets that fmax
+        # (within the report's rounding)
+        assert 1000 / p["total_ns"] == pytest.approx(e["fmax_mhz_min"], rel=0.02)
+        assert "median of 2 seeds" in md and f"{fam} critical path" in md
+
+
+# A nextpnr timing report in the format nextpnr-ecp5 0.7 writes (abridged, values made up).
+PNR_LOG = """\
+Info: Critical path report for clock 'clk' (posedge -> posedge):
+Info:       type curr  total name
+Info:   clk-to-q  0.50  0.50 Source dut.cnt_TRELLIS_FF_Q.Q
+Info:    routing  1.00  1.50 Net dut.cnt[0] (1,1) -> (2,2)
+Info:                          Sink dut.sum_CCU2C_S0$CCU2_COMB0.A
+Info:                          Defined in:
+Info:                               top.v:1.1-1.2
+Info:      logic  0.40  1.90 Source dut.sum_CCU2C_S0$CCU2_COMB0.F
+Info:    routing  2.00  3.90 Net dut.sum[3] (2,2) -> (3,3)
+Info:                          Sink dut.acc_TRELLIS_FF_Q_2.DI
+Info:      setup  0.10  4.00 Source dut.acc_TRELLIS_FF_Q_2.DI
+Info: 1.00 ns logic, 3.00 ns routing
+
+Info: Critical path report for cross-domain path 'posedge clk' -> '<async>':
+Info:       type curr  total name
+Info:   clk-to-q  0.50  0.50 Source sout_TRELLIS_FF_Q.Q
+Info:    routing  9.00  9.50 Net sout (1,1) -> (9,9)
+Info:                          Sink sout$tr_io.I
+Info: 0.50 ns logic, 9.00 ns routing
+"""
+
+
+def test_critical_path_parser():
+    from hadware.synth.flow import critical_path, path_text
+
+    p = critical_path(PNR_LOG)
+    assert p == {"start": "dut.cnt_TRELLIS_FF_Q.Q", "end": "dut.acc_TRELLIS_FF_Q_2.DI",
+                 "start_signal": "dut.cnt", "end_signal": "dut.acc", "logic_levels": 1,
+                 "logic_ns": 1.0, "routing_ns": 3.0, "total_ns": 4.0, "routing_share": 0.75}
+    assert path_text(p) == "`dut.cnt` -> `dut.acc`: 1 logic levels, 4.00 ns, 75 % routing"
+    assert critical_path("Info: Program finished normally.") is None
+
+
+def test_target_mhz():
+    from hadware.errors import HadwareError
+    from hadware.synth.flow import check_target
+
+    fpga = {"ecp5": {"fmax_mhz": 120.0, "critical_path": {
+        "start_signal": "dut.a", "end_signal": "dut.b", "logic_levels": 9}}}
+    check_target(fpga, None, "x")
+    check_target(fpga, 120.0, "x")
+    with pytest.raises(HadwareError, match=r"^HAD: ecp5 fmax 120\.0 MHz misses --target-mhz "
+                       r"150 \(critical path dut\.a -> dut\.b, 9 logic levels\)$"):
+        check_target(fpga, 150.0, "HAD")
+    with pytest.raises(HadwareError, match=r"no ecp5 fmax \(does not fit the device\)"):
+        check_target({"ecp5": {"fmax_mhz": None, "reason": "does not fit the device"}}, 1.0,
+                     "std")
 
 
 @pytest.mark.synth
@@ -271,3 +335,38 @@ def test_fpga_flow_flattens_only_the_module_abc9_fails_on(tmp_path, monkeypatch)
     assert "\\score_unit.lane1" in stat["modules"] and "\\score_unit.lane0" not in stat["modules"]
     cells = flow.fpga_cells(stat, "ecp5", "score_unit")
     assert cells["ff"] == r["area_cmos"]["flip_flops"]
+
+
+@pytest.mark.parametrize("args, pattern", [
+    (["--seeds", "0"], r"^--seeds must be an integer of at least 1, not 0$"),
+    (["--target-mhz", "-5"], r"^--target-mhz -5: expected a positive frequency in MHz$"),
+    (["--target-mhz", "nan"], r"^--target-mhz nan: expected a positive frequency"),
+    (["--target-mhz", "50", "--no-fmax"], r"^--target-mhz 50 needs place and route"),
+])
+def test_synth_timing_options_refused(tmp_path, capsys, args, pattern):
+    """Bad --seeds / --target-mhz: one line, exit 1, nothing written."""
+    import re
+
+    from hadware.cli import main
+
+    out = tmp_path / "out"
+    assert main(["synth", "score_unit", "-o", str(out), *args]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(pattern, err[0].removeprefix("hadware: error: ")), err
+    assert not out.exists()
+
+
+@pytest.mark.synth
+def test_synth_cli_target_missed(tmp_path, capsys):
+    """`hadware synth --target-mhz` above what the block reaches: exit 1 naming the block,
+    the fmax and the target, the report written first; a target it meets passes."""
+    from hadware.cli import main
+
+    (tmp_path / "su.json").write_text(ScoreUnitConfig(d=8, lanes=2).to_json())
+    common = ["synth", "score_unit", "--config", str(tmp_path / "su.json")]
+    assert main([*common, "-o", str(tmp_path / "a"), "--target-mhz", "5000"]) == 1
+    err = capsys.readouterr().err
+    assert "score_unit: ecp5 fmax" in err and "misses --target-mhz 5000" in err
+    r = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert main([*common, "-o", str(tmp_path / "b"),
+                 "--target-mhz", f"{r['fpga']['ecp5']['fmax_mhz'] - 1:.1f}"]) == 0
