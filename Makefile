@@ -29,8 +29,8 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # System tools from apt-get, when the set-up can use it: Icarus Verilog, the second simulator
-# (its tests are skipped with a visible reason if it is missing, except under .ci/run), and z3,
-# the SMT solver of the formal proofs (tests/test_formal.py fail without it).
+# (its tests are skipped with a visible reason if it is missing, except under .ci/run). The SMT
+# solver of the formal proofs (yices) comes from PyPI with the dev dependencies.
 # $(call apt_tool,COMMAND,PACKAGE,WHAT HAPPENS WITHOUT IT)
 define apt_tool
 	@if ! command -v $(1) >/dev/null; then \
@@ -46,7 +46,6 @@ endef
 
 sysdeps:
 	$(call apt_tool,iverilog,iverilog,Icarus tests will be skipped)
-	$(call apt_tool,z3,z3,the formal tests will fail)
 
 demo: setup
 	$(VENV)/bin/hadware demo

@@ -102,6 +102,15 @@ BLOCKS: dict[str, Block] = {
             tb="hadware.tb.topk",
         ),
         Block(
+            name="counting_topk",
+            summary="counting top-k for binarized scores: TopK's streams, value counters, "
+                    "two passes",
+            config="hadware.config.counting_topk:CountingTopKConfig",
+            component="hadware.hw.counting_topk:CountingTopK",
+            golden="hadware.golden.counting_topk",
+            tb="hadware.tb.counting_topk",
+        ),
+        Block(
             name="attention",
             summary="HAD attention core: Hamming scores, top-k, table softmax, weighted sum",
             config="hadware.config.attention:AttentionConfig",

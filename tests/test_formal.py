@@ -1,5 +1,5 @@
 """Formal stream specifications of every registered block (:mod:`hadware.tb.formal`), run
-through SymbiYosys with z3 at the blocks' small configurations (:func:`~hadware.tb.formal.
+through SymbiYosys with yices at the blocks' small configurations (:func:`~hadware.tb.formal.
 small_config`).
 
 For each block, with B the contract's bound (score_unit: its latency; topk: top_k; the
@@ -20,9 +20,9 @@ Each property group has negative controls, broken variants of the block's respon
 that must fail (``DONE (FAIL``) at the assertion they break (:data:`EXPECTED`). The runs too
 slow for the fast tier (:data:`SLOW`: the payload checks of the dense and int8 attention
 cores keep their whole datapath in the problem) and the larger configurations are marked
-``full``. The MLP's bounded checks are not run (:data:`UNCHECKED`: its first response is 84
-cycles deep); its payload and valid negative controls fail the induction step only
-(:data:`INDUCTION_ONLY`). A missing solver fails the tests, never skips them.
+``full``. Every block's checks run, the MLP's too (its first response is 84 cycles deep: in
+reach through the exact cone-of-influence reduction of :data:`hadware.tb.formal.SCRIPT` and
+the yices solver). A missing solver fails the tests, never skips them.
 """
 
 from __future__ import annotations
@@ -45,22 +45,12 @@ PROVE_STABLE = {"score_unit", "topk", "mlp"}
 SLOW = {(n, c) for n in ("std_attention", "int8_topk_attention", "binary_dense_attention")
         for c in ("stable", "payload", "drop_valid")}
 
-#: Not run: the MLP's first response is 84 cycles deep, and z3 took over 9 minutes to unroll
-#: its cover to step 63 of 87, so its bounded checks are out of reach. Its stability is proved
-#: by induction; its broken payload and valid variants are shown to fail that induction
-#: (:data:`INDUCTION_ONLY`), its reset variant fails outright.
-UNCHECKED = {("mlp", c) for c in ("count", "live", "cover", "extra", "drop")}
-
-#: Negative controls checked by the induction step alone (``mode prove`` must not pass and its
-#: induction counterexample must violate the expected assertion): no real counterexample is
-#: within reach.
-INDUCTION_ONLY = {("mlp", "payload"), ("mlp", "drop_valid")}
-
 #: The assertions each broken variant may be caught by (a swallowed response shows as a
 #: request waiting too long, or, when the block takes the next request first, as one request
 #: too many outstanding).
 EXPECTED = {"payload": {"stable.payload"}, "drop_valid": {"stable.valid"},
-            "reset_valid": {"stable.reset"}, "extra": {"count.response_without_request"},
+            "reset_valid": {"stable.reset"},
+            "extra": {"count.response_without_request", "count.beats"},
             "drop": {"live.bound", "count.in_flight"}}
 
 
@@ -74,8 +64,6 @@ def _params(items):
     out = []
     for name in NAMES:
         for item in items:
-            if (name, item) in UNCHECKED:
-                continue
             marks = [pytest.mark.full, pytest.mark.timeout(3600)] if (name, item) in SLOW \
                 else []
             out.append(pytest.param(name, item, marks=marks, id=f"{name}-{item}"))
@@ -84,7 +72,7 @@ def _params(items):
 
 def _plan(name: str, check: str, contract: F.Contract) -> tuple[str, int]:
     """Mode and depth of ``check`` (or of a mutation's run) for block ``name``."""
-    if (check == "stable" and name in PROVE_STABLE) or (name, check) in INDUCTION_ONLY:
+    if check == "stable" and name in PROVE_STABLE:
         return "prove", 4
     if check == "reset_valid":
         return "bmc", 4  # fails in the cycle after the first reset
@@ -123,10 +111,6 @@ def test_negative_control(name, mutation, tmp_path):
     mode, depth = _plan(name, mutation, _contract(name))
     r = _run(name, (check,), mode, depth, tmp_path, mutation=mutation,
              timeout=3000 if (name, mutation) in SLOW else 600)
-    if (name, mutation) in INDUCTION_ONLY:
-        assert r.status in ("FAIL", "UNKNOWN"), f"{name} {mutation}: {r.status}\n{r.log[-3000:]}"
-        assert EXPECTED[mutation] & set(r.induction_failed), r.induction_failed
-        return
     assert r.status == "FAIL", f"{name} {mutation}: {r.status}\n{r.log[-3000:]}"
     assert EXPECTED[mutation] & {label for label, _ in r.failed}, r.failed
 
@@ -161,6 +145,7 @@ def test_bad_arguments():
 
 
 def test_missing_solver_is_reported(monkeypatch):
-    """Without z3 on PATH the checks report why (and the tests above fail, never skip)."""
-    monkeypatch.setenv("PATH", "/nonexistent")
-    assert "z3 not found" in F.solver_missing()
+    """Without the solver on PATH the checks report why (and the tests above fail, never
+    skip)."""
+    monkeypatch.setattr(F, "tool_env", lambda: {"PATH": "/nonexistent"})
+    assert f"{F.SOLVER_TOOLS[F.SOLVER][0]} not found" in F.solver_missing()

@@ -1,0 +1,481 @@
+"""Counting top-k sparsifier for binarized scores: a drop-in for :class:`~hadware.hw.topk.TopK`.
+
+Function
+--------
+Exactly :class:`~hadware.hw.topk.TopK`'s: the same ``i_stream`` / ``o_stream`` layouts
+(:meth:`TopK.layouts`), candidate ``j`` of beat ``b`` has index ``b*lanes + j``, the beat with
+``last`` ends the query, and ``top_k`` output beats follow, best first (score descending, ties
+to the lower index), ``sel = 0`` on the slots beyond the number of valid candidates, ``last``
+on the final one. The scores must be binarized, ``s = 2*popcount - d``: the ``d + 1`` values
+``-d, -d + 2, ..., d`` (:mod:`hadware.spec.counting_topk`). A score outside that set is an
+input error: the unit maps it to the value ``clamp(floor((s + d) / 2), 0, d)`` and keeps to
+the stream rules, but its output is then unspecified.
+
+Method (a counting sort; no comparison of candidates against each other)
+-------------------------------------------------------------------------
+Let ``v = (s + d) / 2`` in ``[0, d]`` be a candidate's value. Sorted by (value descending,
+index ascending), a candidate's position is ``above(v) + ties``: the number of valid candidates
+with a higher value, plus those with the same value and a lower index. The keepers are exactly
+the candidates whose position is below ``top_k``, and the position is their output slot, so
+the output comes out sorted without a sorter. (The threshold ``T`` of the method is the value
+with ``above(T) < top_k <= above(T) + count(T)``; its first ``top_k - above(T)`` ties are the
+ones whose position is below ``top_k``. Neither is formed explicitly.)
+
+* **Pass 1**, one input beat per cycle: the beat's values and mask are written into the score
+  buffer (row ``b``) and into the row register; the next cycle, counter ``c[u]`` of every value
+  ``u`` adds the number of the row's valid lanes with ``v > u`` (each lane decodes its value
+  as a thermometer). After the last beat ``c[u] = above(u)``: the prefix of the histogram
+  from the top, built while the scores stream in, so the threshold scan takes **zero
+  cycles**.
+* **Pass 2**, one buffered row per cycle (a synchronous read, transparent so that row 0 is
+  read in the cycle of the last beat; the row register; the slot stage): lane ``j`` takes
+  ``pos_j = c[v_j] + r_j``, ``r_j`` the number of earlier valid lanes of the row with the
+  same value, and keeps its candidate if ``pos_j < top_k``; every counter ``c[u]`` adds the
+  number of the row's valid lanes with ``v = u`` (so it moves past the ties already placed).
+  The positions are registered; the slot stage writes each kept candidate into slot
+  ``pos_j`` (up to ``lanes`` writes per cycle, to distinct slots). The last row clears the
+  counters for the next query.
+* **Output**: the slots shift out one per cycle under ``o_stream.ready`` (slot 0 is the
+  payload), as in :class:`TopK`; shifting empties them for the next query.
+
+Every counter saturates at ``top_k`` (a position of ``top_k`` or more is dropped whatever its
+exact value), so each recurrence is one counter of ``ceil(log2(top_k + 1))`` bits plus a
+``lanes``-input count. No path grows with ``top_k * lanes``: each cycle's logic is one of a
+lane's value decoder and ``(d + 1)``-way one-hot lookup, a counter's ``lanes``-input count,
+or a slot's ``lanes``-way write multiplexer, each between registers (constant comparisons
+are written as logic, not as carry chains). Repeated structures are submodules (``lane0..``:
+:class:`CountingTopKLane`; ``count0..``: :class:`CountingTopKCounter`; ``slot0..``:
+:class:`CountingTopKSlot`), identical within each kind, so hierarchical synthesis maps each
+kind once.
+
+Timing
+------
+With ``B = ceil(n / lanes)`` the beats of a query (at least 1; the testbench sends
+``max(1, ceil(n_valid / lanes))``), ``rows = ceil(n_max / lanes)`` and ``B' = min(B, rows)``
+(the buffer keeps ``rows`` rows; a longer query is an input error):
+
+* Input: one beat per cycle while collecting (``i_stream.ready`` is high from the cycle after
+  the previous query's final output transfer until the ``last`` beat's transfer, as in
+  :class:`TopK`; idle cycles of the producer are allowed).
+* Latency: with the ``last`` beat transferred in cycle ``t``, buffered row ``i`` is in the
+  row register in cycle ``t + 2 + i`` and in the slot stage in ``t + 3 + i``; the first
+  output beat is valid in cycle ``t + B' + 3``: **latency = B' + 3**. ``top_k`` output beats
+  follow, one per cycle when ``o_stream.ready`` is high.
+* **Cycles per query** without stalls (back to back, consumer always ready):
+  ``2 * B + top_k + 2`` (``B`` input beats, ``B + 2`` more to the first output, ``top_k``
+  outputs), against ``B + top_k`` for :class:`TopK`.
+* Worst case from the ``last`` input beat to the final output beat, consumer always ready,
+  any input: ``rows + top_k + 2`` (:meth:`CountingTopK.worst_case_cycles`).
+
+Area (as formulas; ``V = d + 1`` values, ``L = lanes``, ``k = top_k``, ``w = score_width``,
+``iw = index_width``, ``vw = ceil(log2(d + 1))`` value bits, ``cw = ceil(log2(k + 1))``
+counter bits, ``pw = ceil(log2(k + L))`` position bits, ``rw = ceil(log2(rows + 1))``)
+----------------------------------------------------------------------------------------
+* Counters: ``V`` saturating counters of ``cw`` bits, each with an ``L``-input population count.
+* Comparators: ``2 * V * L`` constant comparisons of ``vw`` bits (each lane's thermometer and
+  one-hot value decoders), ``L * (L - 1) / 2`` equality comparators of ``vw`` bits (tie
+  ranks), ``L`` position adders (``cw`` + ``ceil(log2(L))`` bits) with a constant comparison
+  ``< k``, ``k * L`` constant comparisons of ``pw`` bits (slot decoders), ``L`` input adders
+  and clamps (``w + 1`` bits).
+* Multiplexers: ``L`` one-hot ``V``-way lookups of ``cw`` bits; ``k`` one-hot ``(L + 1)``-way
+  slot multiplexers of ``1 + w + iw`` bits (``L`` writes and the output shift); the row
+  register's 2-way input (beat or buffered row).
+* Flip-flops (register bits of the RTL, :meth:`CountingTopK.flip_flops`; synthesis removes
+  the few that stay constant and adds the read port's transparency register):
+  ``V * cw`` (counters) + ``k * (1 + w + iw)`` (slots) + ``L * (vw + 1) + 3`` (row register)
+  + ``L * (1 + pw + w + iw) + 1`` (slot stage register) + ``2 + 2 + 2 * rw + (iw + 1) +
+  ceil(log2(k))`` (read valid and last, phase, beat and read-row counters, row index, output
+  position; ``ceil(log2(k))`` is at least 1).
+* Memory: ``rows * L * (vw + 1)`` bits (``rows`` words of ``L`` values and the mask), one
+  write port and one synchronous read port.
+
+Against :class:`TopK` (``k * L + L * (L - 1) / 2`` comparators of ``w + 1`` bits, rank adders
+of up to ``k + L - 1`` inputs and a ``(2L + 1)``-way multiplexer per slot, all on one cycle's
+path): the ``k * L`` compare array becomes ``V`` counters and constant decoders, at the price
+of the score buffer and a second pass (``B + 2`` cycles per query).
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Signal, Value, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from hadware.config.counting_topk import CountingTopKConfig
+from hadware.hw.topk import TopK
+
+__all__ = ["CountingTopK", "CountingTopKCounter", "CountingTopKLane", "CountingTopKSlot"]
+
+
+def _bits_for(n: int) -> int:
+    return max(1, n.bit_length())
+
+
+def _one_hot_or(terms) -> Value:
+    acc = Const(0)
+    for sel, value in terms:
+        acc = acc | Mux(sel, value, 0)
+    return acc
+
+
+def _gt_const(x: Value, c: int) -> Value:
+    """``x > c`` for an unsigned ``x`` and a constant ``c``, as AND/OR logic: synthesis maps it
+    to lookup tables (a ``>`` operator becomes a carry chain on FPGAs, slow to route)."""
+    if c < 0:
+        return Const(1)
+    if c >= 2 ** len(x) - 1:
+        return Const(0)
+    acc = Const(0)  # x[:i] > c[:i], from the least significant bit up
+    for i in range(len(x)):
+        acc = (x[i] & acc) if c >> i & 1 else (x[i] | acc)
+    return acc
+
+
+def _lt_const(x: Value, c: int) -> Value:
+    """``x < c`` for an unsigned ``x`` and a constant ``c``, as AND/OR logic."""
+    return ~_gt_const(x, c - 1)
+
+
+class CountingTopKLane(wiring.Component):
+    """One lane of a row against the value counters (combinational).
+
+    Members
+    -------
+    value : In(vw)
+        The lane's value ``v = (s + d) / 2``.
+    valid : In(1)
+        The lane takes part this cycle (a row is present and its mask bit is set).
+    above : In(1)
+        1 (pass 1): ``hits`` marks every value below ``v``; 0 (pass 2): ``hits`` marks ``v``.
+    counts : In(n_values * cw)
+        Every value's counter, value 0 in the low bits.
+    rank : In(bits of lanes - 1)
+        Earlier valid lanes of this row with the same value.
+    hits : Out(n_values)
+        Bit ``u``: this lane increments counter ``u`` if it is valid.
+    pos : Out(pw)
+        ``counts[v] + rank``, the lane's slot when it is below ``top_k``.
+    keep : Out(1)
+        ``valid`` and ``pos < top_k``.
+    """
+
+    def __init__(self, n_values: int, lanes: int, top_k: int, count_width: int, pos_width: int):
+        self._nv, self._k, self._cw = n_values, top_k, count_width
+        super().__init__({
+            "value": In(_bits_for(n_values - 1)),
+            "valid": In(1),
+            "above": In(1),
+            "counts": In(n_values * count_width),
+            "rank": In(_bits_for(lanes - 1)),
+            "hits": Out(n_values),
+            "pos": Out(pos_width),
+            "keep": Out(1),
+        })
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        nv, cw = self._nv, self._cw
+        eq = Signal(nv)
+        for u in range(nv):
+            m.d.comb += [
+                eq[u].eq(self.value == u),
+                self.hits[u].eq(Mux(self.above, _gt_const(self.value, u), eq[u])),
+            ]
+        mine = Signal(cw)
+        m.d.comb += [
+            mine.eq(_one_hot_or((eq[u], self.counts[u * cw:(u + 1) * cw]) for u in range(nv))),
+            self.pos.eq(mine + self.rank),
+            self.keep.eq(self.valid & _lt_const(self.pos, self._k)),
+        ]
+        return m
+
+
+class CountingTopKCounter(wiring.Component):
+    """One value's counter: adds the lanes that hit it, saturating at ``top_k``.
+
+    Members
+    -------
+    hits : In(lanes)
+        Lanes that increment the counter this cycle.
+    clear : In(1)
+        Set the counter to 0 instead (takes precedence).
+    count : Out(cw)
+        The registered count, ``min(count + popcount(hits), top_k)`` after each cycle.
+    """
+
+    def __init__(self, lanes: int, top_k: int, count_width: int):
+        self._lanes, self._k = lanes, top_k
+        super().__init__({"hits": In(lanes), "clear": In(1), "count": Out(count_width)})
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        total = Signal(_bits_for(self._k + self._lanes))
+        m.d.comb += total.eq(self.count + sum(self.hits[j] for j in range(self._lanes)))
+        with m.If(self.clear):
+            m.d.sync += self.count.eq(0)
+        with m.Else():
+            m.d.sync += self.count.eq(Mux(_lt_const(total, self._k), total, self._k))
+        return m
+
+
+class CountingTopKSlot(wiring.Component):
+    """One output slot: written by at most one lane per cycle, or shifted toward slot 0.
+
+    Members
+    -------
+    hit : In(lanes)
+        Bit ``j``: lane ``j`` writes this slot (at most one bit set).
+    lane : In(lanes * ew)
+        Each lane's entry ``{sel, score, index}`` (lane 0 in the low bits).
+    shift : In(1)
+        Take ``shift_in`` (the next slot's entry) instead (takes precedence).
+    shift_in : In(ew)
+    value : Out(ew)
+        The registered entry; ``sel`` (bit 0) is 0 for an empty slot.
+    """
+
+    def __init__(self, lanes: int, entry_width: int):
+        self._lanes, self._ew = lanes, entry_width
+        super().__init__({"hit": In(lanes), "lane": In(lanes * entry_width), "shift": In(1),
+                          "shift_in": In(entry_width), "value": Out(entry_width)})
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        ew = self._ew
+        with m.If(self.shift):
+            m.d.sync += self.value.eq(self.shift_in)
+        with m.Elif(self.hit.any()):
+            m.d.sync += self.value.eq(_one_hot_or(
+                (self.hit[j], self.lane[j * ew:(j + 1) * ew]) for j in range(self._lanes)))
+        return m
+
+
+class CountingTopK(wiring.Component):
+    """The counting top-k sparsifier (see the module docstring).
+
+    Parameters
+    ----------
+    config : CountingTopKConfig
+
+    Members
+    -------
+    i_stream : In(stream.Signature(StructLayout({"score": ArrayLayout(signed(w), lanes),
+                                                 "mask": lanes, "last": 1})))
+    o_stream : Out(stream.Signature(StructLayout({"score": signed(w), "index": index_width,
+                                                  "sel": 1, "last": 1})))
+        Both exactly :meth:`TopK.layouts`.
+
+    Attributes
+    ----------
+    latency : int
+        Cycles from the ``last`` input beat to the first output beat at ``n = n_max``
+        (:meth:`first_output_latency`).
+    latency_formula : str
+
+    Raises
+    ------
+    TypeError
+        If ``config`` is not a :class:`CountingTopKConfig`.
+    """
+
+    def __init__(self, config: CountingTopKConfig):
+        if not isinstance(config, CountingTopKConfig):
+            self._MustUse__silence = True
+            raise TypeError(f"config must be a CountingTopKConfig, not {config!r}")
+        self.config = config
+        self.latency = self.first_output_latency(config, config.n_max)
+        self.latency_formula = (
+            "B = max(1, ceil(n / lanes)) input beats; first output min(B, rows) + 3 cycles "
+            "after the last input beat; cycles per query = 2 * B + top_k + 2")
+        self.in_layout, self.out_layout = self.layouts(config)
+        super().__init__({
+            "i_stream": In(stream.Signature(self.in_layout)),
+            "o_stream": Out(stream.Signature(self.out_layout)),
+        })
+
+    layouts = staticmethod(TopK.layouts)
+
+    # -- formulas (module docstring) ----------------------------------------------------------
+
+    @staticmethod
+    def beats(cfg: CountingTopKConfig, n: int) -> int:
+        """Input beats of a query over ``n`` candidates: ``max(1, ceil(n / lanes))``."""
+        return max(1, -(-n // cfg.lanes))
+
+    @classmethod
+    def first_output_latency(cls, cfg: CountingTopKConfig, n: int) -> int:
+        """Cycles from the ``last`` input beat's transfer to the first output beat's valid."""
+        return min(cls.beats(cfg, n), cfg.rows) + 3
+
+    @classmethod
+    def query_cycles(cls, cfg: CountingTopKConfig, n: int) -> int:
+        """Cycles per query without stalls, queries back to back."""
+        return 2 * cls.beats(cfg, n) + cfg.top_k + 2
+
+    @staticmethod
+    def worst_case_cycles(cfg: CountingTopKConfig) -> int:
+        """Most cycles from the ``last`` input beat to the final output beat, consumer always
+        ready, whatever the input (longer queries than ``n_max`` included)."""
+        return cfg.rows + cfg.top_k + 2
+
+    @staticmethod
+    def flip_flops(cfg: CountingTopKConfig) -> int:
+        """Register bits of the RTL (module docstring, Area)."""
+        lanes, k, w, iw = cfg.lanes, cfg.top_k, cfg.score_width, cfg.index_width
+        vw, cw, pw, rw = cfg.value_width, cfg.count_width, cfg.position_width, cfg.row_width
+        return (cfg.n_values * cw + k * (1 + w + iw) + lanes * (vw + 1) + 3
+                + lanes * (1 + pw + w + iw) + 1 + 2 + 2 + 2 * rw + (iw + 1) + _bits_for(k - 1))
+
+    # -- elaboration --------------------------------------------------------------------------
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        cfg = self.config
+        row_layout = data.StructLayout({"value": data.ArrayLayout(cfg.value_width, cfg.lanes),
+                                        "mask": cfg.lanes})
+        m.submodules.buf = buf = Memory(shape=row_layout, depth=cfg.rows, init=[])
+        wr = buf.write_port()
+        rd = buf.read_port(transparent_for=(wr,))  # (row 0 is read as the last beat arrives)
+
+        take = Signal()  # an input beat transfers
+        rd_valid, rd_last = Signal(), Signal()  # rd.data holds a buffered row (pass 2)
+        row = Signal(row_layout)  # the row the lanes count: an input beat or a buffered row
+        r_valid, r_pass2, r_last = Signal(), Signal(), Signal()
+        c_last = Signal()  # the slot stage writes the query's last row
+        nrows = Signal(cfg.row_width)  # beats of the query so far, saturating at rows
+        rd_row = Signal(cfg.row_width)
+        out_pos = Signal(_bits_for(cfg.top_k - 1))
+        m.d.comb += take.eq(self.i_stream.valid & self.i_stream.ready)
+
+        # Phases: collect (pass 1; row 0 is read with the last beat), read (pass 2 reads the
+        # other rows), finish (the last rows go through the stages), emit (the slots shift out).
+        collect, read, finish, emit = range(4)
+        phase = Signal(2)
+        m.d.sync += rd_valid.eq(0)
+        with m.If(phase == collect):
+            beats = Mux(nrows == cfg.rows, nrows, nrows + 1)
+            m.d.comb += self.i_stream.ready.eq(1)
+            with m.If(take):
+                m.d.sync += nrows.eq(beats)
+                with m.If(self.i_stream.payload.last):
+                    m.d.sync += [rd_valid.eq(1), rd_last.eq(beats == 1), rd_row.eq(1),
+                                 phase.eq(Mux(beats == 1, finish, read))]
+                    with m.If(beats == 1):
+                        m.d.sync += [nrows.eq(0), rd_row.eq(0)]
+        with m.Elif(phase == read):
+            last_row = rd_row + 1 >= nrows
+            m.d.comb += rd.addr.eq(rd_row)
+            m.d.sync += [rd_valid.eq(1), rd_last.eq(last_row), rd_row.eq(rd_row + 1)]
+            with m.If(last_row):
+                m.d.sync += [rd_row.eq(0), nrows.eq(0), phase.eq(finish)]
+        with m.Elif(phase == finish):
+            m.d.sync += phase.eq(Mux(c_last, emit, finish))
+        with m.Else():
+            m.d.comb += self.o_stream.valid.eq(1)
+            with m.If(self.o_stream.ready):
+                m.d.sync += out_pos.eq(out_pos + 1)
+                with m.If(out_pos == cfg.top_k - 1):
+                    m.d.sync += [out_pos.eq(0), phase.eq(collect)]
+
+        # The row register: the input beat (pass 1) or the buffered row read (pass 2).
+        beat = self._input_values(m, wr, nrows, take)
+        m.d.sync += [r_valid.eq(take | rd_valid), r_pass2.eq(~take), r_last.eq(rd_last)]
+        with m.If(take):
+            m.d.sync += row.eq(beat)
+        with m.Elif(rd_valid):
+            m.d.sync += row.eq(rd.data)
+
+        lanes = self._lanes(m, row, r_valid, r_pass2, r_last)
+        slots = self._slots(m)
+        self._slot_stage(m, row, lanes, slots, r_valid & r_pass2, r_last, c_last)
+        head = slots[0].value
+        m.d.comb += [
+            self.o_stream.payload.sel.eq(head[0]),
+            self.o_stream.payload.score.eq(head[1:1 + cfg.score_width]),
+            self.o_stream.payload.index.eq(head[1 + cfg.score_width:]),
+            self.o_stream.payload.last.eq(out_pos == cfg.top_k - 1),
+        ]
+        return m
+
+    def _input_values(self, m, wr, nrows, take) -> Value:
+        """The input beat's values ``clamp(floor((s + d) / 2), 0, d)`` and mask, written into
+        row ``nrows`` of the buffer (the last row again once it is full)."""
+        cfg = self.config
+        p = self.i_stream.payload
+        beat = Signal(wr.data.shape())
+        for j in range(cfg.lanes):
+            t = Signal(signed(cfg.score_width + 1), name=f"in_sum{j}")
+            m.d.comb += [t.eq(p.score[j] + cfg.d),
+                         beat.value[j].eq(Mux(t[-1], 0, Mux(_gt_const(t[1:-1], cfg.d), cfg.d,
+                                                             t[1:-1])))]
+        m.d.comb += [beat.mask.eq(p.mask),
+                     wr.addr.eq(Mux(nrows == cfg.rows, cfg.rows - 1, nrows)),
+                     wr.data.eq(beat), wr.en.eq(take)]
+        return beat
+
+    def _lanes(self, m, row, r_valid, r_pass2, r_last) -> list[CountingTopKLane]:
+        """The lanes and the value counters on the row register; pass 1 counts the values
+        above, pass 2 the value itself (and ranks ties within the row); the counters are
+        cleared with the last row of pass 2."""
+        cfg = self.config
+        lanes = [CountingTopKLane(cfg.n_values, cfg.lanes, cfg.top_k, cfg.count_width,
+                                  cfg.position_width) for _ in range(cfg.lanes)]
+        counters = [CountingTopKCounter(cfg.lanes, cfg.top_k, cfg.count_width)
+                    for _ in range(cfg.n_values)]
+        # (The counters' inputs are formed by logic here, not wired from the lanes' outputs:
+        # wired through, Amaranth names each instance's ports after the lanes' nets, and the
+        # identical counters would become distinct Verilog modules.)
+        counts = Signal(cfg.n_values * cfg.count_width)
+        m.d.comb += counts.eq(Cat(c.count for c in counters))
+        for j, lane in enumerate(lanes):
+            m.submodules[f"lane{j}"] = lane
+            rank = Signal(len(lane.rank), name=f"rank{j}")
+            m.d.comb += [
+                rank.eq(sum(row.mask[i] & (row.value[i] == row.value[j]) for i in range(j))),
+                lane.value.eq(row.value[j]), lane.valid.eq(r_valid & row.mask[j]),
+                lane.above.eq(~r_pass2), lane.counts.eq(counts), lane.rank.eq(rank),
+            ]
+        valid = Signal(cfg.lanes)
+        m.d.comb += valid.eq(Cat(lane.valid for lane in lanes))
+        for u, counter in enumerate(counters):
+            m.submodules[f"count{u}"] = counter
+            m.d.comb += [counter.hits.eq(Cat(lane.hits[u] for lane in lanes) & valid),
+                         counter.clear.eq(r_valid & r_pass2 & r_last)]
+        return lanes
+
+    def _slots(self, m) -> list[CountingTopKSlot]:
+        """The ``top_k`` slots, shifting toward slot 0 on each output transfer."""
+        cfg = self.config
+        ew = 1 + cfg.score_width + cfg.index_width
+        slots = [CountingTopKSlot(cfg.lanes, ew) for _ in range(cfg.top_k)]
+        shift = Signal()
+        m.d.comb += shift.eq(self.o_stream.valid & self.o_stream.ready)
+        for p, slot in enumerate(slots):
+            m.submodules[f"slot{p}"] = slot
+            m.d.comb += [slot.shift.eq(shift),
+                         slot.shift_in.eq(slots[p + 1].value if p + 1 < cfg.top_k else 0)]
+        return slots
+
+    def _slot_stage(self, m, row, lanes, slots, pass2, r_last, c_last) -> None:
+        """Positions of the pass-2 row -> a register -> one slot write per kept lane."""
+        cfg = self.config
+        ew = 1 + cfg.score_width + cfg.index_width
+        base = Signal(cfg.index_width + 1)  # index of lane 0 of the row register's row
+        with m.If(pass2):
+            m.d.sync += base.eq(Mux(r_last, 0, base + cfg.lanes))
+        m.d.sync += c_last.eq(pass2 & r_last)
+        entries = Signal(cfg.lanes * ew)
+        hits = [Signal(cfg.lanes, name=f"slot_hit{p}") for p in range(cfg.top_k)]
+        for j, lane in enumerate(lanes):
+            keep = Signal(name=f"c_keep{j}")
+            pos = Signal(cfg.position_width, name=f"c_pos{j}")
+            score = Signal(signed(cfg.score_width), name=f"c_score{j}")
+            entry = entries[j * ew:(j + 1) * ew]
+            m.d.comb += score.eq(Cat(Const(0, 1), row.value[j]) - cfg.d)
+            m.d.sync += [keep.eq(pass2 & lane.keep), pos.eq(lane.pos),
+                         entry.eq(Cat(Const(1, 1), score, (base + j)[:cfg.index_width]))]
+            for p in range(cfg.top_k):
+                m.d.comb += hits[p][j].eq(keep & (pos == p))
+        for p, slot in enumerate(slots):
+            m.d.comb += [slot.hit.eq(hits[p]), slot.lane.eq(entries)]

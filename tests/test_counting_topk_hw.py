@@ -1,0 +1,230 @@
+"""Counting top-k RTL in the Amaranth simulator: bit-exact against the top-k golden model (itself
+checked against a brute-force sort), random stalls on both streams, heavy ties, all-equal
+scores, n < top_k, n = n_max, masks, the cycle formulas of the module docstring, TopK's
+interface, the behaviour on input errors, and the config checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hadware.blocks import get_block
+from hadware.config.counting_topk import CountingTopKConfig
+from hadware.config.topk import TopKConfig
+from hadware.golden.counting_topk import run_vectors
+from hadware.hw.counting_topk import CountingTopK
+from hadware.hw.topk import TopK
+from hadware.tb.amsim import run_stream
+from hadware.tb.counting_topk import decode, encode
+from hadware.tb.payload import pack, unpack
+
+CFGS = [
+    CountingTopKConfig(top_k=1, lanes=1, n_max=8, score_width=4, d=7),  # top_k 1, lanes 1
+    CountingTopKConfig(top_k=4, lanes=3, n_max=20, score_width=6, d=16),  # lanes ∤ n_max
+    CountingTopKConfig(top_k=8, lanes=4, n_max=32, score_width=8, d=64),
+    CountingTopKConfig(top_k=10, lanes=2, n_max=10, score_width=3, d=2),  # top_k = n_max
+    CountingTopKConfig(top_k=6, lanes=1, n_max=6, score_width=4, d=5),  # top_k = n_max, lanes 1
+    CountingTopKConfig(top_k=3, lanes=8, n_max=16, score_width=2, d=1),  # two values
+]
+
+
+def values(cfg, rng, shape, distinct=None):
+    """Random binarized scores; ``distinct``: drawn from that many values (heavy ties)."""
+    v = rng.integers(0, cfg.d + 1, shape) if distinct is None else \
+        rng.choice(rng.integers(0, cfg.d + 1, distinct), shape)
+    return 2 * v - cfg.d
+
+
+def run(cfg, arrays, **kw):
+    enc = encode(cfg, arrays)
+    beats, n_out = enc["streams"]["i_stream"], enc["expected"]["o_stream"]
+    got, ins, outs = run_stream(CountingTopK(cfg), beats, n_out, **kw)
+    assert len(got) == n_out
+    return decode(cfg, arrays, {"o_stream": got}), ins, outs
+
+
+def check(cfg, arrays, **kw):
+    want = run_vectors(cfg, arrays)
+    got, _, _ = run(cfg, arrays, **kw)
+    np.testing.assert_array_equal(got["topk_index"], want["topk_index"])
+    np.testing.assert_array_equal(got["topk_score"], want["topk_score"])
+
+
+@pytest.mark.parametrize("cfg", CFGS, ids=str)
+@pytest.mark.parametrize(("idle", "stall"), [(0.0, 0.0), (0.4, 0.5)])
+def test_random_queries(cfg, idle, stall):
+    rng = np.random.default_rng(cfg.top_k * 100 + cfg.lanes)
+    m = 10
+    n_valid = rng.integers(0, cfg.n_max + 1, m)
+    n_valid[:4] = [cfg.n_max, 0, 1, min(cfg.n_max, max(1, cfg.top_k - 1))]
+    scores = values(cfg, rng, (m, cfg.n_max), distinct=None if m % 2 else 3)
+    scores[1::2] = values(cfg, rng, (m // 2, cfg.n_max), distinct=2)  # heavy ties
+    check(cfg, {"scores": scores, "n_valid": n_valid}, idle=idle, stall=stall, seed=3)
+
+
+@pytest.mark.parametrize("cfg", CFGS, ids=str)
+def test_ties_extremes_and_short_rows(cfg):
+    n, d = cfg.n_max, cfg.d
+    rows = [np.full(n, d), np.full(n, -d), np.full(n, d), np.resize([-d, d], n),
+            np.resize([d, -d, -d], n), 2 * (np.arange(n) % (d + 1)) - d,
+            2 * (np.arange(n)[::-1] % (d + 1)) - d, np.full(n, -d)]
+    n_valid = [n, n, 1, max(1, cfg.top_k - 1), n, n, n, 0]
+    arrays = {"scores": np.array(rows, dtype=np.int64), "n_valid": np.minimum(n_valid, n)}
+    check(cfg, arrays, idle=0.2, stall=0.3, seed=5)
+
+
+def test_readme_size_n_max():
+    """The README configuration (top_k 32, lanes 8, n_max 512, d 64) at n = n_max."""
+    cfg = CountingTopKConfig(top_k=32, lanes=8, n_max=512, d=64)
+    rng = np.random.default_rng(11)
+    scores = np.stack([values(cfg, rng, 512), values(cfg, rng, 512, distinct=4),
+                       np.full(512, 10)])
+    check(cfg, {"scores": scores, "n_valid": np.array([512, 512, 100])}, idle=0.1,
+          stall=0.2, seed=7)
+
+
+def reference(scores, masks, lanes, top_k):
+    """Best first by (score descending, index ascending) over the unmasked lanes."""
+    cand = [(s, b * lanes + j) for b, (row, mk) in enumerate(zip(scores, masks, strict=True))
+            for j, s in enumerate(row) if mk >> j & 1]
+    chosen = sorted(cand, key=lambda c: (-c[0], c[1]))[:top_k]
+    return chosen + [None] * (top_k - len(chosen))
+
+
+@pytest.mark.parametrize("cfg", [CFGS[1], CFGS[2], CFGS[5]], ids=str)
+def test_arbitrary_masks(cfg):
+    """Masks need not be a prefix: any lane of any beat may be left out."""
+    rng = np.random.default_rng(21)
+    layout_in, layout_out = CountingTopK.layouts(cfg)
+    beats, want = [], []
+    for _ in range(6):
+        n_beats = int(rng.integers(1, cfg.rows + 1))
+        sc = values(cfg, rng, (n_beats, cfg.lanes), distinct=3)
+        masks = [int(x) for x in rng.integers(0, 2**cfg.lanes, n_beats)]
+        for b in range(n_beats):
+            beats.append(pack(layout_in, {"score": [int(x) for x in sc[b]], "mask": masks[b],
+                                          "last": int(b == n_beats - 1)}))
+        want += reference(sc.tolist(), masks, cfg.lanes, cfg.top_k)
+    got, _, _ = run_stream(CountingTopK(cfg), beats, len(want), idle=0.3, stall=0.3, seed=4)
+    for n, (word, w) in enumerate(zip(got, want, strict=True)):
+        b = unpack(layout_out, word)
+        assert b["last"] == int(n % cfg.top_k == cfg.top_k - 1)
+        assert (b["sel"], (b["score"], b["index"]) if b["sel"] else None) == \
+            (int(w is not None), w), f"output beat {n}"
+
+
+@pytest.mark.parametrize("cfg", CFGS, ids=str)
+def test_cycle_formulas(cfg):
+    """Latency and cycles per query exactly as CountingTopK.first_output_latency and
+    query_cycles (module docstring) say, for full, partial and one-beat queries back to back."""
+    rng = np.random.default_rng(9)
+    ns = [cfg.n_max, 1, max(1, cfg.n_max - 1), min(cfg.n_max, cfg.lanes + 1), cfg.n_max]
+    arrays = {"scores": values(cfg, rng, (len(ns), cfg.n_max)), "n_valid": np.array(ns)}
+    _, ins, outs = run(cfg, arrays)
+    first = 0  # index of the query's first input beat
+    for q, n in enumerate(ns):
+        b = max(1, -(-n // cfg.lanes))
+        assert CountingTopK.beats(cfg, n) == b
+        latency = b + 3
+        assert CountingTopK.first_output_latency(cfg, n) == latency
+        assert CountingTopK.query_cycles(cfg, n) == 2 * b + cfg.top_k + 2
+        last_in = ins[first + b - 1]
+        assert ins[first:first + b] == list(range(ins[first], ins[first] + b)), (n, q)
+        assert outs[q * cfg.top_k] == last_in + latency, (n, q)
+        assert outs[(q + 1) * cfg.top_k - 1] == last_in + latency + cfg.top_k - 1, (n, q)
+        if q + 1 < len(ns):
+            assert ins[first + b] - ins[first] == 2 * b + cfg.top_k + 2, (n, q)
+        first += b
+    assert len(ins) == first
+    assert outs[-1] - ins[0] + 1 == sum(2 * max(1, -(-n // cfg.lanes)) + cfg.top_k + 2
+                                        for n in ns)
+    # Query 0 covers n_max: the worst case from its last beat to its final output beat.
+    assert outs[cfg.top_k - 1] - ins[cfg.rows - 1] == CountingTopK.worst_case_cycles(cfg) == \
+        cfg.rows + cfg.top_k + 2
+
+
+def test_same_interface_and_results_as_topk():
+    """The drop-in: TopK's layouts, and TopK's RTL gives the same output beats."""
+    cfg = CFGS[1]
+    plain = TopKConfig(top_k=cfg.top_k, lanes=cfg.lanes, n_max=cfg.n_max,
+                       score_width=cfg.score_width)
+    assert CountingTopK.layouts(cfg) == TopK.layouts(plain)
+    ctk, ref = CountingTopK(cfg), TopK(plain)
+    assert ctk.signature == ref.signature
+    rng = np.random.default_rng(2)
+    arrays = {"scores": values(cfg, rng, (8, cfg.n_max), distinct=4),
+              "n_valid": rng.integers(0, cfg.n_max + 1, 8)}
+    enc = encode(cfg, arrays)
+    beats, n_out = enc["streams"]["i_stream"], enc["expected"]["o_stream"]
+    a, _, _ = run_stream(ctk, beats, n_out, idle=0.2, stall=0.2, seed=1)
+    b, _, _ = run_stream(ref, beats, n_out, idle=0.2, stall=0.2, seed=1)
+    # (score and index of an unselected slot are unspecified)
+    layout = TopK.layouts(plain)[1]
+    fields = [[(u["sel"], u["last"], *((u["score"], u["index"]) if u["sel"] else ()))
+               for u in (unpack(layout, w) for w in x)] for x in (a, b)]
+    assert fields[0] == fields[1]
+
+
+def test_input_errors_keep_the_stream_rules_and_the_next_query_is_exact():
+    """Scores outside the binarized set and a query longer than n_max are input errors: the
+    answer is unspecified, but every query still gets top_k beats, and the next is exact."""
+    cfg = CFGS[1]
+    layout_in = CountingTopK.layouts(cfg)[0]
+    rng = np.random.default_rng(3)
+    lim = 1 << (cfg.score_width - 1)
+    bad = []
+    for n_beats in (3, cfg.rows + 3):  # out-of-set scores; more beats than the buffer holds
+        for b in range(n_beats):
+            bad.append(pack(layout_in, {"score": [int(x) for x in
+                                                  rng.integers(-lim, lim, cfg.lanes)],
+                                        "mask": int(rng.integers(0, 2**cfg.lanes)),
+                                        "last": int(b == n_beats - 1)}))
+    arrays = {"scores": values(cfg, rng, (2, cfg.n_max), distinct=3),
+              "n_valid": np.array([cfg.n_max, 5])}
+    enc = encode(cfg, arrays)
+    n_out = 2 * cfg.top_k + enc["expected"]["o_stream"]
+    got, _, _ = run_stream(CountingTopK(cfg), bad + enc["streams"]["i_stream"], n_out,
+                           idle=0.2, stall=0.3, seed=6)
+    assert len(got) == n_out
+    dec = decode(cfg, arrays, {"o_stream": got[2 * cfg.top_k:]})
+    want = run_vectors(cfg, arrays)
+    np.testing.assert_array_equal(dec["topk_index"], want["topk_index"])
+    np.testing.assert_array_equal(dec["topk_score"], want["topk_score"])
+
+
+def test_registered_block():
+    b = get_block("counting_topk")
+    assert b.config_class() is CountingTopKConfig and b.component_class() is CountingTopK
+    assert b.golden_module().run_vectors is run_vectors
+    assert b.tb_module().encode is encode
+    component = CountingTopK(CountingTopKConfig())
+    component._MustUse__silence = True  # (never elaborated)
+    assert component.latency == CountingTopKConfig().rows + 3
+
+
+@pytest.mark.parametrize(("kwargs", "exc", "pattern"), [
+    ({"d": 0}, ValueError, r"^d must be an integer between 1 and 1024, not 0$"),
+    ({"d": 1025, "score_width": 12}, ValueError,
+     r"^d must be an integer between 1 and 1024, not 1025$"),
+    ({"d": "64"}, TypeError, r"^d must be an integer, not '64' \(str\)$"),
+    ({"d": True}, TypeError, r"^d must be an integer, not True \(bool\)$"),
+    ({"d": 64, "score_width": 7}, ValueError,
+     r"^score_width must be at least 8 to hold the scores -d\.\.d \(d = 64\), not 7$"),
+    ({"d": 3, "score_width": 2}, ValueError,
+     r"^score_width must be at least 3 to hold the scores -d\.\.d \(d = 3\), not 2$"),
+    ({"top_k": 17, "n_max": 16}, ValueError,
+     r"^top_k must be an integer between 1 and min\(n_max, 256\) \(16\), not 17$"),
+    ({"lanes": 0}, ValueError, r"^lanes must be an integer between 1 and min\(n_max, 64\)"),
+])
+def test_config_messages(kwargs, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        CountingTopKConfig(**kwargs)
+
+
+def test_config_widths_and_component_type():
+    cfg = CountingTopKConfig(top_k=32, lanes=8, n_max=512, d=64)
+    assert (cfg.n_values, cfg.value_width, cfg.rows, cfg.count_width, cfg.position_width) == \
+        (65, 7, 64, 6, 6)
+    assert CountingTopKConfig(d=3, score_width=3).d == 3
+    with pytest.raises(TypeError, match=r"^config must be a CountingTopKConfig, not TopKConfig"):
+        CountingTopK(TopKConfig())
