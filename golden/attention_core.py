@@ -18,21 +18,26 @@ The RTL must reproduce :func:`attention_core` bit for bit. The names below come 
 ``F = exp_frac_bits``, ``O = out_frac_bits``, ``R = recip_bits``, ``S = out_shift = R - O``,
 ``N = n_weights`` (``top_k`` with the top-k sparsifier, ``n_max`` without), and for the fixed
 exponential ``P = exp_table_bits``, ``Q = exp_interp_bits``, ``H = P + Q``,
-``G = exp_scale_shift``, ``c = exp_scale``; so do the register widths quoted.
+``G = exp_scale_shift``, ``c = exp_scale`` (with a run-time temperature, the entry's ``G`` and
+``c``: step 3); so do the register widths quoted.
 
 Vector-file contract
 --------------------
 Specified in :mod:`hadware.spec.attention_vectors` and checked by :func:`check_inputs`: ``q``
 ``(m, d)``, ``k`` ``(n, d)`` with ``1 <= n <= n_max``, ``v`` ``(n, d_v)`` int8, optional
 ``n_valid`` ``(m,)`` in ``1..n``; ``q`` and ``k`` are +-1 for the hamming scorer and int8 for
-the int8 scorer. Outputs (:func:`run_vectors`), int32: ``out`` ``(m, d_v)`` in units of
+the int8 scorer. Two more optional arrays set run-time parameters (steps 2 and 3 below):
+``temperature`` ``()``, a softmax temperature for a config with ``runtime_temperature``
+(either exponential), and ``top_k`` ``(m,)`` in ``1..top_k``, a per-query ``k`` for a top-k
+config. Outputs (:func:`run_vectors`), int32: ``out`` ``(m, d_v)`` in units of
 ``2**-O``; the top-k variants add ``topk_index`` and ``topk_score``, ``(m, top_k)``, the
 selected key indices (padding -1) and their scores (padding 0).
 
 A batched file (a leading axis of ``b`` entries on every input: ``q`` ``(b, m, d)``, ``k``
-``(b, n, d)``, ``v`` ``(b, n, d_v)``, ``n_valid`` ``(b, m)``) gives every output the same
-leading axis; entry ``i`` is computed from its own keys and values only, exactly as the
-unbatched file ``q[i]``, ``k[i]``, ``v[i]``, ``n_valid[i]`` would be. The arithmetic below is
+``(b, n, d)``, ``v`` ``(b, n, d_v)``, ``n_valid`` ``(b, m)``, ``temperature`` ``(b,)``,
+``top_k`` ``(b, m)``) gives every output the same leading axis; entry ``i`` is computed from
+its own keys, values and temperature only, exactly as the unbatched file ``q[i]``, ``k[i]``,
+``v[i]``, ``n_valid[i]``, ``temperature[i]``, ``top_k[i]`` would be. The arithmetic below is
 per query row of one entry.
 
 Arithmetic, per query row (all integers; no step saturates or wraps unless it says so)
@@ -58,6 +63,12 @@ score among them.
 ``min(n_valid, top_k)`` highest, ties to the lower index, slots ordered by score descending
 then index ascending, padding ``(-1, 0)``. ``s_max`` is the score of slot 0.
 
+Per-query ``k`` (the ``top_k`` input array): query ``i`` keeps slots ``0 .. top_k[i] - 1`` of
+that list, its ``top_k[i]`` best keys, and the later slots become padding ``(-1, 0)`` (weight
+0, and so in the ``topk_index`` and ``topk_score`` outputs). ``N``, ``R`` and every width stay
+the config's (``top_k``), so the result is generally *not* that of a config with
+``top_k = top_k[i]``, whose ``R`` differs.
+
 ``None`` (dense): every key ``j < n_valid`` is weighed, however small its weight (it may be 0);
 slot ``j`` is key ``j``, and slots ``j >= n_valid`` are padding ``(-1, 0)``.
 ``s_max = max(s_j for j < n_valid)``.
@@ -77,7 +88,9 @@ up. ``LUT[0] = 2**F``; the entries never increase and may reach 0.
 
 ``fixed`` (:func:`fixed_exp_weights`), for ``delta`` in ``[0, delta_max]``
 (``delta_max = 32640 * d``, ``delta_width`` bits):
-``exp(-temperature * delta) = 2**(-u)`` with ``u = delta * temperature / ln 2``.
+``exp(-temperature * delta) = 2**(-u)`` with ``u = delta * temperature / ln 2``. The temperature
+enters through ``c`` and ``G`` only (steps a and b); the node table and the widths of the
+weights and every later stage are the config's.
 
 a. **Scale.** ``x = delta * c``, with ``c = floor(temperature / ln 2 * 2**G + 0.5)``
    (:func:`hadware.spec.softmax.exp2_scale`), is ``u`` with ``G`` fractional bits; ``G`` is
@@ -101,6 +114,17 @@ e. **Shift and round.** ``k = Q + min(i, F + 2)`` and
 
 Hardware form of ``fixed``: a two-stage unit (``x``, ``t`` and the table read; then ``Y``, the
 shift and the rounding).
+
+Run-time temperature (the ``temperature`` input array, ``runtime_temperature`` configs only):
+the queries of entry ``i`` use ``cfg.table_for(temperature[i])`` instead of the config's
+temperature, in the config's range (``temperature_min`` to ``temperature_max``; 1e-9 to 1 for
+``fixed``): for ``table`` the table of that temperature (the same formula), for ``fixed`` its
+scale constant and shift ``(c, G)`` (the same :func:`~hadware.spec.softmax.exp2_scale_shift`
+and :func:`~hadware.spec.softmax.exp2_scale`; ``G > H`` for every temperature), in steps a and b
+for every difference of the entry. That is exactly the arithmetic of a config built with that
+``temperature``; ``R`` and the widths of the weights, sums, reciprocal and output are
+unchanged (they do not depend on the temperature), so the result is that config's, bit for bit
+(:func:`run_tables` gives the per-entry parameters).
 
 4. Sums
 ~~~~~~~
@@ -142,12 +166,16 @@ Accuracy
 --------
 ``|out - float_reference| <= error_bound_ulp`` (proof in
 :attr:`~hadware.config.attention_core.AttentionCoreConfig.error_bound_ulp`), the reference
-being the exact softmax of ``temperature * s`` over the same weighed keys. For the table it is
+being the exact softmax of ``temperature * s`` over the same weighed keys (with the entry's
+run-time temperature and the query's ``k`` when given). For the table it is
 at most 1 when ``2**(F - O) >= 291.43 * (N - 1)``; with fewer table bits the output is still
 bit-exact against this model, but the table rounding can move it further from the exact
 softmax. For the fixed exponential
 ``|E(delta) - 2**F * 2**(-u)| <= eps * 2**F * 2**(-u) + 1`` with ``eps = exp_relative_error``
-(``2.0e-5`` at ``P = 6``, ``Q = 10``).
+(``2.0e-5`` at ``P = 6``, ``Q = 10``). ``eps`` depends on the temperature through the rounding
+of ``c`` (``exp_scale_error``), so with a run-time temperature the proven bound of an entry is
+the ``error_bound_ulp`` of the config built for its temperature (the same arithmetic), which
+can exceed the run-time config's own by a little.
 """
 
 from __future__ import annotations
@@ -182,6 +210,7 @@ __all__ = [
     "pack_bits",
     "popcount32",
     "reciprocal",
+    "run_tables",
     "run_vectors",
     "scale_output",
     "scores",
@@ -276,17 +305,26 @@ def scores(cfg: Any, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 # -- 2. sparsifiers --------------------------------------------------------------------------
 
 
-def select(cfg: Any, scores: torch.Tensor,
-           n_valid: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def select(cfg: Any, scores: torch.Tensor, n_valid: torch.Tensor | None,
+           top_k: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Step 2: the weighed slots of each query, ``(index, score)``, int64.
 
-    With the top-k sparsifier both are ``(m, top_k)`` as :func:`select_topk` returns them. Dense
+    With the top-k sparsifier both are ``(m, top_k)`` as :func:`select_topk` returns them, and
+    with ``top_k`` (an integer tensor ``(m,)`` in ``1..cfg.top_k``) query ``i`` keeps its first
+    ``top_k[i]`` slots only, the others padding (index -1, score 0). Dense
     (``cfg.sparsifier is None``): both are ``(m, n)``, slot ``j`` is key ``j`` for
     ``j < n_valid`` and padding (index -1, score 0) beyond. ``n_valid`` ``(m,)`` in ``1..n``;
-    ``None`` means all ``n`` keys.
+    ``None`` means all ``n`` keys. Raises ``ValueError`` for ``top_k`` with a dense config.
     """
     if cfg.sparsifier == "topk":
-        return select_topk(scores, n_valid, cfg.top_k)
+        index, score = select_topk(scores, n_valid, cfg.top_k)
+        if top_k is None:
+            return index, score
+        keep = torch.arange(cfg.top_k) < top_k.to(torch.int64)[:, None]
+        return (torch.where(keep, index, torch.full_like(index, PAD_INDEX)),
+                torch.where(keep, score, torch.full_like(score, PAD_SCORE)))
+    if top_k is not None:
+        raise ValueError(f"top_k: {cfg.block} has no top-k sparsifier")
     m, n = scores.shape
     keys = torch.arange(n, dtype=torch.int64).expand(m, n)
     if n_valid is None:
@@ -308,32 +346,97 @@ def _differences(index: torch.Tensor, score: torch.Tensor) -> tuple[torch.Tensor
 # -- 3. exponentials -------------------------------------------------------------------------
 
 
-def table_weights(cfg: Any, delta: torch.Tensor) -> torch.Tensor:
+def table_weights(cfg: Any, delta: torch.Tensor,
+                  table: torch.Tensor | None = None) -> torch.Tensor:
     """``LUT[delta / 2]`` (the ``table`` exponential), elementwise on int64 ``delta``.
 
+    ``table`` (default: the config's ``lut``) is an int64 tensor ``(d + 1,)``, or
+    ``(b, d + 1)`` with one table per row of ``delta`` (``(b, ...)``: ``delta[i]`` reads
+    ``table[i]``), as :func:`run_tables` gives for a run-time temperature per batch entry.
     Raises ``ValueError`` for an odd, negative or too large difference (impossible for
-    XNOR-popcount scores)."""
+    XNOR-popcount scores) or a table of the wrong shape."""
     if bool(((delta % 2 != 0) | (delta < 0) | (delta > 2 * cfg.d)).any()):
         raise ValueError("score differences must be even and lie in [0, 2*d]")
-    return torch.tensor(cfg.lut, dtype=torch.int64)[delta // 2]
+    if table is None:
+        table = torch.tensor(cfg.lut, dtype=torch.int64)
+    if table.dim() == 1 and table.shape == (cfg.d + 1,):
+        return table[delta // 2]
+    if table.dim() != 2 or table.shape != (delta.shape[0], cfg.d + 1):
+        raise ValueError(f"table must have shape (d + 1,) = ({cfg.d + 1},) or (b, d + 1) = "
+                         f"({delta.shape[0]}, {cfg.d + 1}), not {tuple(table.shape)}")
+    rows = (delta // 2).reshape(delta.shape[0], -1)
+    return table.gather(1, rows).reshape(delta.shape)
 
 
-def fixed_exp_weights(cfg: Any, delta: torch.Tensor) -> torch.Tensor:
+def _table_size(cfg: Any) -> int:
+    """Integers in one ``cfg.table_for``: ``d + 1`` table entries, or ``(c, G)``."""
+    return cfg.d + 1 if cfg.exp == "table" else 2
+
+
+def run_tables(cfg: Any, temperature: Any) -> torch.Tensor:
+    """The exponential's parameters of run-time temperatures: row ``i`` is
+    ``cfg.table_for(temperature[i])`` (computed once per distinct temperature), int64.
+
+    * ``table`` exponential: ``(*temperature.shape, d + 1)``, the tables (what
+      :func:`table_weights` reads instead of ``cfg.lut``);
+    * ``fixed`` exponential: ``(*temperature.shape, 2)``, the scale constant and its shift
+      ``(c, G)`` (what :func:`fixed_exp_weights` uses instead of ``cfg.exp_scale`` and
+      ``cfg.exp_scale_shift``).
+
+    Either is what :func:`weights` takes as ``table``. Raises ``ValueError`` for a config
+    without ``runtime_temperature`` or a temperature out of the config's range."""
+    if not cfg.runtime_temperature:
+        raise ValueError(f"temperature: {cfg.block} has no run-time temperature "
+                         f"(runtime_temperature is not set)")
+    t = np.asarray(temperature, dtype=np.float64)
+    size = _table_size(cfg)
+    unique, inverse = np.unique(t.reshape(-1), return_inverse=True)
+    tables = torch.tensor([cfg.table_for(float(x)) for x in unique],
+                          dtype=torch.int64).reshape(len(unique), size)
+    return tables[torch.from_numpy(inverse.reshape(-1))].reshape(*t.shape, size)
+
+
+def fixed_exp_weights(cfg: Any, delta: torch.Tensor,
+                      table: torch.Tensor | None = None) -> torch.Tensor:
     """The fixed-point exponential ``E(delta)`` (the ``fixed`` exponential, steps a to e),
-    elementwise on int64 ``delta`` in ``[0, delta_max]``. Raises ``ValueError`` for a difference
-    outside that range."""
+    elementwise on int64 ``delta`` in ``[0, delta_max]``.
+
+    ``table`` (default: the config's ``(exp_scale, exp_scale_shift)``) is the scale constant
+    and its shift ``(c, G)``, an int64 tensor ``(2,)``, or ``(b, 2)`` with one pair per row of
+    ``delta`` (``(b, ...)``: ``delta[i]`` uses ``table[i]``, the shift ``G - H`` then differs
+    per row), as :func:`run_tables` gives for a run-time temperature per batch entry. Raises
+    ``ValueError`` for a difference outside that range, a ``table`` of the wrong shape or a
+    ``G`` not above ``H``."""
     if bool(((delta < 0) | (delta > cfg.delta_max)).any()):
         raise ValueError(f"score differences must lie in [0, {cfg.delta_max}]")
-    p, q = cfg.exp_table_bits, cfg.exp_interp_bits
-    g, h = cfg.exp_scale_shift, cfg.exp_index_bits
-    # x < 2**(delta_width + 29) <= 2**54 for every configuration, so int64 holds it.
-    x = delta * cfg.exp_scale
-    t = (x + (1 << (g - h - 1))) >> (g - h)
+    p, q, h = cfg.exp_table_bits, cfg.exp_interp_bits, cfg.exp_index_bits
+    if table is None:
+        c, g, one = cfg.exp_scale, cfg.exp_scale_shift, 1
+    else:
+        rows = delta.shape[0] if delta.dim() else "b"
+        if table.shape == (2,):
+            scale = table
+        elif table.shape == (rows, 2):
+            # One (c, G) per row of delta, broadcast over its other axes.
+            scale = table.reshape(rows, *(1,) * (delta.dim() - 1), 2)
+        else:
+            raise ValueError(f"table must have shape (2,) (c, G) or (b, 2) = ({rows}, 2), "
+                             f"not {tuple(table.shape)}")
+        c, g = scale[..., 0], scale[..., 1]
+        if bool((g <= h).any()):
+            raise ValueError(f"table: the shift G must exceed H = {h}")
+        one = torch.ones_like(g)
+    # Exact in int64 for every configuration and temperature: x < 2**(delta_width +
+    # exp_scale_width) <= 2**53 (d = 1024, P + Q = 26, temperature 1) and the rounding term
+    # 2**(G - H - 1) <= 2**51 (G <= 53 at temperature 1e-9); tests/test_attention_runtime_golden
+    # checks the claim.
+    x = delta * c
+    t = (x + (one << (g - h - 1))) >> (g - h)
     i = t >> h
     j = (t >> q) & ((1 << p) - 1)
     r = t & ((1 << q) - 1)
-    table = torch.tensor(cfg.exp_table, dtype=torch.int64)
-    tj, tj1 = table[j], table[j + 1]
+    nodes = torch.tensor(cfg.exp_table, dtype=torch.int64)
+    tj, tj1 = nodes[j], nodes[j + 1]
     y = (tj << q) - (tj - tj1) * r
     k = q + torch.clamp(i, max=cfg.exp_shift_max)
     half = torch.where(k > 0, torch.ones_like(k) << (k - 1).clamp(min=0), torch.zeros_like(k))
@@ -343,10 +446,13 @@ def fixed_exp_weights(cfg: Any, delta: torch.Tensor) -> torch.Tensor:
 _EXPS = {"table": table_weights, "fixed": fixed_exp_weights}
 
 
-def weights(cfg: Any, delta: torch.Tensor) -> torch.Tensor:
+def weights(cfg: Any, delta: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
     """Step 3: ``E(delta)`` of the variant's exponential (``cfg.exp``), elementwise on int64
-    differences ``s_max - s >= 0``. Raises ``ValueError`` for a difference out of its range."""
-    return _EXPS[cfg.exp](cfg, delta)
+    differences ``s_max - s >= 0``. ``table``, the exponential's run-time parameters as
+    :func:`run_tables` gives them (``None``: the config's): tables for :func:`table_weights`,
+    ``(c, G)`` pairs for :func:`fixed_exp_weights`. Raises ``ValueError`` for a difference out
+    of its range or a ``table`` of the wrong shape."""
+    return _EXPS[cfg.exp](cfg, delta, table)
 
 
 # -- 5. reciprocal, 6. output ----------------------------------------------------------------
@@ -435,17 +541,37 @@ class AttentionResult(NamedTuple):
     recip: torch.Tensor
 
 
-def _slots(cfg: Any, q: torch.Tensor, k: torch.Tensor,
-           n_valid: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _slots(cfg: Any, q: torch.Tensor, k: torch.Tensor, n_valid: torch.Tensor | None,
+           top_k: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Steps 1 and 2 with or without a leading batch axis: ``(index, score)`` of the weighed
     slots, ``(rows, slots)`` with one row per query of every entry (entry-major)."""
     s = scores(cfg, q, k)
     flat = None if n_valid is None else n_valid.reshape(-1)
-    return select(cfg, s.reshape(-1, s.shape[-1]), flat)
+    return select(cfg, s.reshape(-1, s.shape[-1]), flat,
+                  None if top_k is None else top_k.reshape(-1))
+
+
+def _per_query(q: torch.Tensor, temperature: Any, top_k: Any) -> tuple[Any, Any]:
+    """``temperature`` as a float64 numpy array of shape ``q.shape[:-2]`` and ``top_k`` as an
+    int64 tensor ``q.shape[:-1]`` (each ``None`` when absent); ``ValueError`` for a wrong
+    shape."""
+    lead = tuple(q.shape[:-2])
+    if temperature is not None:
+        temperature = np.asarray(temperature, dtype=np.float64)
+        if temperature.shape != lead:
+            raise ValueError(f"temperature must have shape {lead} (one per batch entry), not "
+                             f"{temperature.shape}")
+    if top_k is not None:
+        top_k = torch.as_tensor(np.asarray(top_k), dtype=torch.int64)
+        if tuple(top_k.shape) != tuple(q.shape[:-1]):
+            raise ValueError(f"top_k must have shape {tuple(q.shape[:-1])} (one per query), not "
+                             f"{tuple(top_k.shape)}")
+    return temperature, top_k
 
 
 def attention_core(cfg: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                   n_valid: torch.Tensor | None = None) -> AttentionResult:
+                   n_valid: torch.Tensor | None = None, *, temperature: Any = None,
+                   top_k: Any = None) -> AttentionResult:
     """The bit-exact model (steps 1 to 6 of the module docstring), vectorized over queries
     and batch entries.
 
@@ -453,11 +579,25 @@ def attention_core(cfg: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     ``k`` ``(n, d)``, ``v`` ``(n, d_v)`` and ``n_valid`` ``(m,)`` (``None``: all ``n`` keys),
     or all four with a leading batch axis ``b`` (``q`` ``(b, m, d)``, ...); then every result
     has the leading axis too, and entry ``i`` uses its own keys and values only.
+
+    ``temperature`` (a ``runtime_temperature`` config only): a float64 tensor or array, ``()``
+    unbatched or ``(b,)``, the softmax temperature of each entry (its exponential uses
+    ``cfg.table_for(temperature[i])``: the table, or ``(c, G)`` for the fixed exponential;
+    :func:`run_tables`); ``None``: the config's temperature. ``top_k`` (the top-k
+    sparsifier only): an integer tensor or array ``(m,)`` or ``(b, m)`` in ``1..cfg.top_k``,
+    the slots each query keeps; ``None``: all ``cfg.top_k``. Raises ``ValueError`` for either
+    with a config that cannot use it or of the wrong shape.
     """
     lead, m, n = q.shape[:-2], q.shape[-2], k.shape[-2]
-    index, score = _slots(cfg, q, k, n_valid)
+    temperature, top_k = _per_query(q, temperature, top_k)
+    index, score = _slots(cfg, q, k, n_valid, top_k)
     selected, delta = _differences(index, score)
-    e = torch.where(selected, weights(cfg, delta), torch.zeros_like(delta))
+    if temperature is None:
+        w = weights(cfg, delta)
+    else:  # one table or (c, G) per entry, used by the m * slots differences of its queries
+        tables = run_tables(cfg, temperature.reshape(-1))
+        w = weights(cfg, delta.reshape(tables.shape[0], -1), tables).reshape(delta.shape)
+    e = torch.where(selected, w, torch.zeros_like(delta))
     # Gather the slot weights back per key (padding points at key 0 and weighs 0) so that the
     # numerators are one exact integer product: |num| < 2**63 for every configuration.
     per_key = torch.zeros((index.shape[0], n), dtype=torch.int64)
@@ -470,22 +610,33 @@ def attention_core(cfg: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                              for t in (out, index, score, e, den, num, recip)))
 
 
-def _tensors(cfg: Any, arrays: Mapping[str, Any]) -> tuple[tuple[torch.Tensor, ...], bool]:
-    """The checked inputs as int64 tensors with a leading batch axis, and whether the file
-    was batched (:func:`hadware.spec.attention_vectors.as_batched`)."""
+def _tensors(cfg: Any, arrays: Mapping[str, Any]
+             ) -> tuple[tuple[torch.Tensor, ...], dict[str, Any], bool]:
+    """The checked inputs with a leading batch axis: ``q``, ``k``, ``v``, ``n_valid`` as int64
+    tensors; the optional arrays the file has (``temperature`` float64 numpy ``(b,)``,
+    ``top_k`` int64 tensor ``(b, m)``) as keyword arguments of :func:`attention_core`; and
+    whether the file was batched (:func:`hadware.spec.attention_vectors.as_batched`)."""
     view, batched = as_batched(check_inputs(cfg, arrays))
-    return tuple(torch.from_numpy(view[name].astype(np.int64)) for name in INPUT_NAMES), batched
+    tensors = tuple(torch.from_numpy(view[name].astype(np.int64)) for name in INPUT_NAMES)
+    optional: dict[str, Any] = {}
+    if "temperature" in view:
+        optional["temperature"] = view["temperature"].astype(np.float64)
+    if "top_k" in view:
+        optional["top_k"] = torch.from_numpy(view["top_k"].astype(np.int64))
+    return tensors, optional, batched
 
 
 def run_vectors(cfg: Any, arrays: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Check an input vector set and compute its expected outputs.
 
     Returns the arrays of :func:`output_names` as int32 numpy arrays: ``out`` and, for a
-    top-k variant, ``topk_index`` and ``topk_score``, with the leading batch axis of a
-    batched file. Raises :class:`~hadware.errors.InputError` as :func:`check_inputs` does.
+    top-k variant, ``topk_index`` and ``topk_score`` (``cfg.top_k`` slots, with a per-query
+    ``top_k`` array too), with the leading batch axis of a batched file. The optional
+    ``temperature`` and ``top_k`` arrays go to :func:`attention_core`. Raises
+    :class:`~hadware.errors.InputError` as :func:`check_inputs` does.
     """
-    tensors, batched = _tensors(cfg, arrays)
-    res = attention_core(cfg, *tensors)
+    tensors, optional, batched = _tensors(cfg, arrays)
+    res = attention_core(cfg, *tensors, **optional)
     values = {"out": res.out, "topk_index": res.index, "topk_score": res.score}
     return squeeze_batch({name: values[name].numpy().astype(np.int32)
                           for name in output_names(cfg)}, batched)
@@ -495,17 +646,23 @@ def float_reference(cfg: Any, arrays: Mapping[str, Any]) -> np.ndarray:
     """The exact softmax average over the same weighed keys, in float64.
 
     For each query, ``p_i = softmax(temperature * s_i)`` over the slots of step 2 (padding
-    excluded) and the result is ``2**O * sum_i p_i * v[idx_i]``: float64 ``(m, d_v)`` in the
-    units of ``out`` (``(b, m, d_v)`` for a batched file). Raises
-    :class:`~hadware.errors.InputError` as :func:`check_inputs` does.
+    excluded; a ``top_k`` array truncates them as there) and the result is
+    ``2**O * sum_i p_i * v[idx_i]``: float64 ``(m, d_v)`` in the units of ``out``
+    (``(b, m, d_v)`` for a batched file). ``temperature`` is the entry's from a
+    ``temperature`` array, else the config's. Raises :class:`~hadware.errors.InputError` as
+    :func:`check_inputs` does.
     """
-    (q, k, v, n_valid), batched = _tensors(cfg, arrays)
+    (q, k, v, n_valid), optional, batched = _tensors(cfg, arrays)
     b, m = q.shape[:2]
-    index, score = _slots(cfg, q, k, n_valid)
+    index, score = _slots(cfg, q, k, n_valid, optional.get("top_k"))
     selected = index != PAD_INDEX
     s = score.to(torch.float64)
     top = torch.where(selected, s, torch.full_like(s, -torch.inf)).max(1, keepdim=True).values
-    w = torch.where(selected, torch.exp(cfg.temperature * (s - top)), torch.zeros_like(s))
+    if "temperature" in optional:  # one per entry, so one per row of its m queries
+        tau = torch.from_numpy(optional["temperature"]).repeat_interleave(m)[:, None]
+    else:
+        tau = torch.tensor(cfg.temperature, dtype=torch.float64)
+    w = torch.where(selected, torch.exp(tau * (s - top)), torch.zeros_like(s))
     p = w / w.sum(1, keepdim=True)
     entry = torch.arange(b).repeat_interleave(m)[:, None]  # the entry of each row
     v_sel = v[entry, index.clamp(min=0)].to(torch.float64)

@@ -8,9 +8,14 @@ class (:mod:`hadware.config.attention_core`):
   (:class:`~hadware.hw.int8_lane.Int8Lane`);
 * the **exponential** (:data:`EXPS`): ``"table"`` (:class:`~hadware.hw.softmax_exp.TableExp`)
   or ``"fixed"`` (:class:`~hadware.hw.softmax_exp.Exp2Unit`);
-* the **sparsifier**: ``"topk"`` (:class:`~hadware.hw.topk.TopK`, then one selected slot per
-  cycle through :class:`~hadware.hw.weighted_sum.SlotWeightedSum`) or ``None`` (a dense
-  softmax: a score pass that buffers the scores and finds the maximum, then a weighting pass).
+* the **sparsifier**: ``"topk"`` (a top-k unit, then one selected slot per cycle through
+  :class:`~hadware.hw.weighted_sum.SlotWeightedSum`) or ``None`` (a dense softmax: a score
+  pass that buffers the scores and finds the maximum, then a weighting pass). The top-k unit
+  is the config's ``topk_unit``: ``"merge"`` (:class:`~hadware.hw.topk.TopK`, its first
+  selection the cycle after the last score beat) or, for binarized scores, ``"counting"``
+  (:class:`~hadware.hw.counting_topk.CountingTopK`, a counting sort: ``rows + 3`` cycles
+  after the last score beat, no path that grows with ``top_k * lanes``). Both select exactly
+  the same entries.
 
 A variant is a subclass that names its config class (``config_class``); nothing else. The
 arithmetic is exactly :mod:`hadware.golden.attention_core`.
@@ -23,12 +28,24 @@ Streams
   accepted and dropped.
 * ``q_stream`` (in): ``{q, n}``: a query and the number of context entries it attends over.
   The core uses ``min(n, count)`` entries; with none, every weight is 0 and ``out`` is 0.
+  Top-k cores add ``k``, the query's own number of kept entries: the first ``k`` of the
+  ``top_k`` selected slots (sorted, so exactly the query's top ``k``) are weighed, the others
+  weigh 0 and leave their ``sel`` bit clear. ``k = 0`` and ``k > top_k`` mean ``top_k`` (the
+  vector files refuse both). The cycle count does not depend on ``k``.
+* ``tab_stream`` (in, ``runtime_temperature`` cores only): sets the softmax temperature of
+  the following queries. Table exponential: ``{addr, data}`` writes entry ``addr`` of the
+  table (every copy of it: a dense core has one per lane); beats with ``addr > d`` are
+  accepted and dropped; ``cfg.table_for(t)`` is the whole table of temperature ``t``,
+  ``d + 1`` beats. Fixed exponential: ``{scale, shift}``, one beat, ``(c, G) =
+  cfg.table_for(t)`` (``G`` must exceed ``H = exp_index_bits``, as every temperature's
+  does). Until written the core runs at the config's temperature; reset does not restore it.
 * ``o_stream`` (out): ``{out}``, ``d_v`` outputs in units of ``2**-out_frac_bits``; top-k
   cores add ``{index, score, sel}``, the ``top_k`` selected slots (best first) with ``sel``
   bit p set where slot p holds a selection.
 
-Both input streams are served only between queries (context writes first when both are
-valid), so a query always sees the context as written before it was accepted.
+The input streams are served only between queries (context writes first, then table
+writes, then queries, when several are valid), so a query always sees the context and the
+table as written before it was accepted.
 
 Storage
 -------
@@ -62,8 +79,9 @@ From the cycle the query is accepted to the cycle its output is valid, with
 latency (``1 + ceil(log2(d / 8))`` for hamming, ``max(1, ceil(log2(d)))`` for int8), ``L_exp``
 the exponential's (1 table, 2 fixed) and ``R = recip_bits``::
 
-    top-k:  cycles = rows + top_k + L_lane + L_exp + R + d_v + 5
-    dense:  cycles = 2 * rows + ceil(log2(lanes)) + L_lane + L_exp + R + d_v + 7
+    top-k, merge:     cycles = rows + top_k + L_lane + L_exp + R + d_v + 5
+    top-k, counting:  cycles = 2 * rows + top_k + L_lane + L_exp + R + d_v + 7
+    dense:            cycles = 2 * rows + ceil(log2(lanes)) + L_lane + L_exp + R + d_v + 7
 
 The next query is accepted the cycle after the output transfer; :meth:`AttentionCore.cycles`
 gives the count.
@@ -80,7 +98,9 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from hadware.config.attention_core import AttentionCoreConfig
+from hadware.config.counting_topk import CountingTopKConfig
 from hadware.config.topk import TopKConfig
+from hadware.hw.counting_topk import CountingTopK
 from hadware.hw.divider import RestoringDivider
 from hadware.hw.int8_lane import Int8Lane, int8_lane_latency
 from hadware.hw.score_unit import ScoreLane, score_lane_latency
@@ -183,14 +203,24 @@ class AttentionCore(wiring.Component):
         self.exp_class = EXPS[config.exp]
         if self.sparse:
             try:
-                self.topk_config = TopKConfig(top_k=config.top_k, lanes=config.lanes,
-                                              n_max=config.n_max,
-                                              score_width=config.score_width)
+                fields = dict(top_k=config.top_k, lanes=config.lanes, n_max=config.n_max,
+                              score_width=config.score_width)
+                if config.topk_unit == "counting":
+                    self.topk_class = CountingTopK
+                    self.topk_config = CountingTopKConfig(**fields, d=config.d)
+                else:
+                    self.topk_class = TopK
+                    self.topk_config = TopKConfig(**fields)
             except ValueError as e:
                 self._MustUse__silence = True
                 raise ValueError(f"{config.block} hardware: {e}") from None
         self.latency = self.latency_constant(config)
-        if self.sparse:
+        if self.sparse and config.topk_unit == "counting":
+            self.latency_formula = ("cycles from query accepted to output valid = "
+                                    "2 * ceil(max(1, min(n, count)) / lanes) + top_k + L, "
+                                    "L = L_lane + L_exp + recip_bits + d_v + 7 = "
+                                    f"{self.latency}")
+        elif self.sparse:
             self.latency_formula = ("cycles from query accepted to output valid = "
                                     "ceil(max(1, min(n, count)) / lanes) + top_k + L, "
                                     "L = L_lane + L_exp + recip_bits + d_v + 5 = "
@@ -201,11 +231,15 @@ class AttentionCore(wiring.Component):
                                     "L = ceil(log2(lanes)) + L_lane + L_exp + recip_bits + d_v"
                                     f" + 7 = {self.latency}")
         self.ctx_layout, self.q_layout, self.out_layout = self.layouts(config)
-        super().__init__({
+        self.runtime_table = bool(getattr(config, "runtime_temperature", False))
+        members = {
             "ctx_stream": In(stream.Signature(self.ctx_layout)),
             "q_stream": In(stream.Signature(self.q_layout)),
             "o_stream": Out(stream.Signature(self.out_layout)),
-        })
+        }
+        if self.runtime_table:
+            members["tab_stream"] = In(stream.Signature(self.tab_layout(config)))
+        super().__init__(members)
 
     # -- formulas and layouts ----------------------------------------------------------------
 
@@ -215,7 +249,7 @@ class AttentionCore(wiring.Component):
         tail = (SCORERS[cfg.scorer].latency(cfg) + EXPS[cfg.exp].latency + cfg.recip_bits
                 + cfg.d_v)
         if cfg.sparsifier == "topk":
-            return tail + 5
+            return tail + (7 if cfg.topk_unit == "counting" else 5)
         return ceil_log2(cfg.lanes) + tail + 7
 
     @classmethod
@@ -223,7 +257,9 @@ class AttentionCore(wiring.Component):
         """Cycles from query acceptance to output valid for ``n_eff`` attended entries."""
         rows = -(-max(1, n_eff) // cfg.lanes)
         if cfg.sparsifier == "topk":
-            return rows + cfg.top_k + cls.latency_constant(cfg)
+            # the counting top-k reads its buffered scores back: rows cycles more
+            rows_again = rows if cfg.topk_unit == "counting" else 0
+            return rows + rows_again + cfg.top_k + cls.latency_constant(cfg)
         return 2 * rows + cls.latency_constant(cfg)
 
     @classmethod
@@ -232,7 +268,10 @@ class AttentionCore(wiring.Component):
         key = SCORERS[cfg.scorer].key_shape(cfg)
         ctx = data.StructLayout({"clear": 1, "key": key,
                                  "value": data.ArrayLayout(signed(8), cfg.d_v)})
-        q = data.StructLayout({"q": key, "n": cfg.count_width})
+        q_fields = {"q": key, "n": cfg.count_width}
+        if cfg.sparsifier == "topk":
+            q_fields["k"] = range(cfg.top_k + 1)
+        q = data.StructLayout(q_fields)
         fields = {"out": data.ArrayLayout(signed(cfg.out_width), cfg.d_v)}
         if cfg.sparsifier == "topk":
             fields.update({
@@ -241,6 +280,16 @@ class AttentionCore(wiring.Component):
                 "sel": cfg.top_k,
             })
         return ctx, q, data.StructLayout(fields)
+
+    @classmethod
+    def tab_layout(cls, cfg):
+        """Payload layout of ``tab_stream`` (``runtime_temperature`` cores): one table entry
+        ``{addr, data}`` (table exponential) or the scale and its shift ``{scale, shift}``
+        (fixed exponential)."""
+        if cfg.exp == "table":
+            return data.StructLayout({"addr": cfg.lut_address_width, "data": cfg.lut_width})
+        return data.StructLayout({"scale": cfg.exp_scale_width,
+                                  "shift": range(cfg.exp_scale_shift_max + 1)})
 
     # -- elaboration -------------------------------------------------------------------------
 
@@ -261,11 +310,14 @@ class AttentionCore(wiring.Component):
         count = self._context_writes(m, idle, keys, values, kb)
         scan = self._scan(m, idle, count, keys.read_port(), kb)
         v_rd = values.read_port()
+        exp_units: list[wiring.Component] = []
         if self.sparse:
-            wsum = self._sparse_weighting(m, scan, v_rd)
+            wsum = self._sparse_weighting(m, scan, v_rd, exp_units)
             den, num, done = wsum.den, wsum.num, wsum.done
         else:
-            den, num, done = self._dense_weighting(m, scan, v_rd)
+            den, num, done = self._dense_weighting(m, scan, v_rd, exp_units)
+        if self.runtime_table:
+            self._table_writes(m, idle, exp_units)
         self._output(m, idle, den, num, done)
         if self.sparse:
             m.d.comb += [self.o_stream.payload.index.eq(wsum.index),
@@ -307,17 +359,41 @@ class AttentionCore(wiring.Component):
                     m.d.sync += wr_lane.eq(wr_lane + 1)
         return count
 
+    def _table_writes(self, m, idle, exp_units):
+        """The table stream, between queries and after pending context writes: one entry into
+        every copy of the table per beat, or the scale and shift registers that every fixed
+        exponential unit reads (initial values: the config's; reset keeps them)."""
+        cfg = self.config
+        tab = self.tab_stream
+        take = Signal()
+        m.d.comb += [tab.ready.eq(idle & ~self.ctx_stream.valid), take.eq(tab.valid & tab.ready)]
+        if cfg.exp == "table":
+            for unit in exp_units:
+                m.d.comb += [unit.wr_en.eq(take & (tab.payload.addr <= cfg.d)),
+                             unit.wr_addr.eq(tab.payload.addr),
+                             unit.wr_data.eq(tab.payload.data)]
+            return
+        scale = Signal(cfg.exp_scale_width, init=cfg.exp_scale, reset_less=True)
+        shift = Signal(range(cfg.exp_scale_shift_max + 1), init=cfg.exp_scale_shift,
+                       reset_less=True)
+        with m.If(take):
+            m.d.sync += [scale.eq(tab.payload.scale), shift.eq(tab.payload.shift)]
+        for unit in exp_units:
+            m.d.comb += [unit.scale.eq(scale), unit.shift.eq(shift)]
+
     def _scan(self, m, idle, count, k_rd, kb):
         """Query acceptance and the key scan through the score lanes. Returns a dict of the
         lanes' ``scores`` and their row tags ``valid``, ``mask``, ``last``, ``row``, plus
         ``n_eff`` and ``q_take``."""
         cfg = self.config
         lanes = cfg.lanes
-        m.d.comb += self.q_stream.ready.eq(idle & ~self.ctx_stream.valid)
+        busy = self.ctx_stream.valid | (self.tab_stream.valid if self.runtime_table else 0)
+        m.d.comb += self.q_stream.ready.eq(idle & ~busy)
         q_take = Signal()
         m.d.comb += q_take.eq(self.q_stream.valid & self.q_stream.ready)
         q_reg = Signal(kb)
         n_eff = Signal(cfg.count_width)
+        k_eff = Signal(range(cfg.top_k + 1)) if self.sparse else None
         with m.If(q_take):
             n_req = self.q_stream.payload.n
             m.d.sync += [
@@ -325,6 +401,9 @@ class AttentionCore(wiring.Component):
                 q_reg.eq(self.q_stream.payload.q),
                 n_eff.eq(Mux(n_req < count, n_req, count)),
             ]
+            if self.sparse:
+                k_req = self.q_stream.payload.k
+                m.d.sync += k_eff.eq(Mux((k_req == 0) | (k_req > cfg.top_k), cfg.top_k, k_req))
         scanning, rd_row, mask, scan_last = self._row_walk(m, q_take, n_eff, "scan")
         m.d.comb += k_rd.addr.eq(rd_row)
         # The key row arrives one cycle after its address, the lanes add their latency.
@@ -344,6 +423,7 @@ class AttentionCore(wiring.Component):
             "last": delay(m, scan_last, depth, "p_last", data=True)[-1],
             "row": None if self.sparse else delay(m, rd_row, depth, "p_row", data=True)[-1],
             "n_eff": n_eff,
+            "k_eff": k_eff,
             "q_take": q_take,
         }
 
@@ -369,9 +449,10 @@ class AttentionCore(wiring.Component):
                 m.d.sync += active.eq(0)
         return active, row, mask, last
 
-    def _sparse_weighting(self, m, scan, v_rd):
-        """The sparsifier, then one selected slot per cycle."""
-        topk = TopK(self.topk_config)
+    def _sparse_weighting(self, m, scan, v_rd, exp_units):
+        """The sparsifier, then one selected slot per cycle (its exponential unit appended to
+        ``exp_units``)."""
+        topk = self.topk_class(self.topk_config)
         m.submodules.topk = topk
         for j, s in enumerate(scan["scores"]):
             m.d.comb += topk.i_stream.payload.score[j].eq(s)
@@ -382,13 +463,15 @@ class AttentionCore(wiring.Component):
             topk.i_stream.payload.mask.eq(scan["mask"]),
             topk.i_stream.payload.last.eq(scan["last"]),
         ]
-        wsum = SlotWeightedSum(self.config, topk.out_layout, self.exp_class(self.config))
+        exp_units.append(self.exp_class(self.config))
+        wsum = SlotWeightedSum(self.config, topk.out_layout, exp_units[-1])
         m.submodules.wsum = wsum
         wiring.connect(m, topk.o_stream, wsum.slot)
+        m.d.comb += wsum.k.eq(scan["k_eff"])
         m.d.comb += [v_rd.addr.eq(wsum.v_addr), wsum.v_data.eq(v_rd.data)]
         return wsum
 
-    def _dense_weighting(self, m, scan, v_rd):
+    def _dense_weighting(self, m, scan, v_rd, exp_units):
         """The score buffer and the maximum, then the weighting pass (module docstring)."""
         cfg = self.config
         lanes, sw = cfg.lanes, cfg.score_width
@@ -419,11 +502,12 @@ class AttentionCore(wiring.Component):
         # final then, and every buffer row has been written).
         weighing, w_row, w_mask, w_last = self._row_walk(m, tree_valid & tree_last, n_eff, "w")
         m.d.comb += buf_rd.addr.eq(w_row)
-        return self._weigh_rows(m, buf_rd, v_rd, smax, weighing, w_mask, w_last, w_row)
+        return self._weigh_rows(m, buf_rd, v_rd, smax, weighing, w_mask, w_last, w_row,
+                                exp_units)
 
-    def _weigh_rows(self, m, buf_rd, v_rd, smax, weighing, w_mask, w_last, w_row):
-        """Weighting pass of a dense core: weight lanes and column sums; returns
-        ``(den, num, done)``."""
+    def _weigh_rows(self, m, buf_rd, v_rd, smax, weighing, w_mask, w_last, w_row, exp_units):
+        """Weighting pass of a dense core: weight lanes (their exponential units appended to
+        ``exp_units``) and column sums; returns ``(den, num, done)``."""
         cfg = self.config
         lanes, sw = cfg.lanes, cfg.score_width
         # Buffer data one cycle after its address; the value row L_exp cycles later.
@@ -435,7 +519,8 @@ class AttentionCore(wiring.Component):
                                        data=True)[-1])
         wlanes = []
         for j in range(lanes):
-            wl = WeightLane(cfg, self.exp_class(cfg))
+            exp_units.append(self.exp_class(cfg))
+            wl = WeightLane(cfg, exp_units[-1])
             m.submodules[f"wsum{j}"] = wl
             diff = Signal(signed(sw + 1), name=f"diff{j}")
             m.d.comb += [

@@ -31,23 +31,35 @@ class TableExp(wiring.Component):
     mask : In(1)
     e : Out(exp_width)
         Valid :attr:`latency` = 1 cycle after ``delta`` (the synchronous table read).
+    wr_en, wr_addr, wr_data : In
+        With ``cfg.runtime_temperature`` only: ``LUT[wr_addr] <= wr_data`` at the clock edge
+        where ``wr_en`` is high (``wr_addr <= d``; the caller drops other addresses). The table
+        starts with the config's entries (its initial content, which reset does not restore).
     """
 
     latency = 1
 
     def __init__(self, cfg):
         self.cfg = cfg
-        super().__init__({
+        members = {
             "delta": In(cfg.exp_delta_width),
             "mask": In(1),
             "e": Out(cfg.exp_width),
-        })
+        }
+        if getattr(cfg, "runtime_temperature", False):
+            members.update({"wr_en": In(1), "wr_addr": In(cfg.lut_address_width),
+                            "wr_data": In(cfg.lut_width)})
+        super().__init__(members)
 
     def elaborate(self, platform) -> Module:
         m = Module()
         cfg = self.cfg
         lut = Memory(shape=cfg.lut_width, depth=cfg.lut_depth, init=list(cfg.lut))
         m.submodules.exp_lut = lut
+        if cfg.runtime_temperature:
+            wr = lut.write_port()
+            m.d.comb += [wr.en.eq(self.wr_en), wr.addr.eq(self.wr_addr),
+                         wr.data.eq(self.wr_data)]
         rd = lut.read_port()
         mask_d = Signal(reset_less=True)
         m.d.sync += mask_d.eq(self.mask)
@@ -59,16 +71,21 @@ class TableExp(wiring.Component):
 
 
 class ScaleMul(wiring.Component):
-    """``x = delta * c`` for the constant ``c = exp_scale`` (combinational)."""
+    """``x = delta * c`` (combinational): for the constant ``c = exp_scale``, or with
+    ``cfg.runtime_temperature`` for the member ``c`` (a full multiplier)."""
 
     def __init__(self, cfg):
-        self.c = cfg.exp_scale
-        super().__init__({"delta": In(cfg.exp_delta_width),
-                          "x": Out(cfg.exp_delta_width + self.c.bit_length())})
+        self.runtime = cfg.runtime_temperature
+        self.const = None if self.runtime else cfg.exp_scale
+        members = {"delta": In(cfg.exp_delta_width),
+                   "x": Out(cfg.exp_delta_width + cfg.exp_scale_width)}
+        if self.runtime:
+            members["c"] = In(cfg.exp_scale_width)
+        super().__init__(members)
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        m.d.comb += self.x.eq(self.delta * self.c)
+        m.d.comb += self.x.eq(self.delta * (self.c if self.runtime else self.const))
         return m
 
 
@@ -108,14 +125,21 @@ class Exp2Unit(wiring.Component):
     e : Out(exp_width)
         ``E(delta)``, 0 where ``mask`` was low; valid :attr:`latency` = 2 cycles after
         ``delta``.
+    scale, shift : In
+        With ``cfg.runtime_temperature`` only: ``c`` and ``G`` of the current temperature
+        (``cfg.table_for``; ``G > H``), held while weights are computed. The rounding shift
+        by ``G - H`` is then a barrel shifter.
     """
 
     latency = 2
 
     def __init__(self, cfg):
         self.cfg = cfg
-        super().__init__({"delta": In(cfg.exp_delta_width), "mask": In(1),
-                          "e": Out(cfg.exp_width)})
+        members = {"delta": In(cfg.exp_delta_width), "mask": In(1), "e": Out(cfg.exp_width)}
+        if cfg.runtime_temperature:
+            members.update({"scale": In(cfg.exp_scale_width),
+                            "shift": In(range(cfg.exp_scale_shift_max + 1))})
+        super().__init__(members)
 
     def elaborate(self, platform) -> Module:
         m = Module()
@@ -132,7 +156,17 @@ class Exp2Unit(wiring.Component):
         # Stage 1.
         m.submodules.exp_scale = scale = ScaleMul(cfg)
         m.d.comb += scale.delta.eq(self.delta)
-        rounded = (scale.x + (1 << (g - h - 1))) >> (g - h)
+        if cfg.runtime_temperature:
+            m.d.comb += scale.c.eq(self.scale)
+            # (x + 2**(s-1)) >> s for s = G - H >= 1; a half beyond x's width adds nothing
+            # to a result that is 0 anyway, so it is cut to x's width plus one.
+            sh1 = Signal(range(cfg.exp_scale_shift_max + 1))  # s - 1
+            half = Signal(len(scale.x) + 1)
+            m.d.comb += [sh1.eq(self.shift - (h + 1)), half.eq(Const(1, 1) << sh1)]
+            rounded = Signal(len(scale.x) + 2)
+            m.d.comb += rounded.eq((scale.x + half) >> (sh1 + 1))
+        else:
+            rounded = (scale.x + (1 << (g - h - 1))) >> (g - h)
         t = Signal(max(len(rounded), h + 1))
         m.d.comb += t.eq(rounded)
         ipart = t[h:]

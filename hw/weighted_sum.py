@@ -169,11 +169,15 @@ class SlotWeightedSum(wiring.Component):
     One slot per cycle from the sparsifier (always ready): slot 0's score is ``s_max``; each
     selected slot weighs ``e = E(s_max - s)`` from the exponential unit (``L_exp`` cycles), its
     value row is read so that it arrives with the weight, and ``den`` / ``num`` accumulate
-    exactly. ``done`` is high for one cycle after the last slot has been added.
+    exactly. ``done`` is high for one cycle after the last slot has been added. Only the first
+    ``k`` slots of a query count as selected (the query's own top-k: the slots come sorted);
+    the later ones weigh 0 and leave their ``sel`` bit clear.
 
     Members
     -------
     slot : In(stream.Signature({score, index, sel, last}))
+    k : In(range(1, top_k + 1))
+        Slots kept of the current query (held by the caller while its slots stream in).
     v_addr : Out(index_width); v_data : In(8 * d_v)
     den : Out(den_width); num : Out(ArrayLayout(signed(num_width), d_v))
     index, score : Out(ArrayLayout(...)); sel : Out(top_k); done : Out(1)
@@ -184,6 +188,7 @@ class SlotWeightedSum(wiring.Component):
         self.exp_unit = exp_unit
         super().__init__({
             "slot": In(stream.Signature(slot_layout)),
+            "k": In(range(cfg.top_k + 1)),
             "v_addr": Out(cfg.index_width),
             "v_data": In(8 * cfg.d_v),
             "den": Out(cfg.den_width),
@@ -205,14 +210,17 @@ class SlotWeightedSum(wiring.Component):
         m.d.comb += self.slot.ready.eq(1)
         take = self.slot.valid
         first = Signal(init=1)  # the next slot is slot 0 of a query
+        pos = Signal(range(k + 1))  # its position in the query's slots
+        sel = Signal()  # selected, and within the query's k
         smax = Signal(signed(sw))
         top = Signal(signed(sw))
         diff = Signal(signed(sw + 1))
         m.d.comb += [
+            sel.eq(s.sel & (pos < self.k)),
             top.eq(Mux(first, s.score, smax)),
             diff.eq(top - s.score),
             exp.delta.eq(diff[:len(exp.delta)]),  # >= 0 for every selected slot
-            exp.mask.eq(s.sel),
+            exp.mask.eq(sel),
         ]
         # The value read takes one cycle: address it L_exp - 1 cycles after the slot.
         m.d.comb += self.v_addr.eq(delay(m, s.index, lat - 1, "v_addr")[-1])
@@ -221,7 +229,7 @@ class SlotWeightedSum(wiring.Component):
         st_last = delay(m, s.last, lat, "st_last")[-1]
 
         with m.If(take):
-            m.d.sync += first.eq(s.last)
+            m.d.sync += [first.eq(s.last), pos.eq(Mux(s.last, 0, pos + 1))]
             with m.If(first):
                 m.d.sync += smax.eq(s.score)
             # Slots shift in from the top: after top_k slots, entry 0 holds slot 0.
@@ -229,7 +237,7 @@ class SlotWeightedSum(wiring.Component):
                 m.d.sync += [self.index[p].eq(self.index[p + 1]),
                              self.score[p].eq(self.score[p + 1])]
             m.d.sync += [self.index[k - 1].eq(s.index), self.score[k - 1].eq(s.score),
-                         self.sel.eq(Cat(self.sel[1:], s.sel))]
+                         self.sel.eq(Cat(self.sel[1:], sel))]
 
         with m.If(st_valid):
             m.d.sync += self.den.eq(Mux(st_first, 0, self.den) + exp.e)

@@ -71,7 +71,13 @@ DEVICES = {
                                                         "--router", "router2"],
              # LFE5U-85F: 83,640 LUT4 (a CCU2C carry cell takes two), as many FFs, 156
              # 18x18 multipliers, 208 DP16KD.
-             "capacity": {"lut": 83640, "ff": 83640, "bram": 208, "dsp": 156}},
+             "capacity": {"lut": 83640, "ff": 83640, "bram": 208, "dsp": 156},
+             # The wrapper's clock on a primary clock pin (G2, PCLKT6_0, the ULX3S clock):
+             # left unconstrained, the placer may put it on a pin with no route to the
+             # global clock network, and router2 then fails on the clock net.
+             "constraints": ("fmax.lpf", "--lpf",
+                             'LOCATE COMP "clk" SITE "G2";\n'
+                             'IOBUF PORT "clk" IO_TYPE=LVCMOS33;\n')},
 }
 
 
@@ -323,7 +329,12 @@ def _place_and_route_seed(family: str, netlist: str, out_dir: Path, timeout: flo
     log_name = f"{family}_pnr.log" if seed == 1 else f"{family}_pnr_seed{seed}.log"
     try:
         dev = DEVICES[family]
-        p = run_tool([dev["nextpnr"], *dev["args"], "--json", netlist, "--seed", str(seed),
+        pins: list[str] = []
+        if "constraints" in dev:
+            name, option, text = dev["constraints"]
+            atomic_write_text(out_dir / name, text)
+            pins = [option, name]
+        p = run_tool([dev["nextpnr"], *dev["args"], *pins, "--json", netlist, "--seed", str(seed),
                       "--timing-allow-fail", "--quiet", "--log", log_name],
                      cwd=out_dir, what=f"nextpnr-{family}", timeout=timeout)
     except ToolError as e:

@@ -59,11 +59,28 @@ def ctx_beats(cfg, k: np.ndarray, v: np.ndarray, clear: bool = True) -> list[int
     return beats
 
 
-def query_beats(cfg, q: np.ndarray, n_valid: np.ndarray) -> list[int]:
-    """One ``q_stream`` beat per query row."""
+def query_beats(cfg, q: np.ndarray, n_valid: np.ndarray,
+                top_k: np.ndarray | None = None) -> list[int]:
+    """One ``q_stream`` beat per query row; a top-k core's ``k`` from ``top_k`` (one per
+    query), ``cfg.top_k`` without it."""
     layout = AttentionCore.layouts(cfg)[1]
-    return [pack(layout, {"q": _key(cfg, row), "n": int(n)})
-            for row, n in zip(q, n_valid, strict=True)]
+    beats = []
+    for i, (row, n) in enumerate(zip(q, n_valid, strict=True)):
+        fields = {"q": _key(cfg, row), "n": int(n)}
+        if cfg.sparsifier == "topk":
+            fields["k"] = cfg.top_k if top_k is None else int(top_k[i])
+        beats.append(pack(layout, fields))
+    return beats
+
+
+def table_beats(cfg, table) -> list[int]:
+    """``tab_stream`` beats setting the temperature whose ``cfg.table_for`` is ``table``: the
+    whole table (``d + 1`` entries, address order) for the table exponential, one beat of
+    ``(c, G)`` for the fixed one."""
+    layout = AttentionCore.tab_layout(cfg)
+    if cfg.exp == "fixed":
+        return [pack(layout, {"scale": int(table[0]), "shift": int(table[1])})]
+    return [pack(layout, {"addr": a, "data": int(x)}) for a, x in enumerate(table)]
 
 
 def decode_beats(cfg, words: list[int]) -> dict[str, np.ndarray]:
@@ -89,20 +106,34 @@ def decode_beats(cfg, words: list[int]) -> dict[str, np.ndarray]:
 
 def encode(cfg, arrays: dict[str, np.ndarray]) -> dict:
     """The harness encoding of a checked vector set (unbatched or batched): for each batch
-    entry a context segment (clear, then its keys and values) and a query segment, each
-    segment sent once the one before has been."""
+    entry a table segment (``runtime_temperature`` cores, only when the entry's table differs
+    from the one the core holds), a context segment (clear, then its keys and values) and a
+    query segment (with the entry's per-query ``top_k``), each segment sent once the one
+    before has been."""
     a, _ = as_batched(arrays)
-    ctx: list[int] = []
-    queries: list[int] = []
+    streams: dict[str, list[int]] = {"ctx_stream": [], "q_stream": []}
+    runtime = getattr(cfg, "runtime_temperature", False)
+    if runtime:
+        streams["tab_stream"] = []
+    held = cfg.table_for(cfg.temperature) if runtime else None  # what the core starts with
     segments: list[tuple[str, int]] = []
-    for k, v, q, n_valid in zip(a["k"], a["v"], a["q"], a["n_valid"], strict=True):
-        c, qb = ctx_beats(cfg, k, v), query_beats(cfg, q, n_valid)
-        ctx += c
-        queries += qb
+    for i in range(a["q"].shape[0]):
+        if runtime and "temperature" in a:
+            table = cfg.table_for(float(a["temperature"][i]))
+            if table != held:
+                tb = table_beats(cfg, table)
+                streams["tab_stream"] += tb
+                segments.append(("tab_stream", len(tb)))
+                held = table
+        top_k = a["top_k"][i] if "top_k" in a else None
+        c = ctx_beats(cfg, a["k"][i], a["v"][i])
+        qb = query_beats(cfg, a["q"][i], a["n_valid"][i], top_k)
+        streams["ctx_stream"] += c
+        streams["q_stream"] += qb
         segments += [("ctx_stream", len(c)), ("q_stream", len(qb))]
     return {
-        "streams": {"ctx_stream": ctx, "q_stream": queries},
-        "expected": {"o_stream": len(queries)},
+        "streams": streams,
+        "expected": {"o_stream": len(streams["q_stream"])},
         "segments": segments,
     }
 
@@ -141,8 +172,9 @@ async def _start(dut, *, unbatched: bool = False):
                              f"{a['q'].shape}")
     start_clock(dut)
     await reset(dut)
-    for s in ("ctx_stream", "q_stream"):
-        getattr(dut, f"{s}__valid").value = 0
+    for s in ("ctx_stream", "q_stream", "tab_stream"):
+        if s != "tab_stream" or getattr(cfg, "runtime_temperature", False):
+            getattr(dut, f"{s}__valid").value = 0
     return run_dir, params, cfg, a, int(params["seed"])
 
 

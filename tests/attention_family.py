@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from amaranth.sim import Simulator
 
 from hadware.blocks import BLOCKS
 from hadware.config.attention_core import AttentionCoreConfig
@@ -15,16 +16,17 @@ VARIANTS = [name for name, b in BLOCKS.items()
             if issubclass(b.config_class(), AttentionCoreConfig)]
 
 #: Geometries exercised for every variant (fields a variant lacks are dropped): one lane,
-#: lanes not dividing n_max, top_k = n_max, lanes = n_max.
+#: lanes not dividing n_max, top_k = n_max, lanes = n_max; the binarized top-k core with each
+#: of its top-k units; a run-time table (RAM, its initial content) in the third.
 _HAMMING = [
     dict(d=8, n_max=6, top_k=2, d_v=1, lanes=1, temperature=0.3, exp_frac_bits=10,
          out_frac_bits=2),
     dict(d=16, n_max=10, top_k=3, d_v=2, lanes=3, temperature=0.2, exp_frac_bits=14,
-         out_frac_bits=4),
+         out_frac_bits=4, topk_unit="counting"),
     dict(d=24, n_max=16, top_k=16, d_v=3, lanes=4, temperature=0.05, exp_frac_bits=12,
-         out_frac_bits=6),
+         out_frac_bits=6, runtime_temperature=True),
     dict(d=32, n_max=12, top_k=4, d_v=4, lanes=12, temperature=0.1, exp_frac_bits=16,
-         out_frac_bits=8),
+         out_frac_bits=8, topk_unit="counting"),
 ]
 _INT8 = [
     dict(d=1, n_max=6, top_k=2, d_v=1, lanes=1, temperature=2**-12, exp_frac_bits=10,
@@ -58,7 +60,7 @@ def cases(*, index: int | None = None) -> list:
 
 def ident(case) -> str:
     name, c = case
-    k = f"k{c.top_k}" if c.sparsifier == "topk" else ""
+    k = f"k{c.top_k}{'c' * (c.topk_unit == 'counting')}" if c.sparsifier == "topk" else ""
     return f"{name}-d{c.d}n{c.n_max}{k}l{c.lanes}"
 
 
@@ -97,3 +99,26 @@ def extreme_arrays(cfg):
     v = np.where(np.arange(n)[:, None] % 3 == 0, 127, -128) * np.ones((1, cfg.d_v), np.int64)
     return {"q": q, "k": k.astype(np.int8), "v": v.astype(np.int8),
             "n_valid": np.array([n, 1, min(2, n)])}
+
+
+def run_exp_unit(dut, deltas, masks, inputs: dict | None = None) -> list[int]:
+    """An exponential unit in the Amaranth simulator: one difference per cycle (with its
+    mask), ``inputs`` (member name: value) held throughout; returns ``e`` of each."""
+    got = []
+
+    async def tb(ctx):
+        for name, value in (inputs or {}).items():
+            ctx.set(getattr(dut, name), value)
+        for i in range(len(deltas) + dut.latency):
+            if i < len(deltas):
+                ctx.set(dut.delta, deltas[i])
+                ctx.set(dut.mask, masks[i])
+            await ctx.tick()
+            if i + 1 >= dut.latency:
+                got.append(ctx.get(dut.e))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    return got[:len(deltas)]

@@ -241,24 +241,27 @@ COMMON_FIELDS = ["d", "n_max", "d_v", "lanes", "temperature", "exp_frac_bits", "
 #   from 2**19 down to 2**18. Dense: R = 43, den 26 bits, num 33 bits; top-k: R = 40, den 23.
 DERIVED: dict[str, dict[str, Any]] = {
     "attention": {
-        "field_names": [*COMMON_FIELDS, "top_k"], "top_k": 8,
+        "field_names": [*COMMON_FIELDS, "top_k", "topk_unit", "runtime_temperature"],
+        "top_k": 8,
         "score_width": 8, "index_width": 6, "count_width": 7, "lut_depth": 65,
         "recip_bits": 40, "out_shift": 32, "lut_width": 20, "den_width": 23,
         "recip_max": 2**21, "recip_width": 22, "recip_min": 2**18,
         "out_min": -128 * 256, "out_max": 127 * 256, "out_width": 16,
     },
     "binary_dense_attention": {
-        "field_names": COMMON_FIELDS,
+        "field_names": [*COMMON_FIELDS, "runtime_temperature"],
         "score_width": 8, "den_width": 26, "num_width": 33, "recip_bits": 43, "out_shift": 35,
         "recip_width": 25, "out_width": 16, "lut_depth": 65,
     },
     "std_attention": {
-        "field_names": [*COMMON_FIELDS, "exp_table_bits", "exp_interp_bits"],
+        "field_names": [*COMMON_FIELDS, "exp_table_bits", "exp_interp_bits",
+                        "runtime_temperature"],
         "score_width": 22, "delta_max": 2088960, "delta_width": 21, "exp_scale_shift": 36,
         "exp_scale": 12102203, "recip_bits": 43, "den_width": 26, "num_width": 33,
     },
     "int8_topk_attention": {
-        "field_names": [*COMMON_FIELDS, "top_k", "exp_table_bits", "exp_interp_bits"],
+        "field_names": [*COMMON_FIELDS, "top_k", "topk_unit", "exp_table_bits",
+                        "exp_interp_bits", "runtime_temperature"],
         "top_k": 8, "score_width": 22, "delta_max": 2088960, "exp_scale_shift": 36,
         "exp_scale": 12102203, "recip_bits": 40, "den_width": 23,
     },
@@ -896,3 +899,15 @@ def test_result_holds_every_intermediate(cfg: Any) -> None:
         assert res.num[i].tolist() == want
         assert int(res.recip[i]) == round_half_up(Fraction(2**cfg.recip_bits, int(res.den[i])))
     np.testing.assert_array_equal(res.out.numpy(), scalar_model(cfg, a)["out"])
+
+
+def test_topk_unit_is_checked() -> None:
+    """``topk_unit``: one of the two units; the counting one needs binarized scores."""
+    assert AttentionConfig(topk_unit="counting").topk_unit == "counting"
+    with pytest.raises(ValueError, match=r"^topk_unit must be one of merge, counting, not "
+                                         r"'sorting'$"):
+        AttentionConfig(topk_unit="sorting")
+    with pytest.raises(TypeError, match=r"^topk_unit must be a string, not 1 \(int\)$"):
+        AttentionConfig(topk_unit=1)
+    with pytest.raises(ValueError, match=r"^topk_unit 'counting' needs binarized scores"):
+        Int8TopKAttentionConfig(topk_unit="counting")

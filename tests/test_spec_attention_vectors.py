@@ -167,11 +167,18 @@ def test_check_inputs_errors(block: str, changes: Any, message: str | None) -> N
         golden.run_vectors(cfg, arrays)
 
 
+#: The optional arrays each variant's message about unknown arrays lists (by default config).
+OPTIONAL = {"attention": r"n_valid, temperature \(with runtime_temperature\) and top_k",
+            "binary_dense_attention": r"n_valid and temperature \(with runtime_temperature\)",
+            "int8_topk_attention": r"n_valid, temperature \(with runtime_temperature\) and top_k",
+            "std_attention": r"n_valid and temperature \(with runtime_temperature\)"}
+
+
 @pytest.mark.parametrize("block", sorted(VARIANTS))
 def test_unknown_arrays_name_the_block(block: str) -> None:
     arrays = dict(good_arrays(block), x=np.zeros(3), mask=np.zeros(3))
     with pytest.raises(InputError, match=rf"^unknown array\(s\) 'mask', 'x'; {block} takes q, k, "
-                                         r"v and optionally n_valid$"):
+                                         rf"v and optionally {OPTIONAL[block]}$"):
         check_inputs(VARIANTS[block](), arrays)
 
 

@@ -27,7 +27,7 @@ import math
 import sys
 from typing import ClassVar
 
-from hadware.config.base import BlockConfig, check_float, check_int
+from hadware.config.base import BlockConfig, check_bool, check_float, check_int
 from hadware.spec import softmax
 from hadware.spec.widths import ceil_log2, signed_width, unsigned_width
 
@@ -112,9 +112,21 @@ class Int8Scores:
 # -- exponentials ----------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
 class TableExp:
     """Exponential part: ``e = LUT[(s_max - s) / 2]`` from :func:`hadware.spec.softmax.had_table`
-    (binarized scores only: their differences are even and at most ``2 d``)."""
+    (binarized scores only: their differences are even and at most ``2 d``).
+
+    Parameters
+    ----------
+    runtime_temperature : bool
+        False: the table is a ROM of the config's ``temperature``. True: a RAM of the same
+        size that the core's ``tab_stream`` rewrites between queries (one entry per beat), so
+        one build serves any temperature in the config's range; it holds the config's
+        ``temperature`` table until written (an initial content, kept through reset). The
+        widths of every later stage do not depend on the temperature (``LUT[0] = 2**F`` for
+        every one), nor does :attr:`error_bound_ulp`.
+    """
 
     exp: ClassVar[str] = "table"
     temperature_min: ClassVar[float | None] = None  # greater than 0
@@ -124,13 +136,19 @@ class TableExp:
     temperature_max: ClassVar[float | None] = sys.float_info.max / 2.0
     temperature_why: ClassVar[str | None] = ("the table evaluates exp(-2.0 * temperature * a), and "
                                       "2.0 * temperature must be a finite float64")
-    d: int
-    temperature: float
-    exp_frac_bits: int
+    runtime_temperature: bool = False
 
     def validate_exp(self) -> None:
         if getattr(self, "scorer", None) != "hamming":
             raise ValueError("the table exponential needs binarized (hamming) scores")
+        check_bool("runtime_temperature", self.runtime_temperature)
+
+    def table_for(self, temperature: float) -> tuple[int, ...]:
+        """The table of another ``temperature`` (checked as the config's own field is): what
+        ``tab_stream`` writes to run at that temperature (``runtime_temperature``)."""
+        tau = check_float("temperature", temperature, lo=0.0, lo_open=True,
+                          hi=self.temperature_max, why=self.temperature_why)
+        return softmax.had_table(self.d, tau, self.exp_frac_bits)
 
     @property
     def lut_depth(self) -> int:
@@ -178,6 +196,14 @@ class FixedExp:
     exp_interp_bits : int
         Q, bits of the position between two nodes used by the linear interpolation; 0 (no
         interpolation: the table value at the rounded node) to 16.
+    runtime_temperature : bool
+        False: the scale constant ``c`` and its shift ``G`` are constants of the config's
+        ``temperature``. True: both are registers that the core's ``tab_stream`` rewrites
+        between queries (one beat, :meth:`table_for`), so one build serves any temperature
+        from 1e-9 to 1, with exactly the arithmetic of a build at that temperature; the scale
+        multiplier is then a full multiplier of ``exp_scale_width`` bits and the rounding
+        shift a barrel shifter. They hold the config's temperature until written (initial
+        values, kept through reset). The node table does not depend on the temperature.
     """
 
     exp: ClassVar[str] = "fixed"
@@ -189,10 +215,40 @@ class FixedExp:
 
     exp_table_bits: int = 6
     exp_interp_bits: int = 10
+    runtime_temperature: bool = False
 
     def validate_exp(self) -> None:
         check_int("exp_table_bits", self.exp_table_bits, lo=1, hi=10)
         check_int("exp_interp_bits", self.exp_interp_bits, lo=0, hi=16)
+        check_bool("runtime_temperature", self.runtime_temperature)
+
+    def table_for(self, temperature: float) -> tuple[int, int]:
+        """``(c, G)``, the scale constant and its shift of another ``temperature`` (checked as
+        the config's own field is): what ``tab_stream`` writes to run at that temperature
+        (``runtime_temperature``)."""
+        tau = check_float("temperature", temperature, lo=self.temperature_min,
+                          hi=self.temperature_max, why=self.temperature_why)
+        g = softmax.exp2_scale_shift(tau, self.exp_index_bits)
+        return softmax.exp2_scale(tau, g), g
+
+    @property
+    def exp_scale_max(self) -> int:
+        """The largest ``c`` of any temperature in the range: ``max(2**24, c(1.0))`` (below
+        ``2**(H + 1)``, ``c`` has 24 significant bits and at most ``2**24``; from there, where
+        ``G = H + 1``, it grows with the temperature)."""
+        return max(2**softmax.SCALE_BITS, self.table_for(self.temperature_max)[0])
+
+    @property
+    def exp_scale_width(self) -> int:
+        """Bits of the scale register of a run-time core (``c`` of the config otherwise)."""
+        if self.runtime_temperature:
+            return unsigned_width(self.exp_scale_max)
+        return unsigned_width(self.exp_scale)
+
+    @property
+    def exp_scale_shift_max(self) -> int:
+        """The largest ``G`` of any temperature in the range (that of ``temperature_min``)."""
+        return self.table_for(self.temperature_min)[1]
 
     @property
     def exp_delta_width(self) -> int:
@@ -223,7 +279,12 @@ class FixedExp:
 
     @property
     def exp_scale_error(self) -> float:
-        """Relative error of ``c / 2**G`` as ``temperature / ln 2`` (below ``2**-24``)."""
+        """Relative error of ``c / 2**G`` as ``temperature / ln 2`` (below ``2**-24``). With
+        ``runtime_temperature``, the bound ``2**-24`` itself, which holds at every temperature
+        (``c >= 2**23``, rounded to the nearest integer), so that :attr:`error_bound_ulp` holds
+        for any temperature written at run time."""
+        if self.runtime_temperature:
+            return 2.0**-softmax.SCALE_BITS
         exact = self.temperature / math.log(2.0)
         return abs(self.exp_scale / 2.0**self.exp_scale_shift / exact - 1.0)
 
@@ -285,21 +346,40 @@ class FixedExp:
 
 @dataclasses.dataclass(frozen=True)
 class TopKSelection:
-    """Sparsifier part: the streaming top-k (:mod:`hadware.hw.topk`): the ``top_k`` highest
-    scores, ties to the lower index, sorted by score then index.
+    """Sparsifier part: the ``top_k`` highest scores, ties to the lower index, sorted by score
+    then index.
 
     Parameters
     ----------
     top_k : int
         Scores kept per query; 1 to ``n_max``.
+    topk_unit : str
+        The hardware that selects them (same outputs, other timing and area):
+        ``"merge"``, :class:`~hadware.hw.topk.TopK` (a held sorted list, one beat merged per
+        cycle; its merge is a single-cycle path that grows with ``top_k * lanes``), or
+        ``"counting"``, :class:`~hadware.hw.counting_topk.CountingTopK` (a counting sort over
+        the ``d + 1`` values of a binarized score, every recurrence one counter; binarized
+        scores only, ``ceil(n / lanes) + 2`` cycles more per query).
     """
 
     sparsifier: ClassVar[str | None] = "topk"
+    #: The top-k units, by ``topk_unit``.
+    TOPK_UNITS: ClassVar[tuple[str, ...]] = ("merge", "counting")
     top_k: int = 8
+    topk_unit: str = "merge"
 
     def validate_sparsifier(self) -> None:
         check_int("top_k", self.top_k, lo=1, hi=self.n_max,
                   what=f"an integer between 1 and n_max ({self.n_max})")
+        if not isinstance(self.topk_unit, str):
+            raise TypeError(f"topk_unit must be a string, not {self.topk_unit!r} "
+                            f"({type(self.topk_unit).__name__})")
+        if self.topk_unit not in self.TOPK_UNITS:
+            raise ValueError(f"topk_unit must be one of {', '.join(self.TOPK_UNITS)}, not "
+                             f"{self.topk_unit!r}")
+        if self.topk_unit == "counting" and self.scorer != "hamming":
+            raise ValueError(f"topk_unit 'counting' needs binarized scores (scorer hamming); "
+                             f"{self.block} has {self.scorer} scores: use 'merge'")
 
     @property
     def n_weights(self) -> int:

@@ -27,6 +27,7 @@ __all__ = [
     "BlockConfig",
     "ConfigFileError",
     "atomic_write_text",
+    "check_bool",
     "check_float",
     "check_int",
     "check_output_file",
@@ -69,6 +70,12 @@ def check_int(
                 parts.append(f"at most {hi}")
             what = "an integer " + " and ".join(parts)
         raise ValueError(f"{name} must be {what}, not {value!r}")
+
+
+def check_bool(name: str, value: object) -> None:
+    """Check that ``value`` is ``True`` or ``False`` (not 0, 1 or a string)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be true or false, not {value!r}")
 
 
 def check_float(
