@@ -70,18 +70,24 @@ Dense datapath
 
 Output path (both): one reciprocal per query (:class:`~hadware.hw.divider.RestoringDivider`,
 ``recip = floor((2**R + floor(den/2)) / den)`` in ``R + 2`` cycles from the last weight), then
-one output column per cycle through one multiplier (:class:`Scaler`).
+one output column per cycle through one pipelined multiplier (:class:`Scaler`, DSP-sized
+partial products and a registered adder tree).
 
 Timing (per query, no output stall)
 -----------------------------------
 From the cycle the query is accepted to the cycle its output is valid, with
 ``n_eff = max(1, min(n, count))``, ``rows = ceil(n_eff / lanes)``, ``L_lane`` the scorer's
 latency (``1 + ceil(log2(d / 8))`` for hamming, ``max(1, ceil(log2(d)))`` for int8), ``L_exp``
-the exponential's (1 table, 2 fixed) and ``R = recip_bits``::
+the exponential's (1 table, 2 fixed), ``R = recip_bits`` and ``L_scale`` the output
+scaler's pipeline (:meth:`Scaler.latency_of`: 2 plus the levels of its adder tree)::
 
-    top-k, merge:     cycles = rows + top_k + L_lane + L_exp + R + d_v + 5
-    top-k, counting:  cycles = 2 * rows + top_k + L_lane + L_exp + R + d_v + 7
-    dense:            cycles = 2 * rows + ceil(log2(lanes)) + L_lane + L_exp + R + d_v + 7
+    top-k, merge:     cycles = rows + top_k + L_lane + L_exp + R + d_v + L_scale + 6
+    top-k, counting:  cycles = 2 * rows + top_k + L_lane + L_exp + R + d_v + L_scale + 8
+    dense:            cycles = 2 * rows + 2 * ceil(log2(lanes)) + L_lane + L_exp + R + d_v
+                               + L_scale + 7
+
+(a dense core's ``ceil(log2(lanes))`` appears twice: the tree of maxima in the score pass
+and the registered adder trees of the column sums in the weighting pass)
 
 The next query is accepted the cycle after the output transfer; :meth:`AttentionCore.cycles`
 gives the count.
@@ -100,6 +106,7 @@ from amaranth.utils import ceil_log2
 from hadware.config.attention_core import AttentionCoreConfig
 from hadware.config.counting_topk import CountingTopKConfig
 from hadware.config.topk import TopKConfig
+from hadware.hw.arith import Multiplier
 from hadware.hw.counting_topk import CountingTopK
 from hadware.hw.divider import RestoringDivider
 from hadware.hw.int8_lane import Int8Lane, int8_lane_latency
@@ -145,24 +152,62 @@ EXPS: dict[str, type] = {"table": TableExp, "fixed": Exp2Unit}
 
 
 class Scaler(wiring.Component):
-    """``out = (num * recip + 2**(S-1)) >> S`` for one value column (combinational): the one
-    wide multiplier of the output normalisation, in its own module."""
+    """``out = (num * recip + 2**(S-1)) >> S`` for one value column, pipelined: the one wide
+    multiplication of the output normalisation, in its own module.
+
+    The operands are registered, cut into pieces that fit an 18 x 18 DSP multiplier
+    (:attr:`Multiplier.PIECE <hadware.hw.arith.Multiplier.PIECE>` bits; the partial products
+    are registered), and the shifted partial products and the rounding constant are added by
+    a tree of two-input adders with a register after each level, so that no cycle holds more
+    than one multiplier piece or one adder. One column per cycle; ``out`` is the result for the
+    ``num``, ``recip`` presented :attr:`latency` cycles earlier (``2 + ceil(log2(terms))``,
+    ``terms`` the partial products plus the constant).
+    """
 
     def __init__(self, cfg):
         self.cfg = cfg
+        self.latency = self.latency_of(cfg)
         super().__init__({
             "num": In(signed(cfg.num_width)),
             "recip": In(cfg.recip_width),
             "out": Out(signed(cfg.out_width)),
         })
 
+    @staticmethod
+    def latency_of(cfg) -> int:
+        """``2 + ceil(log2(pieces(num_width) * pieces(recip_width) + 1))``, ``pieces(w)`` the
+        DSP-sized pieces of a ``w``-bit operand: 1 up to 18 bits, else
+        ``1 + ceil((w - 18) / 17)``."""
+        def pieces(w: int) -> int:
+            return 1 if w <= Multiplier.PIECE + 1 else 1 - (-(w - Multiplier.PIECE - 1)
+                                                            // Multiplier.PIECE)
+        return 2 + ceil_log2(pieces(cfg.num_width) * pieces(cfg.recip_width) + 1)
+
     def elaborate(self, platform) -> Module:
         m = Module()
         cfg = self.cfg
-        recip_s = Cat(self.recip, Const(0, 1)).as_signed()
-        prod = Signal(signed(cfg.product_width + 1))
-        m.d.comb += prod.eq(self.num * recip_s + (1 << (cfg.out_shift - 1)))
-        m.d.comb += self.out.eq(prod >> cfg.out_shift)
+        # Datapath registers: no reset (the core's valid bits say when the output matters).
+        num = Signal(signed(cfg.num_width), reset_less=True)
+        recip = Signal(cfg.recip_width, reset_less=True)
+        m.d.sync += [num.eq(self.num), recip.eq(self.recip)]
+        level: list[Value] = [Const(1 << (cfg.out_shift - 1), cfg.out_shift)]
+        for i, (pa, sa) in enumerate(Multiplier._pieces(num)):
+            for j, (pb, sb) in enumerate(Multiplier._pieces(recip)):
+                pp = Signal((pa * pb).shape(), name=f"pp{i}_{j}", reset_less=True)
+                m.d.sync += pp.eq(pa * pb)
+                level.append(pp << (sa + sb) if sa + sb else pp)
+        depth = 0
+        while len(level) > 1:
+            depth += 1
+            nxt: list[Value] = []
+            for k in range(0, len(level), 2):
+                total = level[k] if k + 1 == len(level) else level[k] + level[k + 1]
+                r = Signal(signed(cfg.product_width + 1), name=f"sum{depth}_{k // 2}",
+                           reset_less=True)
+                m.d.sync += r.eq(total)
+                nxt.append(r)
+            level = nxt
+        m.d.comb += self.out.eq(level[0] >> cfg.out_shift)
         return m
 
 
@@ -218,18 +263,18 @@ class AttentionCore(wiring.Component):
         if self.sparse and config.topk_unit == "counting":
             self.latency_formula = ("cycles from query accepted to output valid = "
                                     "2 * ceil(max(1, min(n, count)) / lanes) + top_k + L, "
-                                    "L = L_lane + L_exp + recip_bits + d_v + 7 = "
+                                    "L = L_lane + L_exp + recip_bits + d_v + L_scale + 8 = "
                                     f"{self.latency}")
         elif self.sparse:
             self.latency_formula = ("cycles from query accepted to output valid = "
                                     "ceil(max(1, min(n, count)) / lanes) + top_k + L, "
-                                    "L = L_lane + L_exp + recip_bits + d_v + 5 = "
+                                    "L = L_lane + L_exp + recip_bits + d_v + L_scale + 6 = "
                                     f"{self.latency}")
         else:
             self.latency_formula = ("cycles from query accepted to output valid = "
                                     "2 * ceil(max(1, min(n, count)) / lanes) + L, "
-                                    "L = ceil(log2(lanes)) + L_lane + L_exp + recip_bits + d_v"
-                                    f" + 7 = {self.latency}")
+                                    "L = 2 * ceil(log2(lanes)) + L_lane + L_exp + recip_bits + d_v"
+                                    f" + L_scale + 7 = {self.latency}")
         self.ctx_layout, self.q_layout, self.out_layout = self.layouts(config)
         self.runtime_table = bool(getattr(config, "runtime_temperature", False))
         members = {
@@ -247,10 +292,10 @@ class AttentionCore(wiring.Component):
     def latency_constant(cls, cfg) -> int:
         """The constant L of the per-query cycle count (see the module docstring)."""
         tail = (SCORERS[cfg.scorer].latency(cfg) + EXPS[cfg.exp].latency + cfg.recip_bits
-                + cfg.d_v)
+                + cfg.d_v + Scaler.latency_of(cfg))
         if cfg.sparsifier == "topk":
-            return tail + (7 if cfg.topk_unit == "counting" else 5)
-        return ceil_log2(cfg.lanes) + tail + 7
+            return tail + (8 if cfg.topk_unit == "counting" else 6)
+        return 2 * ceil_log2(cfg.lanes) + tail + 7
 
     @classmethod
     def cycles(cls, cfg, n_eff: int) -> int:
@@ -403,7 +448,10 @@ class AttentionCore(wiring.Component):
             ]
             if self.sparse:
                 k_req = self.q_stream.payload.k
-                m.d.sync += k_eff.eq(Mux((k_req == 0) | (k_req > cfg.top_k), cfg.top_k, k_req))
+                out_of_range = k_req == 0
+                if cfg.top_k < 2 ** len(k_req) - 1:  # (else no k above top_k fits the field)
+                    out_of_range = out_of_range | (k_req > cfg.top_k)
+                m.d.sync += k_eff.eq(Mux(out_of_range, cfg.top_k, k_req))
         scanning, rd_row, mask, scan_last = self._row_walk(m, q_take, n_eff, "scan")
         m.d.comb += k_rd.addr.eq(rd_row)
         # The key row arrives one cycle after its address, the lanes add their latency.
@@ -549,7 +597,7 @@ class AttentionCore(wiring.Component):
             for j, wl in enumerate(wlanes):
                 m.d.comb += col_sum.x[j].eq(wl.p[c])
         done = Signal()
-        m.d.sync += done.eq(acc_en & acc_last)
+        m.d.sync += done.eq(delay(m, acc_en & acc_last, den_sum.latency, "sum_last")[-1])
         return den_sum.acc, num, done
 
     def _output(self, m, idle, den, num, done):
@@ -576,12 +624,18 @@ class AttentionCore(wiring.Component):
         with m.If(div.done):
             m.d.sync += [scaling.eq(1), col.eq(0)]
         with m.If(scaling):
-            for c in range(cfg.d_v):
-                with m.If(col == c):
-                    m.d.sync += out_regs[c].eq(scaler.out)
             m.d.sync += col.eq(col + 1)
             with m.If(col == cfg.d_v - 1):
-                m.d.sync += [scaling.eq(0), out_valid.eq(1)]
+                m.d.sync += scaling.eq(0)
+        # The column's result leaves the scaler's pipeline scaler.latency cycles later.
+        s_valid = delay(m, scaling, scaler.latency, "scaled")[-1]
+        s_col = delay(m, col, scaler.latency, "scaled_col", data=True)[-1]
+        with m.If(s_valid):
+            for c in range(cfg.d_v):
+                with m.If(s_col == c):
+                    m.d.sync += out_regs[c].eq(scaler.out)
+            with m.If(s_col == cfg.d_v - 1):
+                m.d.sync += out_valid.eq(1)
         m.d.comb += [self.o_stream.valid.eq(out_valid), self.o_stream.payload.out.eq(out_regs)]
         with m.If(self.o_stream.valid & self.o_stream.ready):
             m.d.sync += [out_valid.eq(0), idle.eq(1)]

@@ -133,8 +133,11 @@ class WeightLane(wiring.Component):
 
 
 class ColumnSum(wiring.Component):
-    """Accumulates the sum of ``lanes`` terms per cycle: when ``en``,
-    ``acc <= (0 if first else acc) + sum(x)`` (an adder tree and an accumulator, exact).
+    """Accumulates the sum of ``lanes`` terms per cycle, pipelined: a tree of two-input
+    adders with a register after each level (``latency = ceil(log2(lanes))`` levels), then
+    the accumulator: the terms presented with ``en`` in cycle ``t`` are in ``acc`` from cycle
+    ``t + latency + 1``, ``acc <= (0 if first else acc) + sum(x)`` (exact; ``first`` and
+    ``en`` travel with the terms).
 
     Members
     -------
@@ -144,6 +147,7 @@ class ColumnSum(wiring.Component):
     def __init__(self, lanes: int, shape, acc_shape):
         self.lanes = lanes
         self.acc_shape = acc_shape
+        self.latency = ceil_log2(lanes)
         super().__init__({
             "x": In(data.ArrayLayout(shape, lanes)),
             "en": In(1),
@@ -153,12 +157,21 @@ class ColumnSum(wiring.Component):
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        total = self.x[0]
-        for j in range(1, self.lanes):
-            total = total + self.x[j]
+        level = [self.x[j] for j in range(self.lanes)]
+        depth = 0
+        while len(level) > 1:
+            depth += 1
+            nxt = []
+            for i in range(0, len(level), 2):
+                r = Signal(self.acc_shape, name=f"sum{depth}_{i // 2}", reset_less=True)
+                m.d.sync += r.eq(level[i] + level[i + 1] if i + 1 < len(level) else level[i])
+                nxt.append(r)
+            level = nxt
+        en = delay(m, self.en, self.latency, "sum_en")[-1]
+        first = delay(m, self.first, self.latency, "sum_first", data=True)[-1]
         acc = Signal(self.acc_shape, reset_less=True)  # 'first' starts every sum afresh
-        with m.If(self.en):
-            m.d.sync += acc.eq(Mux(self.first, 0, acc) + total)
+        with m.If(en):
+            m.d.sync += acc.eq(Mux(first, 0, acc) + level[0])
         m.d.comb += self.acc.eq(acc)
         return m
 
@@ -169,7 +182,8 @@ class SlotWeightedSum(wiring.Component):
     One slot per cycle from the sparsifier (always ready): slot 0's score is ``s_max``; each
     selected slot weighs ``e = E(s_max - s)`` from the exponential unit (``L_exp`` cycles), its
     value row is read so that it arrives with the weight, and ``den`` / ``num`` accumulate
-    exactly. ``done`` is high for one cycle after the last slot has been added. Only the first
+    exactly (each weight and its products are registered before they are added: ``done`` is
+    high for one cycle ``L_exp + 2`` cycles after the last slot). Only the first
     ``k`` slots of a query count as selected (the query's own top-k: the slots come sorted);
     the later ones weigh 0 and leave their ``sel`` bit clear.
 
@@ -239,12 +253,22 @@ class SlotWeightedSum(wiring.Component):
             m.d.sync += [self.index[k - 1].eq(s.index), self.score[k - 1].eq(s.score),
                          self.sel.eq(Cat(self.sel[1:], sel))]
 
-        with m.If(st_valid):
-            m.d.sync += self.den.eq(Mux(st_first, 0, self.den) + exp.e)
-            for c in range(cfg.d_v):
-                mul = WeightMul(cfg.exp_width)
-                m.submodules[f"wsum_mul{c}"] = mul
-                m.d.comb += [mul.e.eq(exp.e), mul.v.eq(self.v_data[8 * c: 8 * c + 8])]
-                m.d.sync += self.num[c].eq(Mux(st_first, 0, self.num[c]) + mul.p)
-        m.d.sync += self.done.eq(st_valid & st_last)
+        # The weight and its products are registered, then accumulated: a multiplier and an
+        # accumulator never share a cycle.
+        acc_valid = delay(m, st_valid, 1, "acc_valid")[-1]
+        acc_first = delay(m, st_first, 1, "acc_first", data=True)[-1]
+        acc_last = delay(m, st_last, 1, "acc_last", data=True)[-1]
+        e = Signal(cfg.exp_width, reset_less=True)
+        m.d.sync += e.eq(exp.e)
+        with m.If(acc_valid):
+            m.d.sync += self.den.eq(Mux(acc_first, 0, self.den) + e)
+        for c in range(cfg.d_v):
+            mul = WeightMul(cfg.exp_width)
+            m.submodules[f"wsum_mul{c}"] = mul
+            p = Signal(signed(cfg.exp_width + 9), name=f"p{c}", reset_less=True)
+            m.d.comb += [mul.e.eq(exp.e), mul.v.eq(self.v_data[8 * c: 8 * c + 8])]
+            m.d.sync += p.eq(mul.p)
+            with m.If(acc_valid):
+                m.d.sync += self.num[c].eq(Mux(acc_first, 0, self.num[c]) + p)
+        m.d.sync += self.done.eq(acc_valid & acc_last)
         return m

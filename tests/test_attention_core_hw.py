@@ -105,14 +105,24 @@ def expected_cycles(cfg, n: int) -> int:
         l_lane = max(1, math.ceil(math.log2(cfg.d))) if cfg.d > 1 else 1
     l_exp = {"table": 1, "fixed": 2}[cfg.exp]
     rows = math.ceil(max(1, n) / cfg.lanes)
-    tail = l_lane + l_exp + cfg.recip_bits + cfg.d_v
+    # The output scaler: registered operands, registered partial products of DSP-sized
+    # pieces (17 bits, the top piece up to 18), a registered two-input adder tree over them
+    # and the rounding constant.
+    def pieces(w):
+        return 1 if w <= 18 else 1 + math.ceil((w - 18) / 17)
+
+    l_scale = 2 + math.ceil(math.log2(pieces(cfg.num_width) * pieces(cfg.recip_width) + 1))
+    tail = l_lane + l_exp + cfg.recip_bits + cfg.d_v + l_scale
     if cfg.sparsifier == "topk" and cfg.topk_unit == "counting":
         # the counting top-k: its first selection rows + 3 cycles after the last score beat,
         # where the merging one gives it the next cycle
-        return rows + cfg.top_k + tail + 5 + (rows + 2)
+        return rows + cfg.top_k + tail + 6 + (rows + 2)
     if cfg.sparsifier == "topk":
-        return rows + cfg.top_k + tail + 5
-    return 2 * rows + (math.ceil(math.log2(cfg.lanes)) if cfg.lanes > 1 else 0) + tail + 7
+        # 6: the control and handshake cycles, the slot weighting's product register
+        return rows + cfg.top_k + tail + 6
+    # dense: the maximum tree of the score pass and the column sums' registered adder
+    # trees, ceil(log2(lanes)) levels each
+    return 2 * rows + 2 * (math.ceil(math.log2(cfg.lanes)) if cfg.lanes > 1 else 0) + tail + 7
 
 
 @pytest.mark.parametrize("case", cases(), ids=ident)
@@ -240,9 +250,14 @@ def test_divider_rounds_the_reciprocal_half_up(name):
         assert rec == ((1 << r) + den // 2) // den
 
 
-def test_scaler_rounds_half_up():
-    """out = floor((num * recip + 2**(S-1)) / 2**S) at the extremes of num and recip."""
-    cfg = configs("attention")[1]
+@pytest.mark.parametrize("cfg", [configs("attention")[1], configs("std_attention")[0],
+                                 BLOCKS["std_attention"].config_class()(
+                                     d=1024, n_max=4096, d_v=2, lanes=2, exp_frac_bits=24,
+                                     out_frac_bits=16)],
+                         ids=["had", "std", "widest"])
+def test_scaler_rounds_half_up(cfg):
+    """out = floor((num * recip + 2**(S-1)) / 2**S) at the extremes of num and recip, one
+    column per cycle through the pipeline."""
     dut = Scaler(cfg)
     r = cfg.recip_bits
     pairs = []
@@ -253,13 +268,19 @@ def test_scaler_rounds_half_up():
     got = []
 
     async def tb(ctx):
-        for num, rec in pairs:
-            ctx.set(dut.num, num)
-            ctx.set(dut.recip, rec)
-            got.append(ctx.get(dut.out))
+        # One pair per cycle; each result comes out dut.latency cycles after its pair.
+        for i in range(len(pairs) + dut.latency):
+            if i < len(pairs):
+                ctx.set(dut.num, pairs[i][0])
+                ctx.set(dut.recip, pairs[i][1])
+            await ctx.tick()
+            if i + 1 >= dut.latency:
+                got.append(ctx.get(dut.out))
 
     sim = Simulator(dut)
+    sim.add_clock(1e-8)
     sim.add_testbench(tb)
     sim.run()
+    got = got[:len(pairs)]
     s = cfg.out_shift
     assert got == [math.floor(Fraction(n * r, 2**s) + Fraction(1, 2)) for n, r in pairs]
