@@ -2,7 +2,9 @@
 
 ``compare(cfg, out_dir)`` synthesizes every attention design at the same configuration (the
 fields they share: d, n_max, d_v, lanes, temperature, exp_frac_bits, out_frac_bits, top_k where
-it applies), runs them on one workload, and writes ``report.json``, ``report.md`` and PNG plots:
+it applies; ``topk_unit = "counting"`` applies to the binarized designs, the int8 top-k design
+keeps the merging unit, the only one for int8 scores), runs them on one workload, and writes
+``report.json``, ``report.md`` and PNG plots:
 
 * logic area (Yosys ``stat -tech cmos`` transistor estimate, hierarchy kept) broken down into
   sub-blocks by module name (:func:`category`), and storage (memory bits) beside it;
@@ -91,7 +93,10 @@ def _design_config(block: str, cfg: AttentionConfig | dict[str, Any]):
     :class:`AttentionConfig`, or a dict of fields, the design's own or a superset)."""
     cls = get_block(block).config_class()
     fields = set(cls.field_names())
-    data = cfg if isinstance(cfg, dict) else cfg.to_dict()
+    data = dict(cfg if isinstance(cfg, dict) else cfg.to_dict())
+    if data.get("topk_unit") == "counting" and cls.scorer != "hamming":
+        # The counting top-k needs binarized scores: an int8 design keeps the merging one.
+        data["topk_unit"] = "merge"
     return cls.from_dict({k: v for k, v in data.items() if k in fields},
                          source=f"{block} configuration derived from the compare config")
 

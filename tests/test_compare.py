@@ -73,3 +73,16 @@ def test_sweep_tiny(tmp_path):
         assert red["power_reduction"] == 1 - had["energy_per_query"] / std["energy_per_query"]
         assert 0 < red["logic_area_reduction"] < 1
     assert "| n_max | 4 |" in (tmp_path / "report.md").read_text()
+
+
+def test_counting_top_k_applies_to_the_binarized_designs_only():
+    """A compare config with the counting top-k: HAD takes it, the int8 top-k design keeps the
+    merging unit (the counting one needs binarized scores), the dense designs have none."""
+    from hadware.synth.compare import _design_config
+
+    cfg = AttentionConfig(d=16, n_max=8, top_k=3, lanes=2, topk_unit="counting")
+    assert _design_config("attention", cfg).topk_unit == "counting"
+    assert _design_config("int8_topk_attention", cfg).topk_unit == "merge"
+    assert not hasattr(_design_config("binary_dense_attention", cfg), "topk_unit")
+    assert _design_config("int8_topk_attention", cfg.to_dict() | {"topk_unit": "merge"}) \
+        .topk_unit == "merge"
