@@ -173,9 +173,8 @@ bit-exact against this model, but the table rounding can move it further from th
 softmax. For the fixed exponential
 ``|E(delta) - 2**F * 2**(-u)| <= eps * 2**F * 2**(-u) + 1`` with ``eps = exp_relative_error``
 (``2.0e-5`` at ``P = 6``, ``Q = 10``). ``eps`` depends on the temperature through the rounding
-of ``c`` (``exp_scale_error``), so with a run-time temperature the proven bound of an entry is
-the ``error_bound_ulp`` of the config built for its temperature (the same arithmetic), which
-can exceed the run-time config's own by a little.
+of ``c`` (``exp_scale_error``); a ``runtime_temperature`` config takes that rounding's bound
+for every temperature, ``2**-24``, so its ``error_bound_ulp`` holds for every entry.
 """
 
 from __future__ import annotations

@@ -765,3 +765,15 @@ def test_the_largest_temperature_is_accepted() -> None:
     got = run_vectors(TOPK_RT, arrays)
     rom = dataclasses.replace(TOPK_ROM, temperature=top)
     assert_same({x: a[0] for x, a in got.items()}, run_vectors(rom, entry(arrays, 0)), "max")
+
+
+@pytest.mark.parametrize("cls", [StdAttentionConfig, Int8TopKAttentionConfig])
+def test_runtime_fixed_bound_covers_every_temperature(cls):
+    """A run-time fixed exponential states the bound of the worst scale rounding (2**-24), at
+    least that of a build at any temperature of its range."""
+    rt = cls(runtime_temperature=True)
+    assert rt.exp_scale_error == 2.0**-24
+    for tau in np.geomspace(1e-9, 1.0, 400):
+        rom = dataclasses.replace(rt, temperature=float(tau), runtime_temperature=False)
+        assert rom.exp_scale_error <= 2.0**-24
+        assert rom.error_bound_ulp <= rt.error_bound_ulp
