@@ -64,6 +64,12 @@ class Multiplier(wiring.Component):
                           "p": Out(p_shape)})
 
     @classmethod
+    def piece_count(cls, width: int) -> int:
+        """Pieces of a ``width``-bit operand: 1 up to ``PIECE + 1`` bits, else
+        ``1 + ceil((width - PIECE - 1) / PIECE)``."""
+        return 1 if width <= cls.PIECE + 1 else 1 - (-(width - cls.PIECE - 1) // cls.PIECE)
+
+    @classmethod
     def _pieces(cls, v) -> list[tuple[Any, int]]:
         shape = v.shape()
         if shape.width <= cls.PIECE + 1:

@@ -178,10 +178,8 @@ class Scaler(wiring.Component):
         """``2 + ceil(log2(pieces(num_width) * pieces(recip_width) + 1))``, ``pieces(w)`` the
         DSP-sized pieces of a ``w``-bit operand: 1 up to 18 bits, else
         ``1 + ceil((w - 18) / 17)``."""
-        def pieces(w: int) -> int:
-            return 1 if w <= Multiplier.PIECE + 1 else 1 - (-(w - Multiplier.PIECE - 1)
-                                                            // Multiplier.PIECE)
-        return 2 + ceil_log2(pieces(cfg.num_width) * pieces(cfg.recip_width) + 1)
+        terms = Multiplier.piece_count(cfg.num_width) * Multiplier.piece_count(cfg.recip_width)
+        return 2 + ceil_log2(terms + 1)
 
     def elaborate(self, platform) -> Module:
         m = Module()
@@ -276,7 +274,7 @@ class AttentionCore(wiring.Component):
                                     "L = 2 * ceil(log2(lanes)) + L_lane + L_exp + recip_bits + d_v"
                                     f" + L_scale + 7 = {self.latency}")
         self.ctx_layout, self.q_layout, self.out_layout = self.layouts(config)
-        self.runtime_table = bool(getattr(config, "runtime_temperature", False))
+        self.runtime_table = config.runtime_temperature
         members = {
             "ctx_stream": In(stream.Signature(self.ctx_layout)),
             "q_stream": In(stream.Signature(self.q_layout)),

@@ -46,7 +46,7 @@ class TableExp(wiring.Component):
             "mask": In(1),
             "e": Out(cfg.exp_width),
         }
-        if getattr(cfg, "runtime_temperature", False):
+        if cfg.runtime_temperature:
             members.update({"wr_en": In(1), "wr_addr": In(cfg.lut_address_width),
                             "wr_data": In(cfg.lut_width)})
         super().__init__(members)

@@ -112,7 +112,7 @@ def encode(cfg, arrays: dict[str, np.ndarray]) -> dict:
     before has been."""
     a, _ = as_batched(arrays)
     streams: dict[str, list[int]] = {"ctx_stream": [], "q_stream": []}
-    runtime = getattr(cfg, "runtime_temperature", False)
+    runtime = cfg.runtime_temperature
     if runtime:
         streams["tab_stream"] = []
     held = cfg.table_for(cfg.temperature) if runtime else None  # what the core starts with
@@ -173,7 +173,7 @@ async def _start(dut, *, unbatched: bool = False):
     start_clock(dut)
     await reset(dut)
     for s in ("ctx_stream", "q_stream", "tab_stream"):
-        if s != "tab_stream" or getattr(cfg, "runtime_temperature", False):
+        if s != "tab_stream" or cfg.runtime_temperature:
             getattr(dut, f"{s}__valid").value = 0
     return run_dir, params, cfg, a, int(params["seed"])
 
