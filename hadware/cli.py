@@ -238,6 +238,8 @@ def cmd_synth(args) -> int:
 
     b, cfg = _load(args)
     _check_timing_options(args)
+    if args.fit_lanes:
+        raise HadwareError(f"--fit-lanes applies to 'synth compare' only, not to {b.name}")
     report = synthesize(b.name, cfg, args.output, fmax=not args.no_fmax,
                         extras=_extras(b, args), seeds=args.seeds)
     sys.stdout.write((Path(args.output) / "report.md").read_text())
@@ -270,11 +272,11 @@ def cmd_compare(args) -> int:
 
         _check_timing_options(args)
         compare(cfg, args.output, queries=args.queries, fmax=not args.no_fmax, jobs=args.jobs,
-                seeds=args.seeds, target_mhz=args.target_mhz)
+                seeds=args.seeds, target_mhz=args.target_mhz, fit_lanes=args.fit_lanes)
     else:
-        if args.seeds != 1 or args.target_mhz is not None:
+        if args.seeds != 1 or args.target_mhz is not None or args.fit_lanes:
             raise HadwareError("synth sweep: --seeds and --target-mhz apply to 'synth BLOCK' "
-                               "and 'synth compare' only")
+                               "and 'synth compare' only, --fit-lanes to 'synth compare'")
         from hadware.synth.sweep import sweep
 
         sweep(cfg, args.output, queries=args.queries, jobs=args.jobs,
@@ -474,6 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--target-mhz", type=float, default=None, metavar="F",
                    help="fail (exit 1, after the report is written) when the ECP5 median "
                    "fmax of a design is below F")
+    s.add_argument("--fit-lanes", action="store_true",
+                   help="compare: a design too large for the ECP5 also gets its fmax at the "
+                   "largest power-of-two fraction of lanes that fits")
     s.add_argument("--queries", type=int, default=4, metavar="M",
                    help="compare/sweep: queries in the energy workload")
     s.add_argument("--jobs", type=int, default=2, metavar="J",

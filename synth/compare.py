@@ -21,6 +21,7 @@ keys (element >= 0 is +1), so every design answers the same questions.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -155,14 +156,30 @@ def run_design(block: str, cfg_dict: dict, binary: bool, w: dict[str, np.ndarray
 
 
 def run_fpga(block: str, cfg_dict: dict, out_dir: str, fmax: bool, pnr_timeout: float,
-             seeds: int = 1) -> dict[str, Any]:
-    """The FPGA flows of one design (runs in a worker, beside :func:`run_design`)."""
+             seeds: int = 1, fit_lanes: bool = False) -> dict[str, Any]:
+    """The FPGA flows of one design (runs in a worker, beside :func:`run_design`). With
+    ``fit_lanes``, a design that does not fit the ECP5 at the compare's ``lanes`` is
+    synthesized again for the ECP5 alone at half the lanes, and again, until it fits, then
+    placed and routed there: ``fpga["ecp5"]["at_lanes"]`` holds that entry and its ``lanes``
+    (absent when even one lane does not fit)."""
     from hadware.synth.flow import synthesize_fpga
 
     t0 = time.time()
     cfg = _design_config(block, cfg_dict)
     fpga = synthesize_fpga(block, cfg, Path(out_dir) / block / "fpga", fmax=fmax,
                            timeout=pnr_timeout, seeds=seeds)
+    lanes = cfg.lanes
+    while fit_lanes and fmax and fpga["ecp5"].get("reason") and lanes > 1:
+        lanes //= 2
+        log.info("%s: does not fit the ECP5 at lanes %d; trying lanes %d", block, cfg.lanes,
+                 lanes)
+        small = dataclasses.replace(cfg, lanes=lanes)
+        e = synthesize_fpga(block, small, Path(out_dir) / block / f"fpga_lanes{lanes}",
+                            fmax=True, timeout=pnr_timeout, seeds=seeds,
+                            families=("ecp5",))["ecp5"]
+        if not e.get("reason"):
+            fpga["ecp5"]["at_lanes"] = {"lanes": lanes, **e}
+            break
     return {"fpga": fpga, "wall_time_s": round(time.time() - t0, 1)}
 
 
@@ -214,11 +231,14 @@ def _summarise(label: str, binary: bool, sparse: bool, r: dict[str, Any]) -> dic
 def compare(cfg: AttentionConfig, out_dir: str | Path, *, queries: int = 4, seed: int = 0,
             fmax: bool = True, jobs: int = 2, pnr_timeout: float = 600.0,
             names: list[str] | None = None, seeds: int = 1,
-            target_mhz: float | None = None) -> dict[str, Any]:
+            target_mhz: float | None = None, fit_lanes: bool = False) -> dict[str, Any]:
     """Run every registered attention design at ``cfg``; write and return the report.
     ``seeds``: nextpnr placer seeds per design (fmax is their median); ``target_mhz``: after
     the report is written, raise :class:`~hadware.errors.HadwareError` naming the first
-    design whose ECP5 fmax misses it (:func:`hadware.synth.flow.check_target`)."""
+    design whose ECP5 fmax misses it (:func:`hadware.synth.flow.check_target`);
+    ``fit_lanes``: a design too large for the ECP5 gets its fmax at the largest power-of-two
+    fraction of ``lanes`` that fits (:func:`run_fpga`; reported beside, never in place of,
+    the compare's own figures)."""
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -235,13 +255,13 @@ def compare(cfg: AttentionConfig, out_dir: str | Path, *, queries: int = 4, seed
         for block, _, binary, _ in sorted(chosen, key=lambda d: not d[2]):
             if binary:
                 fpga_futs[block] = pool.submit(run_fpga, block, cfg_dict, str(out_dir), fmax,
-                                               pnr_timeout, seeds)
+                                               pnr_timeout, seeds, fit_lanes)
         for block, _, binary, _ in sorted(chosen, key=lambda d: d[2]):
             area_futs[block] = pool.submit(run_design, block, cfg_dict, binary, w,
                                            str(out_dir), False, pnr_timeout, False, True)
             if not binary:
                 fpga_futs[block] = pool.submit(run_fpga, block, cfg_dict, str(out_dir), fmax,
-                                               pnr_timeout, seeds)
+                                               pnr_timeout, seeds, fit_lanes)
         for block, _, _, _ in chosen:
             results[block] = area_futs[block].result()
             fp = fpga_futs[block].result()
@@ -385,7 +405,13 @@ def report_markdown(report: dict[str, Any], plots: list[str]) -> str:
                 else f"{r['queries_per_second']:,.0f}"
             at = "n/a" if r.get("area_time") is None else f"{r['area_time']:,.0f}"
             path = path_text(e["critical_path"]) if e.get("critical_path") else "n/a"
-            lines.append(f"| {r['label']} | {fmax_text(e)} | {qps} | {at} | {path} |")
+            fmax = fmax_text(e)
+            fit = e.get("at_lanes")
+            if fit:
+                fmax += f"; at lanes {fit['lanes']}: {fmax_text(fit)}"
+                if fit.get("critical_path"):
+                    path = f"(lanes {fit['lanes']}) {path_text(fit['critical_path'])}"
+            lines.append(f"| {r['label']} | {fmax} | {qps} | {at} | {path} |")
     lines += ["", "Logic transistors by sub-block:", "",
               "| design | " + " | ".join(CATEGORIES) + " |",
               "|---|" + "---:|" * len(CATEGORIES)]

@@ -527,9 +527,10 @@ def synthesize(block: str, cfg: BlockConfig, out_dir: str | Path, *, fmax: bool 
 
 
 def synthesize_fpga(block: str, cfg: BlockConfig, out_dir: str | Path, *, fmax: bool = True,
-                    timeout: float = 1800.0, seeds: int = 1) -> dict[str, dict[str, Any]]:
-    """The FPGA flows of :func:`synthesize` alone (cells and fmax per family), so that they
-    can run beside the CMOS area flow; writes ``fpga.json``."""
+                    timeout: float = 1800.0, seeds: int = 1,
+                    families: tuple[str, ...] = ("ice40", "ecp5")) -> dict[str, dict[str, Any]]:
+    """The FPGA flows of :func:`synthesize` alone (cells and fmax per family of
+    ``families``), so that they can run beside the CMOS area flow; writes ``fpga.json``."""
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = generate(block, cfg, out_dir)
@@ -537,7 +538,7 @@ def synthesize_fpga(block: str, cfg: BlockConfig, out_dir: str | Path, *, fmax: 
     shared, merged = share_modules(paths["verilog"].read_text())
     atomic_write_text(out_dir / f"{block}.shared.v", shared)
     fpga = _fpga_flows(block, out_dir, paths["verilog"].name, desc, set(merged.values()), fmax,
-                       timeout, seeds)
+                       timeout, seeds, families)
     atomic_write_text(out_dir / "fpga.json", json.dumps(fpga, indent=2) + "\n")
     return fpga
 
@@ -593,12 +594,12 @@ def _synth_kept(block: str, family: str, keep: set[str], fmax: bool, netlist: st
 
 
 def _fpga_flows(block: str, out_dir: Path, src: str, desc: dict[str, Any],
-                keep: set[str], fmax: bool, timeout: float, seeds: int = 1
-                ) -> dict[str, dict]:
+                keep: set[str], fmax: bool, timeout: float, seeds: int = 1,
+                families: tuple[str, ...] = ("ice40", "ecp5")) -> dict[str, dict]:
     out: dict[str, dict] = {}
     if fmax:
         (out_dir / "fmax_wrapper.v").write_text(_wrapper(desc))
-    for family in ("ice40", "ecp5"):
+    for family in families:
         log.info("%s: %s cells", block, family)
         netlist = f"{family}_wrapped.json" if fmax else None
         flattened, unkept = _synth_kept(block, family, keep, fmax, netlist, out_dir, timeout)

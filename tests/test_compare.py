@@ -86,3 +86,37 @@ def test_counting_top_k_applies_to_the_binarized_designs_only():
     assert not hasattr(_design_config("binary_dense_attention", cfg), "topk_unit")
     assert _design_config("int8_topk_attention", cfg.to_dict() | {"topk_unit": "merge"}) \
         .topk_unit == "merge"
+
+
+def test_fit_lanes_halves_until_the_ecp5_fits(tmp_path, monkeypatch):
+    """--fit-lanes: a design that does not fit at lanes 8 is tried at 4, 2, ... (ECP5 only)
+    until it fits, and that entry is reported beside the compare's own; one that fits, or
+    a run without the option, is left alone."""
+    from hadware.synth import compare as cmp
+    from hadware.synth import flow
+
+    calls = []
+
+    def fake(block, cfg, out_dir, *, fmax=True, timeout=0.0, seeds=1,
+             families=("ice40", "ecp5")):
+        calls.append((cfg.lanes, families))
+        fits = cfg.lanes <= 2
+        e = {"lut": 100 * cfg.lanes, "dsp": 70 * cfg.lanes, "fmax_mhz": 90.0 if fits else None}
+        if not fits:
+            e["reason"] = f"does not fit the device ({70 * cfg.lanes} DSP > 156)"
+        return {f: dict(e) for f in families}
+
+    monkeypatch.setattr(flow, "synthesize_fpga", fake)
+    cfg = AttentionConfig(d=16, n_max=16, top_k=3, lanes=8).to_dict()
+    r = cmp.run_fpga("std_attention", cfg, str(tmp_path), True, 60.0, fit_lanes=True)
+    assert calls == [(8, ("ice40", "ecp5")), (4, ("ecp5",)), (2, ("ecp5",))]
+    e = r["fpga"]["ecp5"]
+    assert e["fmax_mhz"] is None and e["at_lanes"]["lanes"] == 2
+    assert e["at_lanes"]["fmax_mhz"] == 90.0 and e["at_lanes"]["dsp"] == 140
+    calls.clear()
+    r = cmp.run_fpga("std_attention", cfg, str(tmp_path), True, 60.0)
+    assert calls == [(8, ("ice40", "ecp5"))] and "at_lanes" not in r["fpga"]["ecp5"]
+    calls.clear()
+    r = cmp.run_fpga("std_attention", dict(cfg, lanes=2), str(tmp_path), True, 60.0,
+                     fit_lanes=True)
+    assert calls == [(2, ("ice40", "ecp5"))] and "at_lanes" not in r["fpga"]["ecp5"]

@@ -342,6 +342,7 @@ def test_fpga_flow_flattens_only_the_module_abc9_fails_on(tmp_path, monkeypatch)
     (["--target-mhz", "-5"], r"^--target-mhz -5: expected a positive frequency in MHz$"),
     (["--target-mhz", "nan"], r"^--target-mhz nan: expected a positive frequency"),
     (["--target-mhz", "50", "--no-fmax"], r"^--target-mhz 50 needs place and route"),
+    (["--fit-lanes"], r"^--fit-lanes applies to 'synth compare' only, not to score_unit$"),
 ])
 def test_synth_timing_options_refused(tmp_path, capsys, args, pattern):
     """Bad --seeds / --target-mhz: one line, exit 1, nothing written."""
