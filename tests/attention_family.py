@@ -101,24 +101,31 @@ def extreme_arrays(cfg):
             "n_valid": np.array([n, 1, min(2, n)])}
 
 
-def run_exp_unit(dut, deltas, masks, inputs: dict | None = None) -> list[int]:
-    """An exponential unit in the Amaranth simulator: one difference per cycle (with its
-    mask), ``inputs`` (member name: value) held throughout; returns ``e`` of each."""
+def run_pipeline(dut, beats: list[dict], output: str, held: dict | None = None) -> list[int]:
+    """A pipelined unit with a ``latency`` attribute in the Amaranth simulator: one beat of
+    inputs (member name: value) per cycle, ``held`` inputs set throughout; returns the
+    ``output`` member's value for each beat, ``latency`` cycles after it."""
     got = []
 
     async def tb(ctx):
-        for name, value in (inputs or {}).items():
+        for name, value in (held or {}).items():
             ctx.set(getattr(dut, name), value)
-        for i in range(len(deltas) + dut.latency):
-            if i < len(deltas):
-                ctx.set(dut.delta, deltas[i])
-                ctx.set(dut.mask, masks[i])
+        for i in range(len(beats) + dut.latency):
+            for name, value in (beats[i] if i < len(beats) else {}).items():
+                ctx.set(getattr(dut, name), value)
             await ctx.tick()
             if i + 1 >= dut.latency:
-                got.append(ctx.get(dut.e))
+                got.append(ctx.get(getattr(dut, output)))
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(tb)
     sim.run()
-    return got[:len(deltas)]
+    return got[:len(beats)]
+
+
+def run_exp_unit(dut, deltas, masks, inputs: dict | None = None) -> list[int]:
+    """An exponential unit: one difference per cycle (with its mask), ``inputs`` held
+    throughout; returns ``e`` of each."""
+    beats = [{"delta": d, "mask": mk} for d, mk in zip(deltas, masks, strict=True)]
+    return run_pipeline(dut, beats, "e", inputs)

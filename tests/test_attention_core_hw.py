@@ -20,6 +20,7 @@ from attention_family import (
     ident,
     random_arrays,
     run_exp_unit,
+    run_pipeline,
 )
 
 from hadware.blocks import BLOCKS
@@ -265,22 +266,6 @@ def test_scaler_rounds_half_up(cfg):
         rec = ((1 << r) + den // 2) // den
         pairs += [(-128 * den, rec), (127 * den, rec), (0, rec), (-den // 2, rec),
                   (den // 2, rec), (-3 * den // 2, rec)]
-    got = []
-
-    async def tb(ctx):
-        # One pair per cycle; each result comes out dut.latency cycles after its pair.
-        for i in range(len(pairs) + dut.latency):
-            if i < len(pairs):
-                ctx.set(dut.num, pairs[i][0])
-                ctx.set(dut.recip, pairs[i][1])
-            await ctx.tick()
-            if i + 1 >= dut.latency:
-                got.append(ctx.get(dut.out))
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(tb)
-    sim.run()
-    got = got[:len(pairs)]
+    got = run_pipeline(dut, [{"num": n, "recip": rec} for n, rec in pairs], "out")
     s = cfg.out_shift
     assert got == [math.floor(Fraction(n * r, 2**s) + Fraction(1, 2)) for n, r in pairs]
