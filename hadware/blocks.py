@@ -160,6 +160,16 @@ BLOCKS: dict[str, Block] = {
             extras=("weights",),
             synth_extra="hadware.synth.projection:projection_report",
         ),
+        Block(
+            name="encoder_layer",
+            summary="MatMul-free HAD encoder layer: ternary QKV, binarized top-k attention per "
+                    "head, ternary output projection, residuals, ternary GLU MLP",
+            config="hadware.config.encoder_layer:EncoderLayerConfig",
+            component="hadware.hw.encoder_layer:EncoderLayer",
+            golden="hadware.golden.encoder_layer",
+            tb="hadware.tb.encoder_layer",
+            extras=("weights",),
+        ),
     ]
 }
 

@@ -37,6 +37,14 @@ def saturate(v, v_bits: int, bits: int):
     return Mux(v > hi, hi, Mux(v < lo, lo, v))
 
 
+def saturates(v, v_bits: int, bits: int):
+    """1 when ``SAT(v, bits)`` of a signed ``v_bits``-bit value differs from ``v`` (a constant
+    0 when it always fits)."""
+    if bits >= v_bits:
+        return Const(0, 1)
+    return (v > (1 << (bits - 1)) - 1) | (v < -(1 << (bits - 1)))
+
+
 def rhu_const(v, s: int):
     """``RHU(v, s)`` for a constant shift ``s >= 0``."""
     return v if s == 0 else (v + (1 << (s - 1))) >> s

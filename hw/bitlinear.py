@@ -30,7 +30,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from hadware.config.mlp import BitLinearGeometry
-from hadware.hw.arith import IntSqrt, Multiplier, bitlen, saturate, upto
+from hadware.hw.arith import IntSqrt, Multiplier, bitlen, saturate, saturates, upto
 from hadware.hw.divider import RestoringDivider
 from hadware.hw.ternary_projection import TernaryProjection
 from hadware.spec import ternary
@@ -509,6 +509,11 @@ class OutputScale(wiring.Component):
     last_out : Out(1)
         The token's last row is being transferred.
     o_stream : Out(stream.Signature(signed(out_bits)))
+    o_sat : Out(1)
+        With the beat on ``o_stream``: the saturation of L9 changed its value.
+    o_neg : Out(1)
+        With the beat on ``o_stream``: ``acc_j < 0`` (the product ``acc_j * C`` has the sign
+        of ``acc_j``, ``C > 0``, and the arithmetic shift keeps it).
     """
 
     def __init__(self, geom: BitLinearGeometry):
@@ -522,6 +527,8 @@ class OutputScale(wiring.Component):
             "start": In(1),
             "last_out": Out(1),
             "o_stream": Out(stream.Signature(signed(geom.out_bits))),
+            "o_sat": Out(1),
+            "o_neg": Out(1),
         })
 
     def elaborate(self, platform) -> Module:
@@ -532,6 +539,8 @@ class OutputScale(wiring.Component):
                                                         unsigned(g.scale_bits))
         out_v = Signal()
         out_r = Signal(signed(g.out_bits), reset_less=True)
+        out_sat = Signal(reset_less=True)
+        out_neg = Signal(reset_less=True)
         out_xfer = Signal()
         rows_out = Signal(upto(f))
         m.d.comb += [adv.eq(~out_v | self.o_stream.ready),
@@ -548,8 +557,11 @@ class OutputScale(wiring.Component):
         with m.If(adv):
             m.d.sync += [sm_v.eq(self.acc_valid), sc_v.eq(sm_v), sc_p.eq(scale_mul.p),
                          sh_v.eq(sc_v), shifted.eq(sc_p >> self.sh_m1),
-                         out_v.eq(sh_v), out_r.eq(saturate(rounded, spb, g.out_bits))]
-        m.d.comb += [self.o_stream.valid.eq(out_v), self.o_stream.payload.eq(out_r)]
+                         out_v.eq(sh_v), out_r.eq(saturate(rounded, spb, g.out_bits)),
+                         out_sat.eq(saturates(rounded, spb, g.out_bits)),
+                         out_neg.eq(shifted < 0)]
+        m.d.comb += [self.o_stream.valid.eq(out_v), self.o_stream.payload.eq(out_r),
+                     self.o_sat.eq(out_sat), self.o_neg.eq(out_neg)]
         with m.If(out_xfer):
             m.d.sync += rows_out.eq(Mux(rows_out == f - 1, 0, rows_out + 1))
         with m.If(self.start):
@@ -582,6 +594,9 @@ class BitLinear(wiring.Component):
         One input element per beat, ``fan_in`` beats per token; ready while the front loads.
     o_stream : Out(stream.Signature(signed(out_bits)))
         One output element per beat, ``fan_out`` beats per token, in projection row order.
+    o_sat, o_neg : Out(1)
+        With each ``o_stream`` beat: its value was saturated; its accumulator is negative
+        (:class:`OutputScale`).
     go : In(1)
         Permission to start projecting the next token (held high when there is no condition).
     idle : Out(1)
@@ -611,6 +626,8 @@ class BitLinear(wiring.Component):
         super().__init__({
             "i_stream": In(stream.Signature(element_shape(geom))),
             "o_stream": Out(stream.Signature(signed(geom.out_bits))),
+            "o_sat": Out(1),
+            "o_neg": Out(1),
             "go": In(1),
             "idle": Out(1),
         })
@@ -651,7 +668,7 @@ class BitLinear(wiring.Component):
             wiring.connect(m, port, codes.read_port())
         wiring.connect(m, out.o_stream, wiring.flipped(self.o_stream))
         m.d.comb += [
-            self.idle.eq(stats.idle),
+            self.idle.eq(stats.idle), self.o_sat.eq(out.o_sat), self.o_neg.eq(out.o_neg),
             norm.big_m.eq(stats.big_m), norm.big_s.eq(stats.big_s),
             quant.m_shift.eq(norm.m_shift), quant.recip.eq(norm.recip),
             feed.adv.eq(out.adv),

@@ -10,7 +10,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hadware.config.mlp import MlpConfig
-from hadware.hw.arith import Multiplier, rhu_const, saturate
+from hadware.hw.arith import Multiplier, rhu_const, saturate, saturates
 from hadware.spec.silu import silu_table
 from hadware.spec.widths import signed_width
 
@@ -29,6 +29,8 @@ class Glu(wiring.Component):
         One ``h_j`` per pair.
     empty : Out(1)
         No pair is partly or wholly inside.
+    o_sat : Out(1)
+        With the beat on ``o_stream``: the saturation to ``h_bits`` changed its value.
 
     A gate beat is always accepted: its table row ``(N[k], N[k+1] - N[k])`` is read and its
     magnitude split into ``k`` and ``fr``. The up beat is accepted when the pipeline moves (its
@@ -48,6 +50,7 @@ class Glu(wiring.Component):
             "i_stream": In(stream.Signature(signed(cfg.act_bits))),
             "o_stream": Out(stream.Signature(signed(cfg.h_bits))),
             "empty": Out(1),
+            "o_sat": Out(1),
         })
 
     def elaborate(self, platform) -> Module:
@@ -148,8 +151,11 @@ class Glu(wiring.Component):
         h_c = Signal(signed(prod_bits))
         m.d.comb += h_c.eq(rhu_const(prod_d, cfg.glu_shift))
         out_r = stage("out_r", signed(cfg.h_bits))
+        out_sat = stage("out_sat", 1)
         with m.If(adv):
-            m.d.sync += [out_v.eq(vd), out_r.eq(saturate(h_c, prod_bits, cfg.h_bits))]
+            m.d.sync += [out_v.eq(vd), out_r.eq(saturate(h_c, prod_bits, cfg.h_bits)),
+                         out_sat.eq(saturates(h_c, prod_bits, cfg.h_bits))]
         m.d.comb += [self.o_stream.valid.eq(out_v), self.o_stream.payload.eq(out_r),
+                     self.o_sat.eq(out_sat),
                      self.empty.eq(~phase & ~va & ~vm & ~vb & ~vc & ~vg & ~vd & ~out_v)]
         return m

@@ -21,6 +21,9 @@ Streams
 * ``o_stream`` (out): ``{y: ArrayLayout(signed(y_bits), lanes), last}``; ``d_model / lanes``
   beats per token in the same order, ``last`` set on the final beat of each token;
   ``y = Y / 2**y_frac_bits``.
+* ``sat_events`` (out, 0 to 3 per cycle): elements whose value a saturation changed, counted
+  as they leave the first BitLinear (gate/up), the GLU (``h``) and the second BitLinear
+  (``Y``, before the output serializer).
 
 So ``lanes`` is the number of elements per beat of both streams and the number of ternary
 weights per cycle of each projection; inside, gate/up and ``h`` move one element per cycle.
@@ -312,6 +315,7 @@ class Mlp(wiring.Component):
         super().__init__({
             "i_stream": In(stream.Signature(self.in_layout)),
             "o_stream": Out(stream.Signature(self.out_layout)),
+            "sat_events": Out(range(4)),
         })
 
     @staticmethod
@@ -350,4 +354,9 @@ class Mlp(wiring.Component):
         wiring.connect(m, ser.o_stream, wiring.flipped(self.o_stream))
         # The first layer projects a token only when all of it can flow into the second.
         m.d.comb += [gate_up.go.eq(down.idle & glu.empty), down.go.eq(1)]
+        # Saturations, counted as their elements leave each stage.
+        m.d.comb += self.sat_events.eq(
+            (gate_up.o_stream.valid & gate_up.o_stream.ready & gate_up.o_sat)
+            + (glu.o_stream.valid & glu.o_stream.ready & glu.o_sat)
+            + (down.o_stream.valid & down.o_stream.ready & down.o_sat))
         return m

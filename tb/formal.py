@@ -53,6 +53,7 @@ from amaranth.lib import stream, wiring
 from hadware.blocks import get_block
 from hadware.config.attention_core import AttentionCoreConfig
 from hadware.config.counting_topk import CountingTopKConfig
+from hadware.config.encoder_layer import EncoderLayerConfig
 from hadware.config.mlp import MlpConfig
 from hadware.config.score_unit import ScoreUnitConfig
 from hadware.config.topk import TopKConfig
@@ -113,6 +114,17 @@ def contract(name: str, component: Any) -> Contract:
         # One output beat per accepted query, one query at a time.
         return Contract("q_stream", "o_stream", bound=type(component).cycles(cfg, cfg.n_max),
                         in_flight=1)
+    if isinstance(cfg, EncoderLayerConfig):
+        # One sequence at a time; at n_max = 1 (the formal configurations) every token is a
+        # sequence: d_model / lanes beats in, as many out, 'last' on the final one, at most
+        # the sequence's documented cycles after its first beat.
+        from hadware.hw.encoder_layer import sequence_cycles
+
+        if cfg.n_max != 1:
+            raise ToolError("the encoder layer's formal contract needs n_max = 1")
+        return Contract("i_stream", "o_stream", bound=sequence_cycles(cfg, 1), in_flight=1,
+                        request_beats=cfg.token_beats, response_last=True,
+                        response_beats=cfg.token_beats)
     if isinstance(cfg, MlpConfig):
         # A token is d_model / lanes beats each way; the last output beat carries 'last'.
         return Contract("i_stream", "o_stream",
@@ -142,6 +154,15 @@ def small_config(name: str, *, large: bool = False) -> Any:
                       out_frac_bits=0, exp_table_bits=1, exp_interp_bits=0)
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in fields.items() if k in known})
+    if issubclass(cls, EncoderLayerConfig):
+        # One head of 8, one token per sequence (so every token is a request), the narrowest
+        # formats and the MLP's serial units.
+        return cls(d_model=8, n_heads=1, head_dim=8, n_max=1, top_k=1, d_hidden=1, lanes=1,
+                   head_parallel=not large, res_bits=4, res_frac_bits=2, qkv_bits=8,
+                   qkv_frac_bits=2, v_shift=0, exp_frac_bits=2, attn_out_frac_bits=0,
+                   gain_bits=4, gain_frac_bits=2, mant_bits=8, recip_frac_bits=0,
+                   kappa_bits=8, scale_bits=8, act_bits=4, act_frac_bits=2, silu_range_log2=1,
+                   silu_seg_frac_bits=2, silu_frac_bits=2, h_bits=4, h_frac_bits=2)
     if issubclass(cls, MlpConfig):
         # Two beats a token each way (a token boundary for the counts); the narrowest formats
         # and serial units (mant_bits = 8 is the least MlpConfig takes) for the shortest bound.
@@ -165,6 +186,10 @@ def make_component(name: str, cfg: Any, seed: int = 1) -> Any:
         raise ToolError(f"block {name!r}: no formal stand-in for extras {block.extras}")
     import numpy as np
 
+    if isinstance(cfg, EncoderLayerConfig):
+        from hadware.tb.encoder_layer import latent_weights
+
+        return block.component_class()(cfg, latent_weights(cfg, seed))
     rng = np.random.default_rng(seed)
     weights = {
         "w_gate_up": rng.normal(0, 1 / np.sqrt(cfg.d_model), (2 * cfg.d_hidden, cfg.d_model)),

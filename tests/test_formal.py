@@ -44,6 +44,10 @@ PROVE_STABLE = {"score_unit", "topk", "mlp"}
 #: payload of the dense and int8 attention cores keeps their whole datapath in the problem.
 SLOW = {(n, c) for n in ("std_attention", "int8_topk_attention", "binary_dense_attention")
         for c in ("stable", "payload", "drop_valid")}
+#: The encoder layer's bound is a whole sequence (509 cycles at its formal configuration) and
+#: its stream stability does not hold by induction (unreachable states of its phases): every
+#: one of its runs is a deep BMC, in the full tier.
+SLOW |= {("encoder_layer", c) for c in (*F.CHECKS, *F.MUTATIONS)}
 
 #: The assertions each broken variant may be caught by (a swallowed response shows as a
 #: request waiting too long, or, when the block takes the next request first, as one request
@@ -118,7 +122,7 @@ def test_negative_control(name, mutation, tmp_path):
 @pytest.mark.full
 @pytest.mark.timeout(3600)
 @pytest.mark.parametrize("check", ["stable", "count", "live"])
-@pytest.mark.parametrize("name", [n for n in NAMES if n != "mlp"])
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in ("mlp", "encoder_layer")])
 def test_stream_proof_large(name, check, tmp_path):
     """The bounded checks at the larger configuration."""
     depth = _contract(name, large=True).bound + 4
