@@ -169,6 +169,7 @@ BLOCKS: dict[str, Block] = {
             golden="hadware.golden.encoder_layer",
             tb="hadware.tb.encoder_layer",
             extras=("weights",),
+            synth_extra="hadware.synth.layer:multiplier_report",
         ),
     ]
 }

@@ -283,6 +283,7 @@ class EncoderLayer(wiring.Component):
 
         # The phases.
         self._n = n = Signal(range(n_max + 1))        # tokens of the sequence
+        self._rows = Signal(upto(n_max * beats + 1))  # its xbuf rows, n * token_beats
         self._sat = Signal(cfg.sat_width)             # saturations counted so far
         phase = Signal(range(4))
         self._phase = phase
@@ -318,6 +319,7 @@ class EncoderLayer(wiring.Component):
         cfg = self.config
         beats, n = cfg.token_beats, self._n
         beat = Signal(upto(beats))
+        row = Signal(upto(cfg.n_max * beats + 1))   # xbuf row of the beat: n * beats + beat
         closed = Signal()      # the sequence's last token has been taken
         xfer = Signal()
         m.d.comb += [deser.i_stream.valid.eq(self.i_stream.valid & active & ~closed),
@@ -325,7 +327,8 @@ class EncoderLayer(wiring.Component):
                      self.i_stream.ready.eq(deser.i_stream.ready & active & ~closed),
                      xfer.eq(self.i_stream.valid & self.i_stream.ready)]
         with m.If(xfer):
-            m.d.comb += [self._xw.addr.eq(n * beats + beat),
+            m.d.sync += row.eq(row + 1)
+            m.d.comb += [self._xw.addr.eq(row),
                          self._xw.data.eq(self.i_stream.payload.x.as_value()),
                          self._xw.en.eq(-1)]
             with m.If(beat == beats - 1):
@@ -335,8 +338,8 @@ class EncoderLayer(wiring.Component):
             with m.Else():
                 m.d.sync += beat.eq(beat + 1)
         with m.If(~active):
-            m.d.sync += closed.eq(0)
-        m.d.comb += done.eq(closed & (sink.tokens == n))
+            m.d.sync += [closed.eq(0), row.eq(0)]
+        m.d.comb += [done.eq(closed & (sink.tokens == n)), self._rows.eq(row)]
 
     def _context(self, m, sink, clear, clear_done) -> None:
         """Context beats: a parallel layer's cores take each token's keys and values from the
@@ -457,6 +460,7 @@ class EncoderLayer(wiring.Component):
         kr, vr = self._kr, self._vr
         start, loaded = Signal(), Signal()
         a = Signal(range(max(hd + 1, cfg.n_max) + 1))
+        base = Signal(range(len(tables) + 1))   # head * (head_dim + 1)
         cs, ts = core.ctx_stream, core.tab_stream
         m.d.comb += [ts.payload.addr.eq(a), ts.payload.data.eq(rr.data),
                      cs.payload.key.eq(kr.data.word_select(head, hd)),
@@ -464,6 +468,8 @@ class EncoderLayer(wiring.Component):
         with m.FSM(name="shared"):
             with m.State("IDLE"):
                 m.d.sync += a.eq(0)
+                with m.If(~active):
+                    m.d.sync += base.eq(0)
                 with m.If(start):
                     m.next = "CLEAR"
             with m.State("CLEAR"):
@@ -471,7 +477,7 @@ class EncoderLayer(wiring.Component):
                 with m.If(cs.ready):
                     m.next = "TREAD"
             with m.State("TREAD"):
-                m.d.comb += [rr.addr.eq(head * (hd + 1) + a), rr.en.eq(1)]
+                m.d.comb += [rr.addr.eq(base + a), rr.en.eq(1)]
                 m.next = "TSEND"
             with m.State("TSEND"):
                 m.d.comb += ts.valid.eq(1)
@@ -492,7 +498,7 @@ class EncoderLayer(wiring.Component):
                         m.next = "LOADED"
             with m.State("LOADED"):
                 m.d.comb += loaded.eq(1)
-                m.d.sync += a.eq(0)
+                m.d.sync += [a.eq(0), base.eq(base + hd + 1)]
                 m.next = "IDLE"
         return start, loaded
 
@@ -525,8 +531,9 @@ class EncoderLayer(wiring.Component):
                      o_proj.i_stream.payload.eq(full.word_select(a_i, wa))]
         # (b) x, element by element in the same order, plus each output of the projection:
         # h, written back in place of x.
-        rows = Signal(upto(cfg.n_max * beats + 1))
-        m.d.comb += rows.eq(n * beats)
+        rows = Signal(upto(cfg.n_max * beats + 1), reset_less=True)
+        with m.If(self._phase == 1):   # the load phase counts them
+            m.d.sync += rows.eq(self._rows)
         xr, xl = Signal(upto(cfg.n_max * beats + 1)), Signal(upto(lanes))
         x_v = Signal()
         x_row, x_lane = Signal.like(xr, reset_less=True), Signal.like(xl, reset_less=True)
