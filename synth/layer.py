@@ -1,16 +1,16 @@
 """Where the encoder layer multiplies: every multiplier cell of the generated RTL, listed by
-the module (the block's hierarchy path) it sits in, with its operand widths.
+the module (the block's hierarchy path) it sits in.
 
 ``hadware synth encoder_layer`` adds it to the report (the block's ``synth_extra``) as
 ``multipliers``: ``{"count", "by_module": [{"module", "count"}], "in_projections",
-"constant_operand"}`` (multiplier cells with a constant operand, index arithmetic that maps to
-shifts and adders, are counted apart). A multiplier wider than a DSP block is built of several
-cells (18 x 18 pieces, :class:`~hadware.hw.arith.Multiplier`), each counted. The ternary projections (``*.projection``) must hold none: their
-weights select ``+q``, ``-q`` or nothing. The remaining ones are the per-token scalars of the
-BitLinears (gains, squares, the quantizer, the output scale; ``Kc * V`` multiplies by a
-constant), the GLU's two and
-the attention cores' weighting and output scaling; the FPGA flows of the same report count the
-DSP blocks they map to.
+"constant_operand"}``. Multiplier cells with a constant operand (index arithmetic, the
+BitLinears' ``Kc * V``) map to shifts and adders and are counted apart. A multiplier wider
+than a DSP block is built of several cells (18 x 18 pieces,
+:class:`~hadware.hw.arith.Multiplier`), each counted. The ternary projections
+(``*.projection``) must hold none: their weights select ``+q``, ``-q`` or nothing. The
+remaining ones are the per-token scalars of the BitLinears (gains, squares, the quantizer,
+the output scale), the GLU's two and the attention cores' weighting and output scaling; the
+FPGA flows of the same report count the DSP blocks they map to.
 """
 
 from __future__ import annotations

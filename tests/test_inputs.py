@@ -128,7 +128,8 @@ def test_weights_given_to_a_block_without_weights(su, capsys):
     np.savez(su / "w.npz", w=np.zeros(2))
     refused(capsys, ["golden", "score_unit", "--inputs", su / "in.npz", "--weights", su / "w.npz",
                      "--outputs", su / "o.npz"],
-            r"--weights is not used by block score_unit \(blocks that take --weights: encoder_layer, mlp\)$",
+            r"--weights is not used by block score_unit \(blocks that take --weights: "
+            r"encoder_layer, mlp\)$",
             su / "o.npz")
     refused(capsys, ["synth", "compare", "--weights", su / "w.npz", "-o", su / "cmp"],
             r"--weights is not used by synth compare", su / "cmp")
