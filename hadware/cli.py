@@ -58,7 +58,7 @@ def _add_block(p: argparse.ArgumentParser, config: bool = True) -> None:
         p.add_argument("--config", metavar="CFG.json", help="block configuration "
                        "(default: the block's defaults; see 'hadware config BLOCK')")
         p.add_argument("--weights", metavar="W.npz", help="weights, for blocks that have them "
-                       "(mlp): float latent weights as a trained model has them")
+                       "(mlp, encoder_layer): float latent weights as a trained model has them")
 
 
 def _load(args) -> tuple:
