@@ -1,9 +1,13 @@
 """HAD attention core: binarized XNOR-popcount scores, the top-k sparsifier, the table softmax.
 
 The attention core (:mod:`hadware.hw.attention_core`: streams, storage, timing) with the parts
-``hamming`` / ``table`` / ``topk``. Per query, with ``n_eff = max(1, min(n, count))``::
+``hamming`` / ``table`` / ``topk``. Per query, with ``n_eff = max(1, min(n, count))``,
+``rows = ceil(n_eff / lanes)``, ``R = recip_bits`` and ``L_scale`` the output scaler's
+pipeline (:meth:`hadware.hw.attention_core.Scaler.latency_of`)::
 
-    cycles = ceil(n_eff / lanes) + top_k + L,   L = 1 + ceil(log2(d / 8)) + 1 + R + d_v + 5
+    merge top-k:     cycles = rows + top_k + L,          L = 1 + ceil(log2(d / 8)) + 1 + R
+                                                             + d_v + L_scale + 6
+    counting top-k:  cycles = 2 rows + top_k + L + 2
 
 Arithmetic: exactly :mod:`hadware.golden.attention`.
 """
