@@ -150,7 +150,7 @@ class QkvSink(wiring.Component):
             "i_stream": In(stream.Signature(signed(cfg.qkv_bits))),
             "i_sat": In(1),
             "i_neg": In(1),
-            "q_wr": In(WritePort.Signature(addr_width=_aw(cfg.n_max), shape=d)),
+            "q_wr": In(WritePort.Signature(addr_width=ceil_log2(max(cfg.n_max, 2)), shape=d)),
             "ctx_valid": Out(1),
             "ctx_key": Out(d),
             "ctx_value": Out(V_BITS * d),
@@ -201,11 +201,6 @@ class QkvSink(wiring.Component):
         with m.If(self.restart):
             m.d.sync += self.tokens.eq(0)
         return m
-
-
-def _aw(depth: int) -> int:
-    """Address width of a memory of ``depth`` rows (at least 2 rows, as every memory here)."""
-    return ceil_log2(max(depth, 2))
 
 
 class EncoderLayer(wiring.Component):
@@ -388,7 +383,7 @@ class EncoderLayer(wiring.Component):
         issued = Signal(len(cores))
         got = Signal(len(cores))
         qr = self._qr
-        n_q = Mux(cfg.causal, t + 1, n) if cfg.causal else n
+        n_q = t + 1 if cfg.causal else n   # keys the query attends over
         for i, core in enumerate(cores):
             qs = core.q_stream
             sel = head if not cfg.head_parallel else i
