@@ -32,10 +32,9 @@ from amaranth.utils import ceil_log2
 from hadware.config.mlp import BitLinearGeometry
 from hadware.hw.arith import IntSqrt, Multiplier, bitlen, saturate, saturates, upto
 from hadware.hw.divider import RestoringDivider
-from hadware.hw.ternary_projection import TernaryProjection
-from hadware.spec import ternary
+from hadware.hw.ternary_projection import projection_for
 from hadware.spec.mlp import BitLinearParams
-from hadware.spec.ternary import CODE_BITS, CODES_PER_WORD, LAYOUT_V1, WORD_BITS
+from hadware.spec.weights import weight_format
 
 __all__ = ["BitLinear", "NormStats", "Normalizer", "OutputScale", "ProjectionFeed", "Quantizer",
            "element_shape"]
@@ -415,18 +414,19 @@ class ProjectionFeed(wiring.Component):
         self.groups = geom.fan_in // lanes
         self.words = words
         self.interleave = interleave
-        self._log2_cpw = _log2_exact(CODES_PER_WORD, "CODES_PER_WORD")
-        self._log2_cb = _log2_exact(CODE_BITS, "CODE_BITS")
+        self.layout = layout = weight_format(geom.weights).layout
+        self._log2_cpw = _log2_exact(layout.codes_per_word, "codes_per_word")
+        self._log2_cb = _log2_exact(layout.code_bits, "code_bits")
         super().__init__({
             "start": In(1),
             "active": In(1),
             "adv": In(1),
-            "rom": _read(words, WORD_BITS).array(rom_ports),
+            "rom": _read(words, layout.word_bits).array(rom_ports),
             "q_rd": _read(self.groups, 8 * lanes),
             "valid": Out(1),
             "first": Out(1),
             "last": Out(1),
-            "codes": Out(CODE_BITS * lanes),
+            "codes": Out(layout.code_bits * lanes),
             "act": Out(8 * lanes),
         })
 
@@ -435,9 +435,10 @@ class ProjectionFeed(wiring.Component):
         g, lanes, groups = self.geom, self.lanes, self.groups
         n, f, nwords, adv = g.fan_in, g.fan_out, self.words, self.adv
         log2_cpw, log2_cb = self._log2_cpw, self._log2_cb
-        wpr = LAYOUT_V1.words_per_row(n)
+        cpw, cb = self.layout.codes_per_word, self.layout.code_bits
+        wpr = self.layout.words_per_row(n)
         grp = Signal(upto(groups))
-        col = Signal(range(max(n, CODES_PER_WORD)))   # first column of the group
+        col = Signal(range(max(n, cpw)))              # first column of the group
         rstep = Signal(upto(f))
         row_base = Signal(upto(nwords))               # first word of the current row
         issued_all = Signal()
@@ -478,11 +479,11 @@ class ProjectionFeed(wiring.Component):
         window = Cat(*(rp.data for rp in self.rom))
         s2_v = Signal()
         s2_first, s2_last = Signal(reset_less=True), Signal(reset_less=True)
-        s2_codes = Signal(CODE_BITS * lanes, reset_less=True)
+        s2_codes = Signal(cb * lanes, reset_less=True)
         s2_q = Signal(8 * lanes, reset_less=True)
         with m.If(adv):
             m.d.sync += [s2_v.eq(s1_v), s2_first.eq(s1_first), s2_last.eq(s1_last),
-                         s2_codes.eq((window >> (s1_slot << log2_cb))[:CODE_BITS * lanes]),
+                         s2_codes.eq((window >> (s1_slot << log2_cb))[:cb * lanes]),
                          s2_q.eq(self.q_rd.data)]
         m.d.comb += [self.valid.eq(s2_v), self.first.eq(s2_first), self.last.eq(s2_last),
                      self.codes.eq(s2_codes), self.act.eq(s2_q)]
@@ -620,9 +621,12 @@ class BitLinear(wiring.Component):
         self.lanes = lanes
         self.interleave = interleave
         self.groups = geom.fan_in // lanes
-        self.words = [int(v) for v in ternary.pack(params.codes, LAYOUT_V1)]
-        g = math.gcd(lanes, CODES_PER_WORD)
-        self.rom_ports = -(-(CODES_PER_WORD - g + lanes) // CODES_PER_WORD)
+        fmt = weight_format(geom.weights)
+        self.word_bits = fmt.layout.word_bits
+        self.words = [int(v) for v in fmt.pack(params.codes)]
+        cpw = fmt.layout.codes_per_word
+        g = math.gcd(lanes, cpw)
+        self.rom_ports = -(-(cpw - g + lanes) // cpw)
         super().__init__({
             "i_stream": In(stream.Signature(element_shape(geom))),
             "o_stream": Out(stream.Signature(signed(geom.out_bits))),
@@ -640,7 +644,7 @@ class BitLinear(wiring.Component):
         # is never read.
         gains = Memory(shape=signed(g.gain_bits), depth=max(n, 2),
                        init=[int(v) for v in prm.gain_fx])
-        codes = Memory(shape=WORD_BITS, depth=max(len(self.words), 2), init=self.words)
+        codes = Memory(shape=self.word_bits, depth=max(len(self.words), 2), init=self.words)
         pbuf = Memory(shape=g.absmax_bits + 1, depth=max(n, 2), init=[])      # |P_i|, P_i < 0
         qbuf = Memory(shape=8 * lanes, depth=max(self.groups, 2), init=[])  # q, lanes per row
         m.submodules.gains = gains
@@ -653,9 +657,9 @@ class BitLinear(wiring.Component):
         m.submodules.quant = quant = Quantizer(g, lanes)
         m.submodules.feed = feed = ProjectionFeed(g, lanes, len(self.words), self.rom_ports,
                                                   self.interleave)
-        m.submodules.projection = proj = TernaryProjection(lanes, n)
+        m.submodules.projection = proj = projection_for(g.weights)(lanes, n)
         m.submodules.out_scale = out = OutputScale(g)
-        if proj.acc_bits != g.acc_bits:  # pragma: no cover - both are 8 + ceil(log2(fan_in))
+        if proj.acc_bits != g.acc_bits:  # pragma: no cover - both derive from the format
             raise RuntimeError("projection and geometry disagree on acc_bits")
 
         wiring.connect(m, wiring.flipped(self.i_stream), stats.i_stream)

@@ -109,9 +109,7 @@ from hadware.config.mlp import MlpConfig
 from hadware.hw.arith import upto
 from hadware.hw.bitlinear import BitLinear, element_shape
 from hadware.hw.glu import Glu
-from hadware.spec import ternary
 from hadware.spec.mlp import MlpWeights, as_weights
-from hadware.spec.ternary import LAYOUT_V1
 
 __all__ = [
     "Deserializer",
@@ -170,8 +168,7 @@ def rom_images(cfg: MlpConfig, weights: Mapping[str, Any] | MlpWeights) -> dict[
     (32-bit words). ``weights`` is W.npz (latent floats, quantized once here) or
     :class:`~hadware.spec.mlp.MlpWeights`."""
     w = _weights(cfg, weights)
-    return {p.name: [int(v) for v in ternary.pack(p.codes, LAYOUT_V1)]
-            for p in (w.gate_up, w.down)}
+    return {p.name: [int(v) for v in w.rom_words(p.name)] for p in (w.gate_up, w.down)}
 
 
 # -- stream width adapters -------------------------------------------------------------------

@@ -38,7 +38,7 @@ from amaranth.utils import ceil_log2
 
 from hadware.spec.ternary import CODE_BITS, CODE_MINUS, CODE_PLUS
 
-__all__ = ["TernaryProjection", "decode_code"]
+__all__ = ["Int8Projection", "TernaryProjection", "decode_code", "projection_for"]
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
@@ -86,6 +86,21 @@ class TernaryProjection(wiring.Component):
         For a parameter of the wrong type or out of range (the message names it).
     """
 
+    #: Bits of one weight code, and the signed width of one lane's ``code * q``.
+    code_bits = CODE_BITS
+
+    def product_bits(self, act_bits: int) -> int:
+        """Signed width of one lane's selection for activations of ``act_bits`` bits."""
+        return act_bits
+
+    def select(self, m: Module, lane: int, code, q, en) -> Signal:
+        """Lane ``lane``'s registered ``code * q``: ``+q``, ``-q`` or 0 (a multiplexer)."""
+        plus, minus = decode_code(code)
+        sel = Signal(signed(self.act_bits), name=f"sel{lane}", reset_less=True)
+        with m.If(en):
+            m.d.sync += sel.eq(Mux(plus, q, Mux(minus, -q, 0)))
+        return sel
+
     def __init__(self, lanes: int, fan_in: int, act_bits: int = 8):
         try:
             _check_int("lanes", lanes, 1, 64)
@@ -100,7 +115,7 @@ class TernaryProjection(wiring.Component):
         self.fan_in = fan_in
         self.act_bits = act_bits
         self.tree_depth = ceil_log2(lanes)
-        self.acc_bits = act_bits + ceil_log2(fan_in)
+        self.acc_bits = self.product_bits(act_bits) + ceil_log2(fan_in)
         #: Enabled cycles from the last group of a row to ``acc_valid``.
         self.latency = 2 + self.tree_depth
         super().__init__({
@@ -108,7 +123,7 @@ class TernaryProjection(wiring.Component):
             "valid": In(1),
             "first": In(1),
             "last": In(1),
-            "codes": In(CODE_BITS * lanes),
+            "codes": In(self.code_bits * lanes),
             "act": In(data.ArrayLayout(signed(act_bits), lanes)),
             "acc": Out(signed(self.acc_bits)),
             "acc_valid": Out(1),
@@ -131,16 +146,11 @@ class TernaryProjection(wiring.Component):
                 m.d.sync += [valid[i].eq(valid[i - 1]), first[i].eq(first[i - 1]),
                              last[i].eq(last[i - 1])]
 
-        # Selection: +q, -q or 0 per lane (|q| < 2**(ab-1), so -q fits ab bits).
-        level: list[Signal] = []
-        for lane in range(lanes):
-            code = self.codes[CODE_BITS * lane: CODE_BITS * (lane + 1)]
-            plus, minus = decode_code(code)
-            q = self.act[lane]
-            sel = Signal(signed(ab), name=f"sel{lane}", reset_less=True)
-            with m.If(en):
-                m.d.sync += sel.eq(Mux(plus, q, Mux(minus, -q, 0)))
-            level.append(sel)
+        # Selection: code * q per lane, registered.
+        cb = self.code_bits
+        level = [self.select(m, lane, self.codes[cb * lane: cb * (lane + 1)], self.act[lane], en)
+                 for lane in range(lanes)]
+        pb = self.product_bits(ab)
 
         # Adder tree: pairwise sums, one register level each; an odd leftover passes through.
         d = 0
@@ -149,7 +159,7 @@ class TernaryProjection(wiring.Component):
             nxt: list[Signal] = []
             for i in range(0, len(level), 2):
                 pair = level[i: i + 2]
-                width = ab + d
+                width = pb + d
                 r = Signal(signed(width), name=f"sum{d}_{i // 2}", reset_less=True)
                 with m.If(en):
                     m.d.sync += r.eq(pair[0] + pair[1] if len(pair) == 2 else pair[0])
@@ -165,3 +175,27 @@ class TernaryProjection(wiring.Component):
                 m.d.sync += acc.eq(Mux(first[-1], group_sum, acc + group_sum))
         m.d.comb += [self.acc.eq(acc), self.acc_valid.eq(acc_valid)]
         return m
+
+
+class Int8Projection(TernaryProjection):
+    """The standard baseline's projection: ``lanes`` int8 weight codes (8-bit two's
+    complement, :data:`hadware.spec.weights.INT8_LAYOUT`) per cycle, each multiplying its
+    activation (one ``8 x act_bits`` multiplier per lane), then the same adder tree and
+    accumulator, the same latency. ``acc_bits = act_bits + 7 + ceil(log2(fan_in))``."""
+
+    code_bits = 8
+
+    def product_bits(self, act_bits: int) -> int:
+        return act_bits + 7
+
+    def select(self, m: Module, lane: int, code, q, en) -> Signal:
+        sel = Signal(signed(self.product_bits(self.act_bits)), name=f"mul{lane}",
+                     reset_less=True)
+        with m.If(en):
+            m.d.sync += sel.eq(code.as_signed() * q)
+        return sel
+
+
+def projection_for(weights: str) -> type[TernaryProjection]:
+    """The projection class of a weight format (``"ternary"`` or ``"int8"``)."""
+    return {"ternary": TernaryProjection, "int8": Int8Projection}[weights]

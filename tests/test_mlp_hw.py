@@ -4,6 +4,7 @@ formulas, the ROM contents, and the arithmetic submodules on their own."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import re
@@ -47,11 +48,15 @@ NO_INTERP = MlpConfig(d_model=4, d_hidden=4, lanes=2, act_frac_bits=8, silu_seg_
                       silu_frac_bits=8, h_frac_bits=16)
 WIDE = MlpConfig(d_model=12, d_hidden=24, lanes=12, mant_bits=24, recip_frac_bits=16,
                  kappa_bits=24, scale_bits=24)
-CONFIGS = [NARROW, STRADDLE, SERIAL, PADDED, TINY, NO_INTERP, WIDE]
+# Int8 weights (the standard baseline's MLP): multipliers in the projection, four codes per
+# ROM word (lanes 3 straddles words; the narrow formats saturate).
+INT8 = MlpConfig(d_model=6, d_hidden=12, lanes=3, weights="int8")
+INT8_NARROW = dataclasses.replace(NARROW, weights="int8")
+CONFIGS = [NARROW, STRADDLE, SERIAL, PADDED, TINY, NO_INTERP, WIDE, INT8, INT8_NARROW]
 
 
 def ident(c: MlpConfig) -> str:
-    return f"d{c.d_model}h{c.d_hidden}l{c.lanes}w{c.mant_bits}"
+    return f"d{c.d_model}h{c.d_hidden}l{c.lanes}w{c.mant_bits}{c.weights}"
 
 
 def run_hw(cfg, weights, x_int, x_exp, **kw):

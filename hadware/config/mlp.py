@@ -17,9 +17,10 @@ import math
 from fractions import Fraction
 
 from hadware.config.base import BlockConfig, check_float, check_int
+from hadware.spec.weights import FORMATS, weight_format
 from hadware.spec.widths import ceil_log2
 
-__all__ = ["BitLinearGeometry", "MlpConfig"]
+__all__ = ["BitLinearGeometry", "MlpConfig", "check_weights_format"]
 
 #: Largest d_model / d_hidden accepted.
 MAX_DIM = 4096
@@ -27,6 +28,13 @@ MAX_DIM = 4096
 MAX_BITS = 24
 #: Largest width of the sum of squares ``S`` (int64 in the golden model, with headroom).
 MAX_SUMSQ_BITS = 62
+
+
+def check_weights_format(value: object) -> None:
+    """Refuse a ``weights`` field that names no weight format, in one line."""
+    if not isinstance(value, str) or value not in FORMATS:
+        raise ValueError(f"weights must be one of {', '.join(map(repr, FORMATS))}, "
+                         f"not {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +61,7 @@ class BitLinearGeometry:
     scale_bits: int
     rms_eps: float
     exp_bits: int = 0
+    weights: str = "ternary"
 
     @property
     def exp_min(self) -> int:
@@ -119,12 +128,13 @@ class BitLinearGeometry:
 
     @property
     def acc_bits(self) -> int:
-        """Signed width of the ternary sum ``acc_j``.
+        """Signed width of the weighted sum ``acc_j``.
 
-        ``|q_i| <= 127`` (never -128, see the specification), so
-        ``|acc_j| <= 127 * fan_in < 2**(7 + ceil(log2(fan_in)))``, which needs
-        ``8 + ceil(log2(fan_in))`` bits including the sign."""
-        return 8 + ceil_log2(self.fan_in)
+        ``|q_i| <= 127`` (never -128, see the specification) and ``|code| <= code_max`` (1
+        ternary, 127 int8), so ``|acc_j| <= 127 code_max fan_in``: ``8 + ceil(log2(fan_in))``
+        bits including the sign for ternary weights, ``15 + ceil(log2(fan_in))`` for int8
+        (:attr:`hadware.spec.weights.WeightFormat.product_bits` plus the sum's growth)."""
+        return weight_format(self.weights).product_bits + ceil_log2(self.fan_in)
 
     @property
     def sqrt_in_bits(self) -> int:
@@ -228,6 +238,10 @@ class MlpConfig(BlockConfig):
         Epsilon of both RMSNorms (``mean(x**2) + eps``); 0 to 1. 1e-6 as in the reference model.
         With the input exponent it enters as the table ``E(xe)``; a table whose largest entry
         would make the sum of squares wider than 62 bits is refused.
+    weights : str
+        The weight format of both BitLinears (:mod:`hadware.spec.weights`): ``"ternary"``
+        (default; codes select ``+q``, ``-q`` or nothing, no multiplier) or ``"int8"`` (codes
+        in [-127, 127], one multiplier per lane: the standard baseline).
 
     Notes
     -----
@@ -266,8 +280,10 @@ class MlpConfig(BlockConfig):
     y_bits: int = 20
     y_frac_bits: int = 12
     rms_eps: float = 1e-6
+    weights: str = "ternary"
 
     def validate(self) -> None:
+        check_weights_format(self.weights)
         check_int("d_model", self.d_model, lo=1, hi=MAX_DIM)
         check_int("d_hidden", self.d_hidden, lo=1, hi=MAX_DIM)
         check_int("lanes", self.lanes, lo=1, hi=64)
@@ -318,7 +334,7 @@ class MlpConfig(BlockConfig):
         common = dict(gain_bits=self.gain_bits, gain_frac_bits=self.gain_frac_bits,
                       mant_bits=self.mant_bits, recip_frac_bits=self.recip_frac_bits,
                       kappa_bits=self.kappa_bits, scale_bits=self.scale_bits,
-                      rms_eps=self.rms_eps)
+                      rms_eps=self.rms_eps, weights=self.weights)
         if name == "gate_up":
             return BitLinearGeometry(
                 name=name, fan_in=self.d_model, fan_out=2 * self.d_hidden,
@@ -366,5 +382,5 @@ class MlpConfig(BlockConfig):
 
     @property
     def weight_count(self) -> int:
-        """Ternary weights of the block: ``3 * d_model * d_hidden``."""
+        """Weights of the block: ``3 * d_model * d_hidden``."""
         return 3 * self.d_model * self.d_hidden

@@ -28,15 +28,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hadware.errors import InputError
-from hadware.spec import ternary
 from hadware.spec.mlp import (
     BitLinearParams,
     MlpWeights,
     _check_array,
     _check_keys,
     _make_layer,
+    quantize_codes,
 )
-from hadware.spec.ternary import RequantizationError
 
 if TYPE_CHECKING:
     from hadware.config.encoder_layer import EncoderLayerConfig
@@ -90,26 +89,23 @@ def check_weights(cfg: EncoderLayerConfig, arrays: Mapping[str, Any]) -> dict[st
             for k, (s, t) in shapes.items()}
 
 
-def _ternary_layer(geom, w: np.ndarray, gain: np.ndarray, w_name: str,
-                   g_name: str) -> BitLinearParams:
-    try:
-        codes, beta = ternary.ternarize(w)
-    except RequantizationError as e:
-        raise RequantizationError(f"W.npz: {w_name!r}: {e}") from None
+def _layer(geom, w: np.ndarray, gain: np.ndarray, w_name: str,
+           g_name: str) -> BitLinearParams:
+    codes, beta = quantize_codes(geom, w, w_name)
     return _make_layer(geom, codes, beta, gain, w_name, g_name)
 
 
 def quantize_weights(cfg: EncoderLayerConfig, arrays: Mapping[str, Any]) -> EncoderLayerWeights:
-    """Quantize W.npz once: each of the four matrices ternarized with its own scale
-    (:func:`hadware.spec.ternary.ternarize`), gains and scales turned into the BitLinear
+    """Quantize W.npz once: each of the four matrices in the config's weight format with its
+    own scale (:mod:`hadware.spec.weights`), gains and scales turned into the BitLinear
     constants (the MLP's through :func:`hadware.spec.mlp.quantize_weights`). Errors as
     :func:`check_weights`, plus a gain outside the gain format or a scale too large for a
     layer's output format, naming the array."""
     from hadware.spec.mlp import quantize_weights as mlp_quantize
 
     a = check_weights(cfg, arrays)
-    qkv = _ternary_layer(cfg.qkv, a["w_qkv"], a["g_qkv"], "w_qkv", "g_qkv")
-    o = _ternary_layer(cfg.o_proj, a["w_o"], a["g_o"], "w_o", "g_o")
+    qkv = _layer(cfg.qkv, a["w_qkv"], a["g_qkv"], "w_qkv", "g_qkv")
+    o = _layer(cfg.o_proj, a["w_o"], a["g_o"], "w_o", "g_o")
     mlp = mlp_quantize(cfg.mlp, {k: a[k] for k in MLP_ARRAYS})
     return EncoderLayerWeights(cfg=cfg, qkv=qkv, o=o, mlp=mlp)
 

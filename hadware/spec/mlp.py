@@ -30,7 +30,8 @@ import numpy as np
 from hadware.errors import InputError
 from hadware.spec import ternary
 from hadware.spec.quant import BlockRangeError, block_fixed_point
-from hadware.spec.ternary import BETA_MIN, LAYOUT, RequantizationError
+from hadware.spec.ternary import BETA_MIN, RequantizationError
+from hadware.spec.weights import weight_format
 
 if TYPE_CHECKING:
     from hadware.config.mlp import BitLinearGeometry, MlpConfig
@@ -43,6 +44,7 @@ __all__ = [
     "check_weights",
     "input_blocks",
     "load_exported",
+    "quantize_codes",
     "quantize_weights",
 ]
 
@@ -92,14 +94,18 @@ class MlpWeights:
     down: BitLinearParams
 
     def rom_words(self, layer: str) -> np.ndarray:
-        """The ROM image of a layer's codes (``"gate_up"`` or ``"down"``) in the current
-        packing layout."""
-        return ternary.pack(getattr(self, layer).codes)
+        """The ROM image of a layer's codes (``"gate_up"`` or ``"down"``) in the packing
+        layout of the config's weight format."""
+        return weight_format(self.cfg.weights).pack(getattr(self, layer).codes)
 
     def export(self) -> dict[str, np.ndarray]:
         """The arrays to save (for example with ``numpy.savez``) and to reload with
-        :func:`load_exported`: packed codes, betas, float gains and the layout version."""
-        out: dict[str, np.ndarray] = {"layout_version": np.array(LAYOUT.version)}
+        :func:`load_exported`: packed codes, betas, float gains and the layout version (and,
+        for int8 weights, ``weight_format``)."""
+        fmt = weight_format(self.cfg.weights)
+        out: dict[str, np.ndarray] = {"layout_version": np.array(fmt.layout.version)}
+        if fmt.name != "ternary":
+            out["weight_format"] = np.array(fmt.name)
         for p in (self.gate_up, self.down):
             out[f"rom_{p.name}"] = self.rom_words(p.name)
             out[f"beta_{p.name}"] = np.array(p.beta, dtype=np.float64)
@@ -231,12 +237,20 @@ def quantize_weights(cfg: MlpConfig, w: Mapping[str, Any]) -> MlpWeights:
     layers = {}
     for geom in (cfg.gate_up, cfg.down):
         w_name, g_name = f"w_{geom.name}", f"g_{geom.name}"
-        try:
-            codes, beta = ternary.ternarize(a[w_name])
-        except RequantizationError as e:
-            raise RequantizationError(f"W.npz: {w_name!r}: {e}") from None
+        codes, beta = quantize_codes(geom, a[w_name], w_name)
         layers[geom.name] = _make_layer(geom, codes, beta, a[g_name], w_name, g_name)
     return MlpWeights(cfg=cfg, **layers)
+
+
+def quantize_codes(geom: BitLinearGeometry, w: np.ndarray, w_name: str
+                   ) -> tuple[np.ndarray, float]:
+    """The codes and scale of latent weights ``w`` in the geometry's weight format
+    (:mod:`hadware.spec.weights`), once; a
+    :class:`~hadware.spec.ternary.RequantizationError` names the array."""
+    try:
+        return weight_format(geom.weights).quantize(w)
+    except RequantizationError as e:
+        raise RequantizationError(f"W.npz: {w_name!r}: {e}") from None
 
 
 def load_exported(cfg: MlpConfig, arrays: Mapping[str, Any]) -> MlpWeights:
@@ -248,20 +262,25 @@ def load_exported(cfg: MlpConfig, arrays: Mapping[str, Any]) -> MlpWeights:
     :class:`~hadware.spec.ternary.TernaryError` for ROM words that do not decode.
     """
     source = "exported weights"
+    fmt = weight_format(cfg.weights)
     names = ["layout_version"] + [f"{k}_{n}" for n in ("gate_up", "down")
                                   for k in ("rom", "beta", "g")]
-    _check_keys(source, arrays, names)
+    _check_keys(source, arrays, [*names, "weight_format"])
     for k in names:
         if k not in arrays:
             raise InputError(f"{source}: array {k!r} is missing")
+    stored = str(np.asarray(arrays.get("weight_format", "ternary")))
+    if stored != fmt.name:
+        raise InputError(f"{source}: weight_format is {stored!r}, the configuration's weights "
+                         f"are {fmt.name!r}")
     version = int(np.asarray(arrays["layout_version"]))
-    if version != LAYOUT.version:
+    if version != fmt.layout.version:
         raise InputError(f"{source}: packing layout version {version} is not supported "
-                         f"(this version writes and reads {LAYOUT.version})")
+                         f"(this version writes and reads {fmt.layout.version})")
     layers = {}
     for geom in (cfg.gate_up, cfg.down):
         n = geom.name
-        codes = ternary.unpack(np.asarray(arrays[f"rom_{n}"]), geom.fan_out, geom.fan_in)
+        codes = fmt.unpack(np.asarray(arrays[f"rom_{n}"]), geom.fan_out, geom.fan_in)
         beta = float(_check_array(source, f"beta_{n}", arrays, (), "a scalar"))
         gain = _check_array(source, f"g_{n}", arrays, (geom.fan_in,), "(fan_in,)")
         layers[n] = _make_layer(geom, codes, beta, gain, f"rom_{n}", f"g_{n}")
