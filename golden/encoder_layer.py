@@ -2,7 +2,7 @@ r"""Golden models of the MatMul-free HAD encoder layer: the bit-exact integer mo
 hardware specification) and a float reference.
 
 One pre-norm transformer layer over a sequence of ``n`` tokens (``1 <= n <= n_max``) of
-``d_model`` values; configuration :class:`hadware.config.encoder_layer.EncoderLayerConfig`
+``d_model`` values; configuration :class:`hadware.config.encoder_layer.LayerConfig`
 (``cfg``), weights :class:`hadware.spec.encoder_layer.EncoderLayerWeights`, vector files
 :mod:`hadware.spec.encoder_layer`. In the float model::
 
@@ -12,6 +12,14 @@ One pre-norm transformer layer over a sequence of ``n`` tokens (``1 <= n <= n_ma
     a_h       = HAD(Q_b,h, K_b,h, V_q,h)  per head: top_k keys, softmax at the head's temperature
     h         = x + BitLinear_o(concat_h a_h)
     y         = h + MLP(h)                the ternary GLU block
+
+The standard layer of the same shape (``std_layer``,
+:class:`~hadware.config.encoder_layer.StdLayerConfig`) is the same model with three parts
+changed: int8 weights in every BitLinear (``weights`` ``"int8"``, :mod:`hadware.spec.weights`;
+the arithmetic L1-L9 is unchanged, the codes are int8), queries and keys quantized by the int8
+rule as the values are (``Q_q``, ``K_q`` instead of ``Q_b``, ``K_b``), and the standard
+attention core (:mod:`hadware.golden.std_attention`: int8 dot products, a softmax over every
+key) instead of HAD; steps below say where the two differ.
 
 The integer model composes the blocks' golden models; every step below names the one it uses.
 Notation as in :mod:`hadware.golden.mlp`: ``RHU(v, s) = (v + 2**(s-1)) >> s`` (``v`` for
@@ -36,7 +44,9 @@ of theirs is 0 and their top-k indices are -1).
      BitLinear output before rounding (its scale is positive), so binarization needs no
      output scaling; an accumulator of 0 binarizes to +1.
    - ``V[t, j] = out[t, 2 d_model + j]`` (``qkv_bits``, fraction ``qkv_frac_bits``) and
-     ``Vq[t, j] = SAT(RHU(V[t, j], v_shift), 8)``.
+     ``Vq[t, j] = SAT(RHU(V[t, j], v_shift), 8)`` (the int8 rule).
+   - Standard layer: ``Qq[t, j] = SAT(RHU(out[t, j], v_shift), 8)`` and ``Kq[t, j] =
+     SAT(RHU(out[t, d_model + j], v_shift), 8)``, the int8 rule of every row; no sign.
 
    Head ``h`` owns elements ``h * head_dim .. (h + 1) * head_dim - 1`` of each of Q, K, V.
 2. **Attention**, per head ``h`` and query ``t``: :func:`hadware.golden.attention_core.
@@ -45,7 +55,8 @@ of theirs is 0 and their top-k indices are -1).
    ``causal``, else ``n``. ``A[t, h * head_dim + c] = out[c]`` (units ``2**-attn_out_frac_bits``
    of a value step, ``attn_out_bits`` signed). A shared core with its run-time table gives
    exactly the ROM config's arithmetic at the head's temperature (``table_for``), so this step
-   does not depend on ``head_parallel``.
+   does not depend on ``head_parallel``. Standard layer: the same call with
+   ``cfg.attention_config(h)`` a standard core and ``Qq``, ``Kq`` (no top-k indices).
 3. **Output projection and first residual.** ``O = bitlinear_int(cfg.o_proj, weights.o,
    A).out`` (``Bp`` bits, fraction ``Fr``); ``H[t, i] = SAT(X[t, i] + O[t, i], Br)``.
 4. **MLP and second residual.** ``M = mlp_int(cfg.mlp, weights.mlp, H).y`` (``Bp`` bits,
@@ -57,8 +68,10 @@ Saturation count
 ----------------
 ``saturations`` of a sequence counts, over its ``n`` tokens, every element whose
 saturation changed its value (the value before the clamp lies outside the range), at each of:
-the value rows of the QKV BitLinear (its L9, ``d_model`` per token; the query and key rows use
-only their accumulator's sign and are not counted), the int8 value rule (``d_model``), the
+the rows of the QKV BitLinear under the int8 rule (its L9: ``d_model`` value rows per token; the
+HAD layer's query and key rows use only their accumulator's sign and are not counted, the
+standard layer counts all ``3 d_model``), the int8 rule on them (``d_model``, or ``3
+d_model``), the
 output projection's L9 (``d_model``), the first residual sum (``d_model``), the MLP's gate/up
 L9 (``2 d_hidden``), its GLU product ``h`` (``d_hidden``), its down L9 (``d_model``) and the
 second residual sum (``d_model``). An element saturated at two of these points counts twice.
@@ -127,7 +140,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hadware.config.encoder_layer import V_BITS, EncoderLayerConfig
+from hadware.config.encoder_layer import V_BITS, LayerConfig
 from hadware.errors import InputError
 from hadware.golden import attention_core as core
 from hadware.golden.mlp import _bitlinear_float, _rhu, _sat, bitlinear_int, mlp_int
@@ -149,7 +162,7 @@ __all__ = [
 ]
 
 #: The saturation points of the layer, in datapath order (trace keys ``"sat." + name``).
-SAT_POINTS = ("qkv_v", "v_rule", "o", "res1", "gate_up", "glu", "down", "res2")
+SAT_POINTS = ("qkv", "int8_rule", "o", "res1", "gate_up", "glu", "down", "res2")
 
 
 # -- integer model -------------------------------------------------------------------------------
@@ -162,7 +175,7 @@ def _int_tensor(name: str, a: Any) -> torch.Tensor:
     return t.to(torch.int64)
 
 
-def _checked(cfg: EncoderLayerConfig, X: Any, n_valid: Any) -> tuple[torch.Tensor, torch.Tensor,
+def _checked(cfg: LayerConfig, X: Any, n_valid: Any) -> tuple[torch.Tensor, torch.Tensor,
                                                                       torch.Tensor]:
     """``(X, n_valid, used)``: the inputs as int64 with the unused tokens of ``X`` zeroed, and
     the ``(b, n)`` mask of used tokens. Raises :class:`InputError` for wrong shapes, an
@@ -198,13 +211,13 @@ def _l9_pre(trace: dict[str, torch.Tensor], prefix: str = "") -> torch.Tensor:
     return _rhu(trace[prefix + "acc"] * c[:, None], sh[:, None])
 
 
-def _heads(cfg: EncoderLayerConfig, t: torch.Tensor) -> torch.Tensor:
+def _heads(cfg: LayerConfig, t: torch.Tensor) -> torch.Tensor:
     """``(b, n, d_model)`` -> ``(n_heads, b, n, head_dim)``."""
     b, n, _ = t.shape
     return t.reshape(b, n, cfg.n_heads, cfg.head_dim).permute(2, 0, 1, 3)
 
 
-def _attention(cfg: EncoderLayerConfig, qb: torch.Tensor, kb: torch.Tensor, vq: torch.Tensor,
+def _attention(cfg: LayerConfig, qb: torch.Tensor, kb: torch.Tensor, vq: torch.Tensor,
                q_valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Step 2 for every head: ``A`` ``(b, n, d_model)`` and ``topk_index``
     ``(b, n_heads, n, top_k)``. One core per head (``head_parallel``) or the shared core with
@@ -217,7 +230,7 @@ def _attention(cfg: EncoderLayerConfig, qb: torch.Tensor, kb: torch.Tensor, vq: 
         res = [core.attention_core(cfg.attention_config(h), q[h], k[h], v[h], q_valid)
                for h in range(H)]
         out = torch.stack([r.out for r in res])                     # (H, b, n, hd)
-        index = torch.stack([r.index for r in res])                 # (H, b, n, top_k)
+        index = torch.stack([r.index for r in res])                 # (H, b, n, slots)
     else:
         temps = np.repeat(np.asarray(cfg.temperature, dtype=np.float64), b)
         r = core.attention_core(cfg.shared_attention_config(), q.reshape(H * b, n, hd),
@@ -225,10 +238,13 @@ def _attention(cfg: EncoderLayerConfig, qb: torch.Tensor, kb: torch.Tensor, vq: 
                                 q_valid.repeat(H, 1), temperature=temps)
         out = r.out.reshape(H, b, n, hd)
         index = r.index.reshape(H, b, n, -1)
-    return out.permute(1, 2, 0, 3).reshape(b, n, H * hd), index.permute(1, 0, 2, 3)
+    a = out.permute(1, 2, 0, 3).reshape(b, n, H * hd)
+    if cfg.qk_bits != 1:
+        return a, None    # the standard core weighs every key: no top-k indices
+    return a, index.permute(1, 0, 2, 3)
 
 
-def layer_int(cfg: EncoderLayerConfig, weights: EncoderLayerWeights, X: Any,
+def layer_int(cfg: LayerConfig, weights: EncoderLayerWeights, X: Any,
               n_valid: Any) -> dict[str, torch.Tensor]:
     """The integer model (steps 1 to 4 of the module docstring) for ``b`` sequences at once.
 
@@ -237,12 +253,12 @@ def layer_int(cfg: EncoderLayerConfig, weights: EncoderLayerWeights, X: Any,
     beyond ``n_valid`` are ignored) and ``n_valid`` ``(b,)`` in ``1 .. n``.
 
     Returns the trace, int64 tensors: ``"X"`` (the input, unused tokens 0), ``"Qb"``,
-    ``"Kb"`` (+-1), ``"V"``, ``"Vq"``, ``"A"``, ``"O"``, ``"H"``, ``"M"``, ``"Y"``, all
-    ``(b, n, d_model)`` with the rows of unused tokens 0; ``"topk_index"``
-    ``(b, n_heads, n, top_k)`` (key indices of each head and query, -1 padding; all -1 for an
-    unused token); ``"saturations"`` ``(b,)`` and its parts ``"sat.<point>"`` ``(b,)`` for
-    each point of :data:`SAT_POINTS`. Raises :class:`~hadware.errors.InputError` for shapes
-    or values outside the contract.
+    ``"Kb"`` (+-1; the standard layer's int8 ``Qq``, ``Kq``), ``"V"``, ``"Vq"``, ``"A"``,
+    ``"O"``, ``"H"``, ``"M"``, ``"Y"``, all ``(b, n, d_model)`` with the rows of unused tokens
+    0; for the HAD layer ``"topk_index"`` ``(b, n_heads, n, top_k)`` (key indices of each
+    head and query, -1 padding; all -1 for an unused token); ``"saturations"`` ``(b,)`` and
+    its parts ``"sat.<point>"`` ``(b,)`` for each point of :data:`SAT_POINTS`. Raises
+    :class:`~hadware.errors.InputError` for shapes or values outside the contract.
     """
     if weights.cfg != cfg:
         raise InputError("the weights were quantized for a different configuration")
@@ -256,20 +272,27 @@ def layer_int(cfg: EncoderLayerConfig, weights: EncoderLayerWeights, X: Any,
     def masked(t: torch.Tensor) -> torch.Tensor:
         return torch.where(u3, t, torch.zeros_like(t))
 
-    # 1. QKV: binarized Q and K from the accumulators' signs, V and its int8 rule.
+    # 1. QKV: Q and K binarized from the accumulators' signs (HAD) or by the int8 rule
+    # (standard), V by the int8 rule.
     t_qkv = bitlinear_int(cfg.qkv, weights.qkv, X.reshape(b * n, d))
     acc, out = rows(t_qkv["acc"]), rows(t_qkv["out"])
-    pm1 = torch.where(acc[:, :, :2 * d] >= 0, 1, -1).to(torch.int64)
-    qb, kb = masked(pm1[:, :, :d]), masked(pm1[:, :, d:])
+    r0 = 3 * d - cfg.int8_rows              # first row under the int8 rule
+    rule_pre = _rhu(masked(out[:, :, r0:]), cfg.v_shift)
+    rule = _sat(rule_pre, V_BITS)
+    if cfg.qk_bits == 1:
+        pm1 = torch.where(acc[:, :, :2 * d] >= 0, 1, -1).to(torch.int64)
+        qb, kb = masked(pm1[:, :, :d]), masked(pm1[:, :, d:])
+    else:
+        qb, kb = masked(rule[:, :, :d]), masked(rule[:, :, d:2 * d])
     v = masked(out[:, :, 2 * d:])
-    v_pre = _rhu(v, cfg.v_shift)
-    vq = _sat(v_pre, V_BITS)
+    vq = rule[:, :, -d:]
     # 2. Attention: query t sees keys 0 .. t (causal) or 0 .. n_valid - 1, never beyond.
     t_idx = torch.arange(n, dtype=torch.int64)[None, :]
     q_valid = torch.minimum(t_idx + 1, nv[:, None]) if cfg.causal else nv[:, None].expand(b, n)
     a, index = _attention(cfg, qb, kb, vq, q_valid.contiguous())
     a = masked(a)
-    index = torch.where(used[:, None, :, None], index, torch.full_like(index, PAD_INDEX))
+    if index is not None:
+        index = torch.where(used[:, None, :, None], index, torch.full_like(index, PAD_INDEX))
     # 3. Output projection and the first residual.
     t_o = bitlinear_int(cfg.o_proj, weights.o, a.reshape(b * n, d))
     o = rows(t_o["out"])
@@ -283,8 +306,8 @@ def layer_int(cfg: EncoderLayerConfig, weights: EncoderLayerWeights, X: Any,
 
     mc = cfg.mlp
     sat = {
-        "qkv_v": _count(rows(_l9_pre(t_qkv))[:, :, 2 * d:], cfg.qkv.out_bits, used),
-        "v_rule": _count(v_pre, V_BITS, used),
+        "qkv": _count(rows(_l9_pre(t_qkv))[:, :, r0:], cfg.qkv.out_bits, used),
+        "int8_rule": _count(rule_pre, V_BITS, used),
         "o": _count(rows(_l9_pre(t_o)), cfg.o_proj.out_bits, used),
         "res1": _count(h_pre, cfg.res_bits, used),
         "gate_up": _count(rows(_l9_pre(t_m, "gate_up.")), mc.gate_up.out_bits, used),
@@ -294,18 +317,20 @@ def layer_int(cfg: EncoderLayerConfig, weights: EncoderLayerWeights, X: Any,
     }
     trace = {"X": X, "n_valid": nv, "Qb": qb, "Kb": kb, "V": v, "Vq": masked(vq), "A": a,
              "O": masked(o), "H": masked(h), "M": masked(m), "Y": masked(y),
-             "topk_index": index, "saturations": sum(sat.values())}
+             "saturations": sum(sat.values())}
+    if index is not None:
+        trace["topk_index"] = index
     trace.update({f"sat.{k}": c for k, c in sat.items()})
     return trace
 
 
-def _int_inputs(cfg: EncoderLayerConfig, input_arrays: Mapping[str, Any]
+def _int_inputs(cfg: LayerConfig, input_arrays: Mapping[str, Any]
                 ) -> tuple[np.ndarray, np.ndarray]:
     a = check_inputs(cfg, input_arrays)
     return quantize_inputs(cfg, a), a["n_valid"]
 
 
-def run_vectors_int(cfg: EncoderLayerConfig,
+def run_vectors_int(cfg: LayerConfig,
                     weights_arrays: Mapping[str, Any] | EncoderLayerWeights,
                     input_arrays: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """The hardware's integers for a vector file, int64: ``"X"`` ``(b, n, d_model)`` and
@@ -320,7 +345,7 @@ def run_vectors_int(cfg: EncoderLayerConfig,
             "Y": trace["Y"].numpy(), "saturations": trace["saturations"].numpy()}
 
 
-def run_vectors(cfg: EncoderLayerConfig, weights_arrays: Mapping[str, Any] | EncoderLayerWeights,
+def run_vectors(cfg: LayerConfig, weights_arrays: Mapping[str, Any] | EncoderLayerWeights,
                 input_arrays: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """OUT.npz for IN.npz: ``{"y": float32 (b, n, d_model), "saturations": int64 (b,)}``,
     ``y = Y / 2**res_frac_bits`` (exact in float32 for ``res_bits <= 24``)."""
@@ -332,7 +357,7 @@ def run_vectors(cfg: EncoderLayerConfig, weights_arrays: Mapping[str, Any] | Enc
 # -- float reference -----------------------------------------------------------------------------
 
 
-def float_reference(cfg: EncoderLayerConfig,
+def float_reference(cfg: LayerConfig,
                     weights: EncoderLayerWeights | Mapping[str, Any],
                     arrays: Mapping[str, Any]) -> np.ndarray:
     """The layer in float64 (the "Float reference" section of the module docstring) for
@@ -345,8 +370,12 @@ def float_reference(cfg: EncoderLayerConfig,
     used = torch.from_numpy(np.arange(n)[None, :] < nv[:, None])[:, :, None]
     x = torch.from_numpy(X.astype(np.float64) / 2.0 ** cfg.res_frac_bits)
     qkv = _bitlinear_float(x.reshape(b * n, d), w.qkv, eps).reshape(b, n, 3 * d)
-    pm1 = torch.where(qkv[:, :, :2 * d] >= 0, 1, -1).to(torch.int64)
-    vq = torch.round(qkv[:, :, 2 * d:] * 2.0 ** (cfg.qkv_frac_bits - cfg.v_shift)).clamp(-128, 127)
+    rule = torch.round(qkv * 2.0 ** (cfg.qkv_frac_bits - cfg.v_shift)).clamp(-128, 127)
+    if cfg.qk_bits == 1:
+        pm1 = torch.where(qkv[:, :, :2 * d] >= 0, 1, -1).to(torch.int64)
+    else:
+        pm1 = rule[:, :, :2 * d].to(torch.int64)
+    vq = rule[:, :, 2 * d:]
     t_idx = np.arange(n)[None, :]
     q_valid = np.minimum(t_idx + 1, nv[:, None]) if cfg.causal else np.repeat(nv[:, None], n, 1)
     q, k, v = _heads(cfg, pm1[:, :, :d]), _heads(cfg, pm1[:, :, d:]), _heads(cfg, vq)

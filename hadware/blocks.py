@@ -171,6 +171,17 @@ BLOCKS: dict[str, Block] = {
             extras=("weights",),
             synth_extra="hadware.synth.layer:multiplier_report",
         ),
+        Block(
+            name="std_layer",
+            summary="standard int8 encoder layer (the HAD layer's baseline): int8 "
+                    "projections with multipliers, int8 dense attention per head, int8 GLU MLP",
+            config="hadware.config.std_layer:StdLayerConfig",
+            component="hadware.hw.std_layer:StdLayer",
+            golden="hadware.golden.std_layer",
+            tb="hadware.tb.std_layer",
+            extras=("weights",),
+            synth_extra="hadware.synth.layer:multiplier_report",
+        ),
     ]
 }
 

@@ -73,13 +73,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth import Cat, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory, WritePort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from hadware.config.encoder_layer import V_BITS, EncoderLayerConfig
+from hadware.config.encoder_layer import V_BITS, EncoderLayerConfig, LayerConfig
 from hadware.hw.arith import rhu_const, saturate, saturates, upto
 from hadware.hw.attention import Attention
 from hadware.hw.bitlinear import BitLinear, element_shape
@@ -90,12 +90,34 @@ from hadware.hw.mlp import (
     mlp_latency,
     norm_to_project_cycles,
 )
+from hadware.hw.std_attention import StdAttention
 from hadware.spec.encoder_layer import EncoderLayerWeights, as_weights
 
-__all__ = ["EncoderLayer", "QkvSink", "sequence_cycles"]
+__all__ = ["EncoderLayer", "QkvSink", "core_class", "sequence_cycles"]
+
+#: The attention core of each attention config class a layer may use.
+CORES = {c.config_class: c for c in (Attention, StdAttention)}
 
 
-def sequence_cycles(cfg: EncoderLayerConfig, n: int) -> int:
+def core_class(ccfg):
+    """The attention core (:mod:`hadware.hw.attention_core` variant) of a core config."""
+    return CORES[type(ccfg)]
+
+
+def table_words(ccfg, temperature: float) -> list[int]:
+    """The ``tab_stream`` beats (payload values) that set a run-time core to
+    ``temperature``: ``d + 1`` table entries (table exponential) or one ``(c, G)`` beat
+    (fixed exponential)."""
+    layout = core_class(ccfg).tab_layout(ccfg)
+    t = ccfg.table_for(temperature)
+    if ccfg.exp == "table":
+        beats = [{"addr": a, "data": v} for a, v in enumerate(t)]
+    else:
+        beats = [{"scale": t[0], "shift": t[1]}]
+    return [layout.const(b).as_value().value for b in beats]
+
+
+def sequence_cycles(cfg: LayerConfig, n: int) -> int:
     """Cycles from a sequence's first input transfer to its last output transfer, ``n``
     tokens, no stalls (module docstring)."""
     d, lanes = cfg.d_model, cfg.lanes
@@ -103,8 +125,9 @@ def sequence_cycles(cfg: EncoderLayerConfig, n: int) -> int:
     x = norm_to_project_cycles(cfg.mlp, d)
     load = d + 6 + x + (n - 1) * (x + 3 * d * g + dd + 9) + 3 * d * g + dd + 10
     core = cfg.core_configs()[0]
-    s = sum(Attention.cycles(core, t + 1 if cfg.causal else n) + 2 for t in range(n))
-    per_head = s if cfg.head_parallel else 2 * cfg.head_dim + 2 * n + 5 + s
+    s = sum(core_class(core).cycles(core, t + 1 if cfg.causal else n) + 2 for t in range(n))
+    tbeats = len(table_words(core, cfg.temperature[0]))
+    per_head = s if cfg.head_parallel else 2 * tbeats + 2 * n + 3 + s
     attn = 2 + (1 if cfg.head_parallel else cfg.n_heads) * per_head
     out = (d + 6 + x + (n - 1) * (x + d * g + dd + 9) + d * g + dd + 11
            + mlp_latency(cfg.mlp) + (n - 1) * mlp_interval(cfg.mlp))
@@ -112,8 +135,9 @@ def sequence_cycles(cfg: EncoderLayerConfig, n: int) -> int:
 
 
 LATENCY_FORMULA = ("load + attn + out; load = d + 6 + X + (n - 1)(X + 3dG + D + 9) + 3dG + D "
-                   "+ 10; attn = 2 + S (parallel) or 2 + n_heads (2 head_dim + 2n + 5 + S) "
-                   "(shared), S = sum_t (C(t+1 if causal else n) + 2); out = d + 6 + X + "
+                   "+ 10; attn = 2 + S (parallel) or 2 + n_heads (2 T + 2n + 3 + S) "
+                   "(shared; T table beats: head_dim + 1 HAD, 1 standard), S = sum_t "
+                   "(C(t+1 if causal else n) + 2); out = d + 6 + X + "
                    "(n - 1)(X + dG + D + 9) + dG + D + 11 + mlp_latency + (n - 1) "
                    "mlp_interval; G = d/lanes, D = ceil(log2(lanes)), X = max(recip_frac_bits "
                    "+ d + 17, 2 mant_bits + 7)")
@@ -122,11 +146,12 @@ LATENCY_FORMULA = ("load + attn + out; load = d + 6 + X + (n - 1)(X + 3dG + D + 
 class QkvSink(wiring.Component):
     """Sinks the QKV BitLinear's rows of one token after another.
 
-    Query and key rows give one bit (``1`` = +1: the accumulator is not negative), value rows
-    ``Vq = SAT(RHU(V, v_shift), 8)``. At a token's query row ``d_model - 1`` its query bits
-    are written into ``qbuf`` (row ``token``); at its last row the context beat ``{key,
-    value}`` (all heads, ``d_model`` bits and ``d_model`` bytes) is presented on ``ctx``
-    until taken (``ctx_taken``); the sink accepts nothing meanwhile.
+    Query and key rows give one bit (``1`` = +1: the accumulator is not negative) in the HAD
+    layer (``qk_bits`` 1) or one int8 element by the int8 rule (the standard layer), value
+    rows ``Vq = SAT(RHU(V, v_shift), 8)``. At a token's query row ``d_model - 1`` its query is
+    written into ``qbuf`` (row ``token``); at its last row the context beat ``{key, value}``
+    (all heads, ``qk_bits d_model`` and ``8 d_model`` bits) is presented on ``ctx`` until
+    taken (``ctx_taken``); the sink accepts nothing meanwhile.
 
     Members
     -------
@@ -138,21 +163,23 @@ class QkvSink(wiring.Component):
     tokens : Out
         Tokens whose rows are all sunk and whose context beat was taken since ``restart``.
     sat_events : Out(range(3))
-        Saturations counted this cycle (value rows: the BitLinear's and the value rule's).
+        Saturations counted this cycle (rows under the int8 rule: the BitLinear's and the
+        rule's).
     restart : In(1)
         A new sequence: ``tokens`` back to 0.
     """
 
-    def __init__(self, cfg: EncoderLayerConfig):
+    def __init__(self, cfg: LayerConfig):
         self.cfg = cfg
-        d = cfg.d_model
+        d, qk = cfg.d_model, cfg.qk_bits
         super().__init__({
             "i_stream": In(stream.Signature(signed(cfg.qkv_bits))),
             "i_sat": In(1),
             "i_neg": In(1),
-            "q_wr": In(WritePort.Signature(addr_width=ceil_log2(max(cfg.n_max, 2)), shape=d)),
+            "q_wr": In(WritePort.Signature(addr_width=ceil_log2(max(cfg.n_max, 2)),
+                                           shape=qk * d)),
             "ctx_valid": Out(1),
-            "ctx_key": Out(d),
+            "ctx_key": Out(qk * d),
             "ctx_value": Out(V_BITS * d),
             "ctx_taken": In(1),
             "tokens": Out(range(cfg.n_max + 1)),
@@ -163,39 +190,39 @@ class QkvSink(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         cfg = self.cfg
-        d = cfg.d_model
+        d, qk = cfg.d_model, cfg.qk_bits
         row = Signal(range(3 * d))
-        qsr = Signal(d, reset_less=True)
-        ksr = Signal(d, reset_less=True)
+        qsr = Signal(qk * d, reset_less=True)
+        ksr = Signal(qk * d, reset_less=True)
         vsr = Signal(V_BITS * d, reset_less=True)
         pending = Signal()
         m.d.comb += [self.i_stream.ready.eq(~pending), self.ctx_valid.eq(pending),
                      self.ctx_key.eq(ksr), self.ctx_value.eq(vsr)]
         take = Signal()
         m.d.comb += take.eq(self.i_stream.valid & ~pending)
-        bit = Signal()
-        m.d.comb += bit.eq(~self.i_neg)
         vq_bits = cfg.qkv_bits - cfg.v_shift + 1
         vr = Signal(signed(vq_bits))
         m.d.comb += vr.eq(rhu_const(self.i_stream.payload, cfg.v_shift))
         vq = Signal(signed(V_BITS))
         m.d.comb += vq.eq(saturate(vr, vq_bits, V_BITS))
-        is_v = Signal()
-        m.d.comb += is_v.eq(row >= 2 * d)
+        is_v, ruled = Signal(), Signal()
+        m.d.comb += [is_v.eq(row >= 2 * d), ruled.eq(row >= 3 * d - cfg.int8_rows)]
+        el = Signal(qk)     # a query or key element: its sign bit (1 = +1) or its int8
+        m.d.comb += el.eq(~self.i_neg if qk == 1 else vq)
         with m.If(take):
             m.d.sync += row.eq(Mux(row == 3 * d - 1, 0, row + 1))
             with m.If(row < d):
-                m.d.sync += qsr.eq(Cat(qsr[1:], bit))
+                m.d.sync += qsr.eq(Cat(qsr[qk:], el))
             with m.Elif(~is_v):
-                m.d.sync += ksr.eq(Cat(ksr[1:], bit))
+                m.d.sync += ksr.eq(Cat(ksr[qk:], el))
             with m.Else():
                 m.d.sync += vsr.eq(Cat(vsr[V_BITS:], vq))
             with m.If(row == 3 * d - 1):
                 m.d.sync += pending.eq(1)
         m.d.comb += self.sat_events.eq(
-            Mux(take & is_v, self.i_sat + saturates(vr, vq_bits, V_BITS), 0))
+            Mux(take & ruled, self.i_sat + saturates(vr, vq_bits, V_BITS), 0))
         m.d.comb += [self.q_wr.en.eq(take & (row == d - 1)), self.q_wr.addr.eq(self.tokens),
-                     self.q_wr.data.eq(Cat(qsr[1:], bit))]
+                     self.q_wr.data.eq(Cat(qsr[qk:], el))]
         with m.If(pending & self.ctx_taken):
             m.d.sync += [pending.eq(0), self.tokens.eq(self.tokens + 1)]
         with m.If(self.restart):
@@ -208,18 +235,22 @@ class EncoderLayer(wiring.Component):
 
     Parameters
     ----------
-    config : EncoderLayerConfig
+    config : EncoderLayerConfig (or :attr:`config_class` of a subclass)
     weights : mapping or EncoderLayerWeights
         W.npz as loaded (latent floats; quantized once here,
         :func:`hadware.spec.encoder_layer.quantize_weights`) or quantized weights of the same
         configuration.
     """
 
-    def __init__(self, config: EncoderLayerConfig,
+    #: The config class of the layer block.
+    config_class: type[LayerConfig] = EncoderLayerConfig
+
+    def __init__(self, config: LayerConfig,
                  weights: Mapping[str, Any] | EncoderLayerWeights):
-        if not isinstance(config, EncoderLayerConfig):
+        if type(config) is not self.config_class:
             self._MustUse__silence = True
-            raise TypeError(f"config must be an EncoderLayerConfig, not {config!r}")
+            raise TypeError(f"config must be of type {self.config_class.__name__}, not "
+                            f"{config!r}")
         try:
             self.weights = as_weights(config, weights)
         except Exception:
@@ -234,7 +265,7 @@ class EncoderLayer(wiring.Component):
         })
 
     @staticmethod
-    def layouts(cfg: EncoderLayerConfig) -> tuple[data.StructLayout, data.StructLayout]:
+    def layouts(cfg: LayerConfig) -> tuple[data.StructLayout, data.StructLayout]:
         """Payload layouts of ``i_stream`` and ``o_stream``."""
         tok = data.ArrayLayout(signed(cfg.res_bits), cfg.lanes)
         return (data.StructLayout({"x": tok, "last": 1}),
@@ -245,7 +276,7 @@ class EncoderLayer(wiring.Component):
         cfg, w = self.config, self.weights
         d, lanes, beats, n_max = cfg.d_model, cfg.lanes, cfg.token_beats, cfg.n_max
         xbuf = Memory(shape=lanes * cfg.res_bits, depth=max(n_max * beats, 2), init=[])
-        qbuf = Memory(shape=d, depth=max(n_max, 2), init=[])
+        qbuf = Memory(shape=cfg.qk_bits * d, depth=max(n_max, 2), init=[])
         m.submodules.xbuf = xbuf
         m.submodules.qbuf = qbuf
         self._xw = xbuf.write_port(granularity=cfg.res_bits)
@@ -267,7 +298,7 @@ class EncoderLayer(wiring.Component):
         m.submodules.mlp = mlp = Mlp(cfg.mlp, w.mlp)
         self._cores = []
         for i, ccfg in enumerate(cfg.core_configs()):
-            core = Attention(ccfg)
+            core = core_class(ccfg)(ccfg)
             m.submodules[f"core{i}"] = core
             self._cores.append(core)
         wiring.connect(m, deser.o_stream, qkv.i_stream)
@@ -341,9 +372,9 @@ class EncoderLayer(wiring.Component):
         sink directly (after one clear beat per sequence); a shared core's go into the buffers
         and are loaded per head in the attention phase."""
         cfg = self.config
-        hd = cfg.head_dim
+        hd, kw_ = cfg.head_dim, cfg.head_dim * cfg.qk_bits
         if not cfg.head_parallel:
-            kbuf = Memory(shape=cfg.d_model, depth=max(cfg.n_max, 2), init=[])
+            kbuf = Memory(shape=cfg.qk_bits * cfg.d_model, depth=max(cfg.n_max, 2), init=[])
             vbuf = Memory(shape=V_BITS * cfg.d_model, depth=max(cfg.n_max, 2), init=[])
             m.submodules.kbuf = kbuf
             m.submodules.vbuf = vbuf
@@ -361,7 +392,7 @@ class EncoderLayer(wiring.Component):
             c.ctx_stream.ready for c in self._cores)) == (1 << cfg.n_heads) - 1))
         for h, core in enumerate(self._cores):
             cs = core.ctx_stream
-            m.d.comb += [cs.payload.key.eq(sink.ctx_key[h * hd:(h + 1) * hd]),
+            m.d.comb += [Value.cast(cs.payload.key).eq(sink.ctx_key[h * kw_:(h + 1) * kw_]),
                          cs.payload.value.as_value().eq(
                              sink.ctx_value[V_BITS * h * hd:V_BITS * (h + 1) * hd])]
             m.d.comb += [cs.valid.eq((sink.ctx_valid | clear) & ~taken[h]),
@@ -387,9 +418,10 @@ class EncoderLayer(wiring.Component):
         for i, core in enumerate(cores):
             qs = core.q_stream
             sel = head if not cfg.head_parallel else i
-            m.d.comb += [qs.payload.q.eq(qr.data.word_select(sel, hd)),
-                         qs.payload.n.eq(n_q), qs.payload.k.eq(0),
-                         core.o_stream.ready.eq(1)]
+            m.d.comb += [Value.cast(qs.payload.q).eq(qr.data.word_select(sel, hd * cfg.qk_bits)),
+                         qs.payload.n.eq(n_q), core.o_stream.ready.eq(1)]
+            if hasattr(qs.payload, "k"):
+                m.d.comb += qs.payload.k.eq(0)
             with m.If(qs.valid & qs.ready):
                 m.d.sync += issued[i].eq(1)
             with m.If(core.o_stream.valid):
@@ -441,24 +473,29 @@ class EncoderLayer(wiring.Component):
                 m.next = "IDLE"
 
     def _shared_loader(self, m, head, active):
-        """The shared core's per-head preparation: a clear beat, the head's table
-        (``head_dim + 1`` beats from a ROM of every head's table), its context (``n`` beats
-        from ``kbuf`` / ``vbuf``), each beat read one cycle and offered the next."""
+        """The shared core's per-head preparation: a clear beat, the head's table (``T``
+        beats from a ROM of every head's :func:`table_words`: ``head_dim + 1`` table entries
+        or one ``(c, G)`` beat), its context (``n`` beats from ``kbuf`` / ``vbuf``), each
+        beat read one cycle and offered the next."""
         cfg = self.config
         hd, n = cfg.head_dim, self._n
         core = self._cores[0]
         scfg = core.config
-        tables = [v for h in range(cfg.n_heads) for v in scfg.table_for(cfg.temperature[h])]
-        rom = Memory(shape=scfg.lut_width, depth=len(tables), init=tables)
+        per_head = [table_words(scfg, cfg.temperature[h]) for h in range(cfg.n_heads)]
+        tbeats = len(per_head[0])
+        tables = [v for words in per_head for v in words]
+        layout = core.tab_layout(scfg)
+        rom = Memory(shape=layout.size, depth=max(len(tables), 2), init=tables)
         m.submodules.tables = rom
         rr = rom.read_port()
         kr, vr = self._kr, self._vr
         start, loaded = Signal(), Signal()
-        a = Signal(range(max(hd + 1, cfg.n_max) + 1))
-        base = Signal(range(len(tables) + 1))   # head * (head_dim + 1)
+        a = Signal(range(max(tbeats, cfg.n_max) + 1))
+        base = Signal(range(len(tables) + 1))   # head * T
         cs, ts = core.ctx_stream, core.tab_stream
-        m.d.comb += [ts.payload.addr.eq(a), ts.payload.data.eq(rr.data),
-                     cs.payload.key.eq(kr.data.word_select(head, hd)),
+        kb = hd * cfg.qk_bits
+        m.d.comb += [Value.cast(ts.payload).eq(rr.data),
+                     Value.cast(cs.payload.key).eq(kr.data.word_select(head, kb)),
                      cs.payload.value.as_value().eq(vr.data.word_select(head, V_BITS * hd))]
         with m.FSM(name="shared"):
             with m.State("IDLE"):
@@ -477,9 +514,9 @@ class EncoderLayer(wiring.Component):
             with m.State("TSEND"):
                 m.d.comb += ts.valid.eq(1)
                 with m.If(ts.ready):
-                    m.d.sync += a.eq(Mux(a == hd, 0, a + 1))
+                    m.d.sync += a.eq(Mux(a == tbeats - 1, 0, a + 1))
                     m.next = "TREAD"
-                    with m.If(a == hd):
+                    with m.If(a == tbeats - 1):
                         m.next = "CREAD"
             with m.State("CREAD"):
                 m.d.comb += [kr.addr.eq(a), kr.en.eq(1), vr.addr.eq(a), vr.en.eq(1)]
@@ -493,7 +530,7 @@ class EncoderLayer(wiring.Component):
                         m.next = "LOADED"
             with m.State("LOADED"):
                 m.d.comb += loaded.eq(1)
-                m.d.sync += [a.eq(0), base.eq(base + hd + 1)]
+                m.d.sync += [a.eq(0), base.eq(base + tbeats)]
                 m.next = "IDLE"
         return start, loaded
 

@@ -23,7 +23,7 @@ from typing import Any
 import cocotb
 import numpy as np
 
-from hadware.config.encoder_layer import EncoderLayerConfig
+from hadware.config.encoder_layer import LayerConfig
 from hadware.hw.encoder_layer import EncoderLayer
 from hadware.spec.encoder_layer import check_inputs, quantize_inputs
 from hadware.tb.harness import run_vector_test
@@ -32,7 +32,7 @@ from hadware.tb.payload import pack, unpack
 __all__ = ["decode", "decode_int", "edge_inputs", "encode", "encode_int", "latent_weights"]
 
 
-def latent_weights(cfg: EncoderLayerConfig, seed: int, *, scale: float = 1.0
+def latent_weights(cfg: LayerConfig, seed: int, *, scale: float = 1.0
                    ) -> dict[str, np.ndarray]:
     """W.npz arrays for tests and examples: float32 latent weights, normal with standard
     deviation ``scale / sqrt(fan_in)`` (a trained layer's scale), gains from [0.5, 1.5]."""
@@ -47,9 +47,10 @@ def latent_weights(cfg: EncoderLayerConfig, seed: int, *, scale: float = 1.0
     return out
 
 
-def edge_inputs(cfg: EncoderLayerConfig, seed: int, n: int | None = None) -> dict[str, np.ndarray]:
+def edge_inputs(cfg: LayerConfig, seed: int, n: int | None = None) -> dict[str, np.ndarray]:
     """IN.npz arrays of five sequences of ``n`` tokens (default ``n_max``) at the corners of
-    the datapath, lengths ``n``, 1, ``top_k - 1`` (at least 1), ``top_k`` and ``n``: zero
+    the datapath, lengths ``n``, 1, ``top_k - 1`` (at least 1), ``top_k`` (2 and 3 for the
+    standard layer) and ``n``: zero
     tokens (the BitLinears' zero-token path), tokens at the residual format's limits (the
     residual sums saturate), repeated identical tokens (every key ties: the top-k's
     lowest-index rule), one outlier element among small values, and ordinary N(0, 1)
@@ -66,11 +67,12 @@ def edge_inputs(cfg: EncoderLayerConfig, seed: int, n: int | None = None) -> dic
     seqs[3] = rng.normal(0, 0.05, (n, d))
     seqs[3, :, int(rng.integers(0, d))] = 0.75 * top               # one outlier element
     seqs[4] = rng.normal(0, 1, (n, d))
-    lengths = [n, 1, max(1, min(n, cfg.top_k - 1)), min(n, cfg.top_k), n]
+    k = getattr(cfg, "top_k", 3)    # the standard layer keeps every key: lengths 2 and 3
+    lengths = [n, 1, max(1, min(n, k - 1)), min(n, k), n]
     return {"x": np.clip(seqs, -top, top - step), "n_valid": np.array(lengths)}
 
 
-def encode_int(cfg: EncoderLayerConfig, x_int: np.ndarray, n_valid: Sequence[int]) -> list[int]:
+def encode_int(cfg: LayerConfig, x_int: np.ndarray, n_valid: Sequence[int]) -> list[int]:
     """The ``i_stream`` beats of residual-format integers ``x_int`` ``(b, n, d_model)``, the
     first ``n_valid[s]`` tokens of sequence ``s``."""
     layout = EncoderLayer.layouts(cfg)[0]
@@ -86,7 +88,7 @@ def encode_int(cfg: EncoderLayerConfig, x_int: np.ndarray, n_valid: Sequence[int
     return out
 
 
-def decode_int(cfg: EncoderLayerConfig, n_valid: Sequence[int], n: int,
+def decode_int(cfg: LayerConfig, n_valid: Sequence[int], n: int,
                beats: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """``(Y int64 (b, n, d_model), saturations int64 (b,))`` of ``o_stream`` beats. Raises
     ``ValueError`` for a wrong beat count or a misplaced ``last``."""
@@ -113,7 +115,7 @@ def decode_int(cfg: EncoderLayerConfig, n_valid: Sequence[int], n: int,
     return y, sat
 
 
-def encode(cfg: EncoderLayerConfig, arrays: Mapping[str, np.ndarray],
+def encode(cfg: LayerConfig, arrays: Mapping[str, np.ndarray],
            weights: Mapping[str, Any] | None = None) -> dict:
     """Input beats of IN.npz (checked and quantized here) and the output beat count."""
     a = check_inputs(cfg, arrays)
@@ -121,7 +123,7 @@ def encode(cfg: EncoderLayerConfig, arrays: Mapping[str, np.ndarray],
     return {"streams": {"i_stream": beats}, "expected": {"o_stream": len(beats)}}
 
 
-def decode(cfg: EncoderLayerConfig, arrays: Mapping[str, np.ndarray],
+def decode(cfg: LayerConfig, arrays: Mapping[str, np.ndarray],
            weights: Mapping[str, Any] | None, beats: Mapping[str, list[int]]
            ) -> dict[str, np.ndarray]:
     """``{"y": float32 (b, n, d_model), "saturations": int64 (b,)}`` from ``o_stream``."""

@@ -53,7 +53,7 @@ from amaranth.lib import stream, wiring
 from hadware.blocks import get_block
 from hadware.config.attention_core import AttentionCoreConfig
 from hadware.config.counting_topk import CountingTopKConfig
-from hadware.config.encoder_layer import EncoderLayerConfig
+from hadware.config.encoder_layer import EncoderLayerConfig, LayerConfig
 from hadware.config.mlp import MlpConfig
 from hadware.config.score_unit import ScoreUnitConfig
 from hadware.config.topk import TopKConfig
@@ -114,7 +114,7 @@ def contract(name: str, component: Any) -> Contract:
         # One output beat per accepted query, one query at a time.
         return Contract("q_stream", "o_stream", bound=type(component).cycles(cfg, cfg.n_max),
                         in_flight=1)
-    if isinstance(cfg, EncoderLayerConfig):
+    if isinstance(cfg, LayerConfig):
         # One sequence at a time; at n_max = 1 (the formal configurations) every token is a
         # sequence: d_model / lanes beats in, as many out, 'last' on the final one, at most
         # the sequence's documented cycles after its first beat.
@@ -154,10 +154,11 @@ def small_config(name: str, *, large: bool = False) -> Any:
                       out_frac_bits=0, exp_table_bits=1, exp_interp_bits=0)
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in fields.items() if k in known})
-    if issubclass(cls, EncoderLayerConfig):
+    if issubclass(cls, LayerConfig):
         # One head of 8, one token per sequence (so every token is a request), the narrowest
         # formats and the MLP's serial units.
-        return cls(d_model=8, n_heads=1, head_dim=8, n_max=1, top_k=1, d_hidden=1, lanes=1,
+        extra = dict(top_k=1) if issubclass(cls, EncoderLayerConfig) else {}
+        return cls(**extra, d_model=8, n_heads=1, head_dim=8, n_max=1, d_hidden=1, lanes=1,
                    head_parallel=not large, res_bits=4, res_frac_bits=2, qkv_bits=8,
                    qkv_frac_bits=2, v_shift=0, exp_frac_bits=2, attn_out_frac_bits=0,
                    gain_bits=4, gain_frac_bits=2, mant_bits=8, recip_frac_bits=0,
@@ -186,7 +187,7 @@ def make_component(name: str, cfg: Any, seed: int = 1) -> Any:
         raise ToolError(f"block {name!r}: no formal stand-in for extras {block.extras}")
     import numpy as np
 
-    if isinstance(cfg, EncoderLayerConfig):
+    if isinstance(cfg, LayerConfig):
         from hadware.tb.encoder_layer import latent_weights
 
         return block.component_class()(cfg, latent_weights(cfg, seed))

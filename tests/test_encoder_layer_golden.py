@@ -32,7 +32,7 @@ NARROW = dict(d_model=16, n_heads=2, head_dim=8, n_max=8, top_k=3, d_hidden=16, 
               silu_frac_bits=8, h_bits=8, h_frac_bits=4, attn_out_frac_bits=4, exp_frac_bits=12)
 SMALL = dict(d_model=32, n_max=12, d_hidden=24, lanes=4)
 LARGE = dict(d_model=64, n_heads=4, head_dim=16, n_max=128, d_hidden=128, top_k=8)
-POINTS = ("qkv_v", "v_rule", "o", "res1", "gate_up", "glu", "down", "res2")
+POINTS = ("qkv", "int8_rule", "o", "res1", "gate_up", "glu", "down", "res2")
 
 
 def latent_weights(cfg, rng, *, gain=(0.5, 1.5), out_scale=1.0):
@@ -116,8 +116,8 @@ def recompose(cfg, w, X, n_valid):
                 v = res[2 * d + j]
                 out["V"][s, t, j] = v
                 out["Vq"][s, t, j] = sat(rhu(v, cfg.v_shift), 8)
-                counts["v_rule"][s] += outside(rhu(v, cfg.v_shift), 8)
-            counts["qkv_v"][s] += l9_count(tr, range(2 * d, 3 * d), cfg.qkv.out_bits)
+                counts["int8_rule"][s] += outside(rhu(v, cfg.v_shift), 8)
+            counts["qkv"][s] += l9_count(tr, range(2 * d, 3 * d), cfg.qkv.out_bits)
         for h in range(H):
             acfg, cols = cfg.attention_config(h), slice(h * hd, (h + 1) * hd)
             keys = torch.from_numpy(out["Kb"][s, :nv, cols])
@@ -421,7 +421,7 @@ def test_value_rule_saturates_at_small_v_shift():
     v = tr["V"].numpy()
     want = ((v > 127) | (v < -128)).sum(axis=(1, 2))
     assert (want > 0).all()
-    np.testing.assert_array_equal(tr["sat.v_rule"].numpy(), want)
+    np.testing.assert_array_equal(tr["sat.int8_rule"].numpy(), want)
     np.testing.assert_array_equal(tr["Vq"].numpy(), np.clip(v, -128, 127))
 
 

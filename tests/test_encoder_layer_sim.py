@@ -13,6 +13,7 @@ import pytest
 
 from hadware.cli import main
 from hadware.config.encoder_layer import EncoderLayerConfig
+from hadware.config.std_layer import StdLayerConfig
 from hadware.golden.encoder_layer import run_vectors
 from hadware.tb.encoder_layer import edge_inputs, latent_weights
 from hadware.tb.runner import simulate
@@ -29,10 +30,14 @@ WIDE_SHARED = EncoderLayerConfig(d_model=64, n_heads=2, head_dim=32, n_max=32, t
                                  d_hidden=96, lanes=8, head_parallel=False)
 
 
+STD_SHARED = StdLayerConfig(d_model=16, n_heads=2, head_dim=8, n_max=8, d_hidden=16, lanes=4,
+                            causal=True, head_parallel=False, v_shift=3)
+
+
 def compare(cfg, arrays, seed=1, **kw):
     w = latent_weights(cfg, seed=3)
     want = run_vectors(cfg, w, arrays)
-    r = simulate("encoder_layer", cfg, arrays, expected=want, extras={"weights": w},
+    r = simulate(cfg.block, cfg, arrays, expected=want, extras={"weights": w},
                  seed=seed, **kw)
     np.testing.assert_array_equal(r.outputs["y"], want["y"])
     np.testing.assert_array_equal(r.outputs["saturations"], want["saturations"])
@@ -47,6 +52,15 @@ def test_verilator_edge_and_random_sequences():
     arrays = edge_inputs(cfg, seed=2)
     _, want = compare(cfg, arrays, idle_prob=0.3, stall_prob=0.4)
     assert want["saturations"][0] > 0 and want["saturations"][4] == 0
+
+
+@pytest.mark.sim
+def test_verilator_standard_layer_shared_causal():
+    """The int8 baseline layer (int8 projections, int8 dense attention, one shared core)."""
+    cfg = STD_SHARED
+    arrays = edge_inputs(cfg, seed=4)
+    _, want = compare(cfg, arrays, seed=4, idle_prob=0.3, stall_prob=0.3)
+    assert want["saturations"][0] > 0
 
 
 @pytest.mark.sim

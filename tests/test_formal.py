@@ -47,7 +47,8 @@ SLOW = {(n, c) for n in ("std_attention", "int8_topk_attention", "binary_dense_a
 #: The encoder layer's bound is a whole sequence (509 cycles at its formal configuration) and
 #: its stream stability does not hold by induction (unreachable states of its phases): every
 #: one of its runs is a deep BMC, in the full tier.
-SLOW |= {("encoder_layer", c) for c in (*F.CHECKS, *F.MUTATIONS)}
+SLOW |= {(layer, c) for layer in ("encoder_layer", "std_layer")
+         for c in (*F.CHECKS, *F.MUTATIONS)}
 
 #: The assertions each broken variant may be caught by (a swallowed response shows as a
 #: request waiting too long, or, when the block takes the next request first, as one request

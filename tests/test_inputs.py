@@ -129,7 +129,7 @@ def test_weights_given_to_a_block_without_weights(su, capsys):
     refused(capsys, ["golden", "score_unit", "--inputs", su / "in.npz", "--weights", su / "w.npz",
                      "--outputs", su / "o.npz"],
             r"--weights is not used by block score_unit \(blocks that take --weights: "
-            r"encoder_layer, mlp\)$",
+            r"encoder_layer, mlp, std_layer\)$",
             su / "o.npz")
     refused(capsys, ["synth", "compare", "--weights", su / "w.npz", "-o", su / "cmp"],
             r"--weights is not used by synth compare", su / "cmp")

@@ -14,23 +14,28 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 from hadware.config.attention import AttentionConfig
+from hadware.config.attention_core import AttentionCoreConfig
 from hadware.config.base import BlockConfig, check_bool, check_float, check_int
-from hadware.config.mlp import MAX_BITS, BitLinearGeometry, MlpConfig
+from hadware.config.mlp import MAX_BITS, BitLinearGeometry, MlpConfig, check_weights_format
 from hadware.spec.widths import unsigned_width
 
-__all__ = ["EncoderLayerConfig"]
+__all__ = ["EncoderLayerConfig", "LayerConfig"]
 
 #: Bits of a quantized value element (the attention core's int8 values).
 V_BITS = 8
 
 
 @dataclasses.dataclass(frozen=True)
-class EncoderLayerConfig(BlockConfig):
-    """Configuration of the ``encoder_layer`` block (golden model
-    :mod:`hadware.golden.encoder_layer`).
+class LayerConfig(BlockConfig):
+    """Fields, checks and derived parts shared by the layer blocks (not a block itself): the
+    MatMul-free HAD layer :class:`EncoderLayerConfig` and the standard int8 layer
+    :class:`~hadware.config.std_layer.StdLayerConfig` are the same structure with other
+    parts (the attention core, the weight format, whether queries and keys are bits or
+    int8). Golden model
+    :mod:`hadware.golden.encoder_layer`.
 
     Parameters
     ----------
@@ -42,7 +47,7 @@ class EncoderLayerConfig(BlockConfig):
     n_max : int
         Most tokens of a sequence (1 to 4096); the attention context.
     top_k : int
-        Keys kept per query (1 to ``n_max``).
+        Keys kept per query (1 to ``n_max``); the HAD layer only.
     d_hidden : int
         Hidden width of the GLU MLP.
     lanes : int
@@ -67,16 +72,22 @@ class EncoderLayerConfig(BlockConfig):
         of 1/256. An input value outside the range is refused; a sum that leaves it saturates
         and is counted (the ``sat`` status). ``res_bits`` 4 to 22.
     qkv_bits, qkv_frac_bits : int
-        Output format of the QKV BitLinear (the value rows before their int8 quantization;
-        the query and key rows only give their accumulator's sign). Default (16, 8).
+        Output format of the QKV BitLinear (the rows before their int8 quantization; the HAD
+        layer's query and key rows only give their accumulator's sign). Default (16, 8).
     v_shift : int
-        The value rule: ``V_q = SAT(RHU(V, v_shift), 8)``, so a value element is
-        ``V_q * 2**(v_shift - qkv_frac_bits)``. One scale for the layer, chosen at export
-        from calibration data (:func:`hadware.spec.encoder_layer.choose_v_shift`); 0 to
-        ``qkv_bits - 1``.
-    exp_frac_bits, attn_out_frac_bits, topk_unit :
-        The attention core's ``exp_frac_bits``, ``out_frac_bits`` and ``topk_unit``
-        (:mod:`hadware.config.attention_core`). Default 19, 8, ``"counting"``.
+        The int8 rule: ``V_q = SAT(RHU(V, v_shift), 8)``, so a value element is
+        ``V_q * 2**(v_shift - qkv_frac_bits)`` (the standard layer quantizes its queries and
+        keys by the same rule). One scale for the layer, chosen at export from calibration
+        data (:func:`hadware.spec.encoder_layer.choose_v_shift`); 0 to ``qkv_bits - 1``.
+    exp_frac_bits, attn_out_frac_bits :
+        The attention core's ``exp_frac_bits`` and ``out_frac_bits``
+        (:mod:`hadware.config.attention_core`). Default 19, 8.
+    topk_unit : str
+        The HAD core's ``topk_unit``, default ``"counting"``; the HAD layer only.
+    weights : str
+        The weight format of the four BitLinears (:mod:`hadware.spec.weights`): ``"ternary"``
+        (the HAD layer's default: adder trees) or ``"int8"`` (the standard layer's default:
+        one multiplier per lane).
     gain_bits, gain_frac_bits, mant_bits, recip_frac_bits, kappa_bits, scale_bits, rms_eps :
         Shared by the four BitLinear layers (QKV, output projection, the MLP's two), as in
         :class:`~hadware.config.mlp.MlpConfig`.
@@ -88,13 +99,13 @@ class EncoderLayerConfig(BlockConfig):
     (the attention core of a head), :attr:`mlp` (the MLP block's config).
     """
 
-    block = "encoder_layer"
+    #: Bits of a query or key element in the layer's buffers: 1 (binarized) or 8 (int8).
+    qk_bits: ClassVar[int]
 
     d_model: int = 32
     n_heads: int = 2
     head_dim: int = 16
     n_max: int = 16
-    top_k: int = 4
     d_hidden: int = 64
     lanes: int = 4
     temperature: Any = 0.125
@@ -107,7 +118,7 @@ class EncoderLayerConfig(BlockConfig):
     v_shift: int = 4
     exp_frac_bits: int = 19
     attn_out_frac_bits: int = 8
-    topk_unit: str = "counting"
+    weights: str = "ternary"
     gain_bits: int = 18
     gain_frac_bits: int = 14
     mant_bits: int = 18
@@ -133,8 +144,8 @@ class EncoderLayerConfig(BlockConfig):
                              f"{self.head_dim} = {self.n_heads * self.head_dim}), not "
                              f"{self.d_model!r}")
         check_int("n_max", self.n_max, lo=1, hi=4096)
-        check_int("top_k", self.top_k, lo=1, hi=self.n_max,
-                  what=f"an integer between 1 and n_max ({self.n_max})")
+        self.validate_attention()
+        check_weights_format(self.weights)
         check_int("d_hidden", self.d_hidden, lo=1, hi=4096)
         lanes_max = min(self.n_max, 64)
         check_int("lanes", self.lanes, lo=1, hi=lanes_max,
@@ -166,6 +177,9 @@ class EncoderLayerConfig(BlockConfig):
             raise ValueError(f"attn_out_frac_bits {self.attn_out_frac_bits} makes the "
                              f"attention output {attn_width} bits wide, more than {MAX_BITS}")
 
+    def validate_attention(self) -> None:
+        """The attention part's own fields (a layer block overrides it)."""
+
     def _temperatures(self) -> tuple[float, ...]:
         t = self.temperature
         if isinstance(t, list | tuple):
@@ -188,19 +202,16 @@ class EncoderLayerConfig(BlockConfig):
 
     # -- the parts -----------------------------------------------------------------------------
 
-    def attention_config(self, head: int) -> AttentionConfig:
+    def attention_config(self, head: int) -> AttentionCoreConfig:  # pragma: no cover
         """The attention core of head ``head`` (its ROM temperature). A shared core
         (``head_parallel`` false) is :meth:`shared_attention_config`."""
-        return AttentionConfig(
-            d=self.head_dim, n_max=self.n_max, d_v=self.head_dim, lanes=self.lanes,
-            temperature=self.temperature[head], exp_frac_bits=self.exp_frac_bits,
-            out_frac_bits=self.attn_out_frac_bits, top_k=self.top_k, topk_unit=self.topk_unit)
+        raise NotImplementedError
 
-    def shared_attention_config(self) -> AttentionConfig:
+    def shared_attention_config(self) -> AttentionCoreConfig:
         """The one core shared by every head: head 0's config with a run-time table."""
         return dataclasses.replace(self.attention_config(0), runtime_temperature=True)
 
-    def core_configs(self) -> list[AttentionConfig]:
+    def core_configs(self) -> list[AttentionCoreConfig]:
         """The configs of the attention cores the layer instantiates."""
         if self.head_parallel:
             return [self.attention_config(h) for h in range(self.n_heads)]
@@ -220,7 +231,7 @@ class EncoderLayerConfig(BlockConfig):
         return BitLinearGeometry(
             name="qkv", fan_in=self.d_model, fan_out=3 * self.d_model, in_bits=self.res_bits,
             in_frac_bits=self.res_frac_bits, out_bits=self.qkv_bits,
-            out_frac_bits=self.qkv_frac_bits, **self._common())
+            out_frac_bits=self.qkv_frac_bits, weights=self.weights, **self._common())
 
     @property
     def attn_out_bits(self) -> int:
@@ -246,7 +257,7 @@ class EncoderLayerConfig(BlockConfig):
         return BitLinearGeometry(
             name="o", fan_in=self.d_model, fan_out=self.d_model, in_bits=self.attn_out_bits,
             in_frac_bits=self.o_in_frac_bits, out_bits=self.proj_bits,
-            out_frac_bits=self.res_frac_bits, **self._common())
+            out_frac_bits=self.res_frac_bits, weights=self.weights, **self._common())
 
     @property
     def mlp(self) -> MlpConfig:
@@ -259,15 +270,21 @@ class EncoderLayerConfig(BlockConfig):
             silu_range_log2=self.silu_range_log2, silu_seg_frac_bits=self.silu_seg_frac_bits,
             silu_frac_bits=self.silu_frac_bits, h_bits=self.h_bits,
             h_frac_bits=self.h_frac_bits, y_bits=self.proj_bits,
-            y_frac_bits=self.res_frac_bits, **self._common())
+            y_frac_bits=self.res_frac_bits, weights=self.weights, **self._common())
+
+    @property
+    def int8_rows(self) -> int:
+        """QKV rows quantized by the int8 rule (and counted at the QKV L9): the value rows
+        (``d_model``) of the HAD layer, every row (``3 d_model``) of the standard layer."""
+        return self.d_model if self.qk_bits == 1 else 3 * self.d_model
 
     @property
     def sat_events_max(self) -> int:
-        """Most saturations one sequence can count: per token ``2 d_model`` (value rows of the
-        QKV BitLinear, their int8 rule), ``d_model`` (output projection), ``d_model`` (first
-        residual sum), ``2 d_hidden`` (gate/up), ``d_hidden`` (GLU), ``d_model`` (down),
-        ``d_model`` (second residual sum)."""
-        return self.n_max * (6 * self.d_model + 3 * self.d_hidden)
+        """Most saturations one sequence can count: per token ``2 int8_rows`` (the QKV
+        BitLinear's rows under the int8 rule, and the rule), ``d_model`` (output
+        projection), ``d_model`` (first residual sum), ``2 d_hidden`` (gate/up), ``d_hidden``
+        (GLU), ``d_model`` (down), ``d_model`` (second residual sum)."""
+        return self.n_max * (2 * self.int8_rows + 4 * self.d_model + 3 * self.d_hidden)
 
     @property
     def sat_width(self) -> int:
@@ -281,10 +298,35 @@ class EncoderLayerConfig(BlockConfig):
 
     @property
     def weight_count(self) -> int:
-        """Ternary weights of the layer: ``4 d_model**2 + 3 d_model d_hidden``."""
+        """Weights of the layer: ``4 d_model**2 + 3 d_model d_hidden``."""
         return 4 * self.d_model ** 2 + 3 * self.d_model * self.d_hidden
 
     @property
     def index_width(self) -> int:
         """Bits of a token index ``0 .. n_max - 1``."""
         return max(1, math.ceil(math.log2(self.n_max)))
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderLayerConfig(LayerConfig):
+    """Configuration of the ``encoder_layer`` block, the MatMul-free HAD layer: ternary
+    BitLinears, queries and keys binarized by their accumulators' signs, one HAD attention
+    core (:class:`~hadware.config.attention.AttentionConfig`) per head or one shared. Fields:
+    :class:`LayerConfig`, plus ``top_k`` and ``topk_unit``."""
+
+    block = "encoder_layer"
+    qk_bits = 1
+
+    top_k: int = 4
+    topk_unit: str = "counting"
+
+    def validate_attention(self) -> None:
+        check_int("top_k", self.top_k, lo=1, hi=self.n_max,
+                  what=f"an integer between 1 and n_max ({self.n_max})")
+
+    def attention_config(self, head: int) -> AttentionConfig:
+        return AttentionConfig(
+            d=self.head_dim, n_max=self.n_max, d_v=self.head_dim, lanes=self.lanes,
+            temperature=self.temperature[head], exp_frac_bits=self.exp_frac_bits,
+            out_frac_bits=self.attn_out_frac_bits, top_k=self.top_k, topk_unit=self.topk_unit)
+
