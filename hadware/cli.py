@@ -238,6 +238,8 @@ def cmd_synth(args) -> int:
 
     b, cfg = _load(args)
     _check_timing_options(args)
+    if args.layer:
+        raise HadwareError(f"--layer applies to 'synth compare' only, not to {b.name}")
     if args.fit_lanes:
         raise HadwareError(f"--fit-lanes applies to 'synth compare' only, not to {b.name}")
     report = synthesize(b.name, cfg, args.output, fmax=not args.no_fmax,
@@ -266,6 +268,8 @@ def cmd_compare(args) -> int:
     _refuse_unused_extras(args, (), f"synth {args.block}")
     for option in ("queries", "jobs"):
         _check_count(f"--{option}", getattr(args, option))
+    if args.layer:
+        return _compare_layers(args)
     cfg = AttentionConfig() if args.config is None else AttentionConfig.load(args.config)
     if args.block == "compare":
         from hadware.synth.compare import compare
@@ -281,6 +285,23 @@ def cmd_compare(args) -> int:
 
         sweep(cfg, args.output, queries=args.queries, jobs=args.jobs,
               scheduler=args.scheduler, progress=True)
+    sys.stdout.write((Path(args.output) / "report.md").read_text())
+    return 0
+
+
+def _compare_layers(args) -> int:
+    from hadware.config.encoder_layer import EncoderLayerConfig
+    from hadware.synth.layer_compare import compare_layers
+
+    if args.block != "compare":
+        raise HadwareError("--layer applies to 'synth compare' only")
+    if args.seeds != 1 or args.target_mhz is not None or args.fit_lanes:
+        raise HadwareError("synth compare --layer: --seeds, --target-mhz and --fit-lanes "
+                           "apply to the attention compare only")
+    _check_count("--sequences", args.sequences)
+    cfg = EncoderLayerConfig() if args.config is None else EncoderLayerConfig.load(args.config)
+    compare_layers(cfg, args.output, sequences=args.sequences, fmax=not args.no_fmax,
+                   jobs=args.jobs)
     sys.stdout.write((Path(args.output) / "report.md").read_text())
     return 0
 
@@ -481,6 +502,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "largest power-of-two fraction of lanes that fits")
     s.add_argument("--queries", type=int, default=4, metavar="M",
                    help="compare/sweep: queries in the energy workload")
+    s.add_argument("--layer", action="store_true",
+                   help="compare: the HAD + ternary encoder layer (--config: an encoder_layer "
+                   "config) against the standard int8 layer of the same shape")
+    s.add_argument("--sequences", type=int, default=1, metavar="S",
+                   help="compare --layer: sequences of n_max tokens in the energy workload")
     s.add_argument("--jobs", type=int, default=2, metavar="J",
                    help="compare/sweep: designs synthesized in parallel")
     _add_scheduler(s, "sweep: ")

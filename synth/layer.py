@@ -7,7 +7,8 @@ the module (the block's hierarchy path) it sits in.
 BitLinears' ``Kc * V``) map to shifts and adders and are counted apart. A multiplier wider
 than a DSP block is built of several cells (18 x 18 pieces,
 :class:`~hadware.hw.arith.Multiplier`), each counted. The ternary projections
-(``*.projection``) must hold none: their weights select ``+q``, ``-q`` or nothing. The
+(``*.projection``) must hold none: their weights select ``+q``, ``-q`` or nothing (the
+standard layer's int8 projections hold one per lane, ``in_projections``). The
 remaining ones are the per-token scalars of the BitLinears (gains, squares, the quantizer,
 the output scale), the GLU's two and the attention cores' weighting and output scaling; the
 FPGA flows of the same report count the DSP blocks they map to.
@@ -76,9 +77,9 @@ def multipliers(verilog: str | Path, top: str, out_dir: str | Path,
 
 
 def multiplier_report(cfg, out_dir: str | Path, timeout: float) -> dict[str, Any]:
-    """The layer's extra synthesis figure (``synth_extra``): :func:`multipliers` of the
-    generated ``encoder_layer.v`` in ``out_dir``, also written to ``multipliers.json``."""
+    """A layer block's extra synthesis figure (``synth_extra``): :func:`multipliers` of the
+    generated ``<block>.v`` in ``out_dir``, also written to ``multipliers.json``."""
     out_dir = Path(out_dir)
-    report = multipliers(out_dir / "encoder_layer.v", "encoder_layer", out_dir, timeout)
+    report = multipliers(out_dir / f"{cfg.block}.v", cfg.block, out_dir, timeout)
     (out_dir / "multipliers.json").write_text(json.dumps(report, indent=2) + "\n")
     return {"multipliers": report}
