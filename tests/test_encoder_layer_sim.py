@@ -3,8 +3,8 @@ against the golden model (the cocotb scoreboard compares every decoded output, `
 saturation counts), with random stalls on both streams, edge-case and random sequences back to
 back, and the command line (``hadware golden`` / ``hadware sim``).
 
-The fast tier builds two configurations; the full tier adds two more, one with four heads over
-128 tokens."""
+The fast tier builds two configurations; the full tier adds three more, one with four heads
+over 128 tokens, and the standard int8 layer (``std_layer``) with a shared core."""
 
 from __future__ import annotations
 
@@ -55,6 +55,7 @@ def test_verilator_edge_and_random_sequences():
 
 
 @pytest.mark.sim
+@pytest.mark.full
 def test_verilator_standard_layer_shared_causal():
     """The int8 baseline layer (int8 projections, int8 dense attention, one shared core)."""
     cfg = STD_SHARED
