@@ -75,6 +75,7 @@ __all__ = [
     "PackingLayout",
     "RequantizationError",
     "TernaryError",
+    "latent_float32",
     "pack",
     "ternarize",
     "to_mant_exp",
@@ -273,6 +274,23 @@ def unpack(words: Sequence[int] | np.ndarray, rows: int, cols: int,
     return lut[slots[:, :cols]]
 
 
+def latent_float32(w: Any) -> np.ndarray:
+    """A latent weight tensor (array or torch tensor) as float32, checked: a
+    :class:`TernaryError` for an empty, non-numeric or non-finite one. Every weight format's
+    rule starts here."""
+    if hasattr(w, "detach"):  # a torch tensor, without importing torch
+        w = w.detach().cpu().numpy()
+    a = np.asarray(w)
+    if a.dtype.kind not in "iuf":
+        raise TernaryError(f"weights must be a real-valued array, not {a.dtype}")
+    t = a.astype(np.float32)
+    if t.size == 0:
+        raise TernaryError("weights must not be empty")
+    if not np.isfinite(t).all():
+        raise TernaryError("weights contain NaN or infinite values")
+    return t
+
+
 def ternarize(w: Any, *, allow_ternary_valued: bool = False) -> tuple[np.ndarray, float]:
     """Quantize a latent weight tensor to ternary codes and one scale, once.
 
@@ -285,16 +303,7 @@ def ternarize(w: Any, *, allow_ternary_valued: bool = False) -> tuple[np.ndarray
     others of one magnitude): quantizing it again would shrink the scale. Load exported codes
     and betas as they are instead. ``allow_ternary_valued=True`` skips that check.
     """
-    if hasattr(w, "detach"):  # a torch tensor, without importing torch
-        w = w.detach().cpu().numpy()
-    a = np.asarray(w)
-    if a.dtype.kind not in "iuf":
-        raise TernaryError(f"weights must be a real-valued array, not {a.dtype}")
-    t = a.astype(np.float32)
-    if t.size == 0:
-        raise TernaryError("weights must not be empty")
-    if not np.isfinite(t).all():
-        raise TernaryError("weights contain NaN or infinite values")
+    t = latent_float32(w)
     mag = np.abs(t)
     if not allow_ternary_valued:
         nonzero = mag[mag != 0]

@@ -75,16 +75,7 @@ def int8ize(w: Any) -> tuple[np.ndarray, float]:
     (module docstring). Returns ``(codes int8, beta)``; raises
     :class:`~hadware.spec.ternary.TernaryError` for an empty, non-numeric or non-finite
     tensor."""
-    if hasattr(w, "detach"):
-        w = w.detach().cpu().numpy()
-    a = np.asarray(w)
-    if a.dtype.kind not in "iuf":
-        raise TernaryError(f"weights must be a real-valued array, not {a.dtype}")
-    t = a.astype(np.float32)
-    if t.size == 0:
-        raise TernaryError("weights must not be empty")
-    if not np.isfinite(t).all():
-        raise TernaryError("weights contain NaN or infinite values")
+    t = ternary.latent_float32(w)
     beta = max(np.float32(np.abs(t).max() / np.float32(127.0)), np.float32(BETA_MIN))
     codes = np.clip(np.rint(t * (np.float32(1.0) / beta)), -127, 127).astype(np.int8)
     return codes, float(beta)
