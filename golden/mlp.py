@@ -321,7 +321,7 @@ def bitlinear_int(geom: BitLinearGeometry, layer: BitLinearParams,
     v = (m_n << W) // u
     c = (layer.kappa_mant * v) >> geom.scale_shift
     sh = layer.shift0 + tau - e
-    if bool((sh < 1).any()):  # excluded by the SH0 check in _make_layer
+    if bool((sh < 1).any()):  # excluded by the SH0 check in make_layer
         raise RuntimeError(f"{geom.name}: per-token shift below 1; the constants are invalid")
     sh = sh.clamp(max=geom.scale_product_bits)
     out = _sat(_rhu(acc * c[:, None], sh[:, None]), geom.out_bits)  # L9

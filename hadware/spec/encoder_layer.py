@@ -31,9 +31,9 @@ from hadware.errors import InputError
 from hadware.spec.mlp import (
     BitLinearParams,
     MlpWeights,
-    _check_array,
-    _check_keys,
-    _make_layer,
+    check_array,
+    check_keys,
+    make_layer,
     quantize_codes,
 )
 
@@ -84,15 +84,15 @@ def check_weights(cfg: EncoderLayerConfig, arrays: Mapping[str, Any]) -> dict[st
     naming the array for a missing or unknown array, a wrong shape or dtype, a NaN or an
     infinite value."""
     shapes = _weight_shapes(cfg)
-    _check_keys("W.npz", arrays, list(shapes))
-    return {k: _check_array("W.npz", k, arrays, s, t).astype(np.float64)
+    check_keys("W.npz", arrays, list(shapes))
+    return {k: check_array("W.npz", k, arrays, s, t).astype(np.float64)
             for k, (s, t) in shapes.items()}
 
 
 def _layer(geom, w: np.ndarray, gain: np.ndarray, w_name: str,
            g_name: str) -> BitLinearParams:
     codes, beta = quantize_codes(geom, w, w_name)
-    return _make_layer(geom, codes, beta, gain, w_name, g_name)
+    return make_layer(geom, codes, beta, gain, w_name, g_name)
 
 
 def quantize_weights(cfg: EncoderLayerConfig, arrays: Mapping[str, Any]) -> EncoderLayerWeights:
@@ -128,7 +128,7 @@ def check_inputs(cfg: EncoderLayerConfig, arrays: Mapping[str, Any]) -> dict[str
     ``x`` not 3-D with ``d_model`` columns, ``n`` outside ``1 .. n_max``, NaN or infinite
     values, ``n_valid`` not integers of shape ``(b,)`` in ``1 .. n``, and a used value outside
     the residual format (:func:`quantize_inputs`)."""
-    _check_keys("IN.npz", arrays, ["x", "n_valid"])
+    check_keys("IN.npz", arrays, ["x", "n_valid"])
     if "x" not in arrays:
         raise InputError("IN.npz: array 'x' is missing")
     shape = np.shape(arrays["x"])
@@ -139,7 +139,7 @@ def check_inputs(cfg: EncoderLayerConfig, arrays: Mapping[str, Any]) -> dict[str
     if not 1 <= n <= cfg.n_max:
         raise InputError(f"IN.npz: 'x' has {n} tokens per sequence (shape {shape}); the "
                          f"layer takes 1 to n_max = {cfg.n_max}")
-    x = _check_array("IN.npz", "x", arrays, shape, "(b, n, d_model)").astype(np.float64)
+    x = check_array("IN.npz", "x", arrays, shape, "(b, n, d_model)").astype(np.float64)
     if "n_valid" in arrays:
         nv = np.asarray(arrays["n_valid"])
         if nv.shape != (b,):

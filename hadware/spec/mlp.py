@@ -40,10 +40,13 @@ __all__ = [
     "BitLinearParams",
     "MlpWeights",
     "as_weights",
+    "check_array",
     "check_inputs",
+    "check_keys",
     "check_weights",
     "input_blocks",
     "load_exported",
+    "make_layer",
     "quantize_codes",
     "quantize_weights",
 ]
@@ -122,8 +125,10 @@ def _weight_shapes(cfg: MlpConfig) -> dict[str, tuple[tuple[int, ...], str]]:
     }
 
 
-def _check_array(source: str, name: str, arrays: Mapping[str, Any],
-                 shape: tuple[int, ...], shape_text: str) -> np.ndarray:
+def check_array(source: str, name: str, arrays: Mapping[str, Any],
+                shape: tuple[int, ...], shape_text: str) -> np.ndarray:
+    """Array ``name`` of a vector file ``source``, checked: present, real-valued, of ``shape``
+    (``shape_text`` names it in the message), finite. An :class:`InputError` otherwise."""
     if name not in arrays:
         raise InputError(f"{source}: array {name!r} is missing")
     a = np.asarray(arrays[name])
@@ -140,7 +145,8 @@ def _check_array(source: str, name: str, arrays: Mapping[str, Any],
     return a
 
 
-def _check_keys(source: str, arrays: Mapping[str, Any], known: list[str]) -> None:
+def check_keys(source: str, arrays: Mapping[str, Any], known: list[str]) -> None:
+    """A mapping of arrays with no name outside ``known``; an :class:`InputError` otherwise."""
     if not isinstance(arrays, Mapping):
         raise InputError(f"{source}: expected a mapping of array names to arrays, "
                          f"not {type(arrays).__name__}")
@@ -159,8 +165,8 @@ def check_weights(cfg: MlpConfig, arrays: Mapping[str, Any]) -> dict[str, np.nda
     shape or dtype, or a NaN/infinite value.
     """
     shapes = _weight_shapes(cfg)
-    _check_keys("W.npz", arrays, list(shapes))
-    return {k: _check_array("W.npz", k, arrays, s, t) for k, (s, t) in shapes.items()}
+    check_keys("W.npz", arrays, list(shapes))
+    return {k: check_array("W.npz", k, arrays, s, t) for k, (s, t) in shapes.items()}
 
 
 def check_inputs(cfg: MlpConfig, arrays: Mapping[str, Any]) -> np.ndarray:
@@ -170,14 +176,14 @@ def check_inputs(cfg: MlpConfig, arrays: Mapping[str, Any]) -> np.ndarray:
     ``d_model`` columns, not real-valued, or holds NaN/infinite values, for unknown arrays, and
     naming the token and element for a token beyond the input range (:func:`input_blocks`).
     """
-    _check_keys("IN.npz", arrays, ["x"])
+    check_keys("IN.npz", arrays, ["x"])
     if "x" not in arrays:
         raise InputError("IN.npz: array 'x' is missing")
     shape = np.shape(arrays["x"])
     if len(shape) != 2 or shape[1] != cfg.d_model:
         raise InputError(f"IN.npz: 'x' has shape {shape}, expected (t, d_model) = "
                          f"(t, {cfg.d_model})")
-    x = _check_array("IN.npz", "x", arrays, shape, "(t, d_model)").astype(np.float64)
+    x = check_array("IN.npz", "x", arrays, shape, "(t, d_model)").astype(np.float64)
     input_blocks(cfg, x)
     return x
 
@@ -195,8 +201,11 @@ def input_blocks(cfg: MlpConfig, x: Any) -> tuple[np.ndarray, np.ndarray]:
                          f"{cfg.x_frac_bits}, x_exp_bits {cfg.x_exp_bits})") from None
 
 
-def _make_layer(geom: BitLinearGeometry, codes: np.ndarray, beta: float,
-                gain: np.ndarray, w_name: str, g_name: str) -> BitLinearParams:
+def make_layer(geom: BitLinearGeometry, codes: np.ndarray, beta: float,
+               gain: np.ndarray, w_name: str, g_name: str) -> BitLinearParams:
+    """The constants of one BitLinear (:class:`BitLinearParams`) from its codes, scale and
+    float gains; an :class:`InputError` naming ``g_name`` or ``w_name`` for a gain outside
+    the gain format or a scale too large for the output format."""
     gain = np.asarray(gain, dtype=np.float64)
     g_fx = np.floor(gain * 2.0 ** geom.gain_frac_bits + 0.5)
     lo, hi = -(2 ** (geom.gain_bits - 1)), 2 ** (geom.gain_bits - 1) - 1
@@ -238,7 +247,7 @@ def quantize_weights(cfg: MlpConfig, w: Mapping[str, Any]) -> MlpWeights:
     for geom in (cfg.gate_up, cfg.down):
         w_name, g_name = f"w_{geom.name}", f"g_{geom.name}"
         codes, beta = quantize_codes(geom, a[w_name], w_name)
-        layers[geom.name] = _make_layer(geom, codes, beta, a[g_name], w_name, g_name)
+        layers[geom.name] = make_layer(geom, codes, beta, a[g_name], w_name, g_name)
     return MlpWeights(cfg=cfg, **layers)
 
 
@@ -265,7 +274,7 @@ def load_exported(cfg: MlpConfig, arrays: Mapping[str, Any]) -> MlpWeights:
     fmt = weight_format(cfg.weights)
     names = ["layout_version"] + [f"{k}_{n}" for n in ("gate_up", "down")
                                   for k in ("rom", "beta", "g")]
-    _check_keys(source, arrays, [*names, "weight_format"])
+    check_keys(source, arrays, [*names, "weight_format"])
     for k in names:
         if k not in arrays:
             raise InputError(f"{source}: array {k!r} is missing")
@@ -281,9 +290,9 @@ def load_exported(cfg: MlpConfig, arrays: Mapping[str, Any]) -> MlpWeights:
     for geom in (cfg.gate_up, cfg.down):
         n = geom.name
         codes = fmt.unpack(np.asarray(arrays[f"rom_{n}"]), geom.fan_out, geom.fan_in)
-        beta = float(_check_array(source, f"beta_{n}", arrays, (), "a scalar"))
-        gain = _check_array(source, f"g_{n}", arrays, (geom.fan_in,), "(fan_in,)")
-        layers[n] = _make_layer(geom, codes, beta, gain, f"rom_{n}", f"g_{n}")
+        beta = float(check_array(source, f"beta_{n}", arrays, (), "a scalar"))
+        gain = check_array(source, f"g_{n}", arrays, (geom.fan_in,), "(fan_in,)")
+        layers[n] = make_layer(geom, codes, beta, gain, f"rom_{n}", f"g_{n}")
     return MlpWeights(cfg=cfg, **layers)
 
 
