@@ -39,13 +39,11 @@ from hadware.config.base import atomic_write_text
 from hadware.config.encoder_layer import EncoderLayerConfig
 from hadware.config.std_layer import StdLayerConfig
 from hadware.errors import HadwareError
+from hadware.synth.compare import SRAM_TRANSISTORS_PER_BIT
 
 __all__ = ["compare_layers", "layer_configs", "layer_workload"]
 
 log = logging.getLogger(__name__)
-
-#: Transistors per stored bit when storage is added to logic (as the attention compare).
-SRAM_TRANSISTORS_PER_BIT = 6
 
 #: Fields of the HAD layer that the standard layer does not take (or takes with another
 #: meaning: the temperature of int8 scores is not that of Hamming scores).
