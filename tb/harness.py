@@ -112,9 +112,14 @@ def _gate_segments(sources: dict[str, StreamSource], segments) -> None:
         src.after = _SegmentGate(src, opens[name])
 
 
-async def run_vector_test(dut, tb_module) -> None:
+async def run_vector_test(dut, tb_module, prelude=None) -> None:
     """Drive one run folder's inputs through a block with one input and one output stream
-    family, as encoded by ``tb_module.encode`` / ``tb_module.decode``."""
+    family, as encoded by ``tb_module.encode`` / ``tb_module.decode``.
+
+    ``prelude``, if given, is awaited as ``prelude(dut, cfg, streams)`` (``streams``: the encoded
+    input beats by stream name) after the first reset; a second reset follows it, and the
+    outputs must then be those of the encoded inputs alone (a reset that leaves state behind
+    fails the scoreboard)."""
     run_dir, params, cfg, arrays = load_run()
     extras = load_extras(run_dir, params["block"])
     seed = int(params["seed"])
@@ -136,6 +141,9 @@ async def run_vector_test(dut, tb_module) -> None:
     ]
     start_clock(dut)
     await reset(dut, streams=[*sources, *sinks])
+    if prelude is not None:
+        await prelude(dut, cfg, enc["streams"])
+        await reset(dut, streams=[*sources, *sinks])
     cycles = await run_streams(dut, sources, sinks, list(enc["expected"].values()))
     for k, n in zip(sinks, enc["expected"].values(), strict=True):
         assert len(k.beats) == n, f"{k.name}: received {len(k.beats)} beats, expected {n}"

@@ -55,6 +55,16 @@ def test_verilator_edge_and_random_sequences():
 
 
 @pytest.mark.sim
+def test_verilator_reset_in_the_middle_of_a_sequence():
+    """All of a sequence but its last beat, reset while the layer projects, then two whole
+    sequences: only theirs come out, bit exact."""
+    cfg = NARROW_SHARED
+    arrays = edge_inputs(cfg, seed=6)
+    arrays = {"x": arrays["x"][[4, 1]], "n_valid": arrays["n_valid"][[4, 1]]}
+    compare(cfg, arrays, seed=6, testcase="reset_mid_sequence", idle_prob=0.2, stall_prob=0.3)
+
+
+@pytest.mark.sim
 @pytest.mark.full
 def test_verilator_standard_layer_shared_causal():
     """The int8 baseline layer (int8 projections, int8 dense attention, one shared core)."""
