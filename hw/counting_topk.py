@@ -22,13 +22,14 @@ with ``above(T) < top_k <= above(T) + count(T)``; its first ``top_k - above(T)``
 ones whose position is below ``top_k``. Neither is formed explicitly.)
 
 * **Pass 1**, one input beat per cycle: the beat's values and mask are written into the score
-  buffer (row ``b``) and into the row register; the next cycle, counter ``c[u]`` of every value
-  ``u`` adds the number of the row's valid lanes with ``v > u`` (each lane decodes its value
-  as a thermometer). After the last beat ``c[u] = above(u)``: the prefix of the histogram
-  from the top, built while the scores stream in, so the threshold scan takes **zero
-  cycles**.
+  buffer (row ``b``) and into the row register, each lane's value decoded as a thermometer into
+  a register beside it (bit ``u`` set for ``v > u``); the next cycle, counter ``c[u]`` of every
+  value ``u`` adds the number of the row's valid lanes with bit ``u`` set. After the last beat
+  ``c[u] = above(u)``: the prefix of the histogram from the top, built while the scores stream
+  in, so the threshold scan takes **zero cycles**.
 * **Pass 2**, one buffered row per cycle (a synchronous read, transparent so that row 0 is
-  read in the cycle of the last beat; the row register; the slot stage): lane ``j`` takes
+  read in the cycle of the last beat; the row register, with each lane's value decoded as a
+  one-hot beside it; the slot stage): lane ``j`` takes
   ``pos_j = c[v_j] + r_j``, ``r_j`` the number of earlier valid lanes of the row with the
   same value, and keeps its candidate if ``pos_j < top_k``; every counter ``c[u]`` adds the
   number of the row's valid lanes with ``v = u`` (so it moves past the ties already placed).
@@ -41,8 +42,9 @@ ones whose position is below ``top_k``. Neither is formed explicitly.)
 Every counter saturates at ``top_k`` (a position of ``top_k`` or more is dropped whatever its
 exact value), so each recurrence is one counter of ``ceil(log2(top_k + 1))`` bits plus a
 ``lanes``-input count. No path grows with ``top_k * lanes``: each cycle's logic is one of a
-lane's value decoder and ``(d + 1)``-way one-hot lookup, a counter's ``lanes``-input count,
-or a slot's ``lanes``-way write multiplexer, each between registers (constant comparisons
+lane's value decoder (before the row register), a lane's ``(d + 1)``-way one-hot lookup, a
+counter's ``lanes``-input count, or a slot's ``lanes``-way write multiplexer, each between
+registers (constant comparisons
 are written as logic, not as carry chains). Repeated structures are submodules (``lane0..``:
 :class:`CountingTopKLane`; ``count0..``: :class:`CountingTopKCounter`; ``slot0..``:
 :class:`CountingTopKSlot`), identical within each kind, so hierarchical synthesis maps each
@@ -82,7 +84,8 @@ counter bits, ``pw = ceil(log2(k + L))`` position bits, ``rw = ceil(log2(rows + 
   register's 2-way input (beat or buffered row).
 * Flip-flops (register bits of the RTL, :meth:`CountingTopK.flip_flops`; synthesis removes
   the few that stay constant and adds the read port's transparency register):
-  ``V * cw`` (counters) + ``k * (1 + w + iw)`` (slots) + ``L * (vw + 1) + 3`` (row register)
+  ``V * cw`` (counters) + ``k * (1 + w + iw)`` (slots) + ``L * (vw + 1 + V) + 3`` (row
+  register and the lanes' decodes)
   + ``L * (1 + pw + w + iw) + 1`` (slot stage register) + ``2 + 2 + 2 * rw + (iw + 1) +
   ceil(log2(k))`` (read valid and last, phase, beat and read-row counters, row index, output
   position; ``ceil(log2(k))`` is at least 1).
@@ -138,34 +141,42 @@ def _lt_const(x: Value, c: int) -> Value:
 
 
 class CountingTopKLane(wiring.Component):
-    """One lane of a row against the value counters (combinational).
+    """One lane of a row against the value counters: the value decoder (registered with the
+    row) and the count lookup.
 
     Members
     -------
-    value : In(vw)
-        The lane's value ``v = (s + d) / 2``.
+    next_value : In(vw)
+        The value ``v = (s + d) / 2`` of the lane in the row entering the row register.
+    next_above : In(1)
+        1 (pass 1): decode ``next_value`` as a thermometer (every value below ``v``); 0 (pass
+        2): as a one-hot (``v`` itself).
+    load : In(1)
+        The row register takes a row this cycle: register the decode.
     valid : In(1)
-        The lane takes part this cycle (a row is present and its mask bit is set).
-    above : In(1)
-        1 (pass 1): ``hits`` marks every value below ``v``; 0 (pass 2): ``hits`` marks ``v``.
+        The lane of the row register's row takes part this cycle (the row is present and its
+        mask bit is set).
     counts : In(n_values * cw)
         Every value's counter, value 0 in the low bits.
     rank : In(bits of lanes - 1)
         Earlier valid lanes of this row with the same value.
     hits : Out(n_values)
-        Bit ``u``: this lane increments counter ``u`` if it is valid.
+        The registered decode of the row register's lane: bit ``u`` increments counter ``u``
+        if the lane is valid.
     pos : Out(pw)
-        ``counts[v] + rank``, the lane's slot when it is below ``top_k``.
+        ``counts[v] + rank`` (pass 2: ``hits`` is the one-hot of ``v``), the lane's slot when
+        it is below ``top_k``; meaningless in pass 1.
     keep : Out(1)
-        ``valid`` and ``pos < top_k``.
+        ``valid`` and ``pos < top_k`` (used in pass 2 only).
     """
 
     def __init__(self, n_values: int, lanes: int, top_k: int, count_width: int, pos_width: int):
         self._nv, self._k, self._cw = n_values, top_k, count_width
         super().__init__({
-            "value": In(_bits_for(n_values - 1)),
+            "next_value": In(_bits_for(n_values - 1)),
+            "next_above": In(1),
+            "load": In(1),
             "valid": In(1),
-            "above": In(1),
             "counts": In(n_values * count_width),
             "rank": In(_bits_for(lanes - 1)),
             "hits": Out(n_values),
@@ -176,15 +187,16 @@ class CountingTopKLane(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         nv, cw = self._nv, self._cw
-        eq = Signal(nv)
+        decode = Signal(nv)
         for u in range(nv):
-            m.d.comb += [
-                eq[u].eq(self.value == u),
-                self.hits[u].eq(Mux(self.above, _gt_const(self.value, u), eq[u])),
-            ]
+            m.d.comb += decode[u].eq(Mux(self.next_above, _gt_const(self.next_value, u),
+                                         self.next_value == u))
+        with m.If(self.load):
+            m.d.sync += self.hits.eq(decode)
         mine = Signal(cw)
         m.d.comb += [
-            mine.eq(_one_hot_or((eq[u], self.counts[u * cw:(u + 1) * cw]) for u in range(nv))),
+            mine.eq(_one_hot_or((self.hits[u], self.counts[u * cw:(u + 1) * cw])
+                                for u in range(nv))),
             self.pos.eq(mine + self.rank),
             self.keep.eq(self.valid & _lt_const(self.pos, self._k)),
         ]
@@ -324,7 +336,7 @@ class CountingTopK(wiring.Component):
         """Register bits of the RTL (module docstring, Area)."""
         lanes, k, w, iw = cfg.lanes, cfg.top_k, cfg.score_width, cfg.index_width
         vw, cw, pw, rw = cfg.value_width, cfg.count_width, cfg.position_width, cfg.row_width
-        return (cfg.n_values * cw + k * (1 + w + iw) + lanes * (vw + 1) + 3
+        return (cfg.n_values * cw + k * (1 + w + iw) + lanes * (vw + 1 + cfg.n_values) + 3
                 + lanes * (1 + pw + w + iw) + 1 + 2 + 2 + 2 * rw + (iw + 1) + _bits_for(k - 1))
 
     # -- elaboration --------------------------------------------------------------------------
@@ -378,15 +390,16 @@ class CountingTopK(wiring.Component):
                 with m.If(out_pos == cfg.top_k - 1):
                     m.d.sync += [out_pos.eq(0), phase.eq(collect)]
 
-        # The row register: the input beat (pass 1) or the buffered row read (pass 2).
+        # The row register: the input beat (pass 1) or the buffered row read (pass 2); the
+        # lanes register their value decodes beside it.
         beat = self._input_values(m, wr, nrows, take)
+        nxt = Signal(row_layout)
+        m.d.comb += nxt.eq(Mux(take, beat, rd.data))
         m.d.sync += [r_valid.eq(take | rd_valid), r_pass2.eq(~take), r_last.eq(rd_last)]
-        with m.If(take):
-            m.d.sync += row.eq(beat)
-        with m.Elif(rd_valid):
-            m.d.sync += row.eq(rd.data)
+        with m.If(take | rd_valid):
+            m.d.sync += row.eq(nxt)
 
-        lanes = self._lanes(m, row, r_valid, r_pass2, r_last)
+        lanes = self._lanes(m, row, nxt, take, take | rd_valid, r_valid, r_pass2, r_last)
         slots = self._slots(m)
         self._slot_stage(m, row, lanes, slots, r_valid & r_pass2, r_last, c_last)
         head = slots[0].value
@@ -414,7 +427,8 @@ class CountingTopK(wiring.Component):
                      wr.data.eq(beat), wr.en.eq(take)]
         return beat
 
-    def _lanes(self, m, row, r_valid, r_pass2, r_last) -> list[CountingTopKLane]:
+    def _lanes(self, m, row, nxt, above, load, r_valid, r_pass2, r_last
+               ) -> list[CountingTopKLane]:
         """The lanes and the value counters on the row register; pass 1 counts the values
         above, pass 2 the value itself (and ranks ties within the row); the counters are
         cleared with the last row of pass 2."""
@@ -433,8 +447,9 @@ class CountingTopK(wiring.Component):
             rank = Signal(len(lane.rank), name=f"rank{j}")
             m.d.comb += [
                 rank.eq(sum(row.mask[i] & (row.value[i] == row.value[j]) for i in range(j))),
-                lane.value.eq(row.value[j]), lane.valid.eq(r_valid & row.mask[j]),
-                lane.above.eq(~r_pass2), lane.counts.eq(counts), lane.rank.eq(rank),
+                lane.next_value.eq(nxt.value[j]), lane.next_above.eq(above),
+                lane.load.eq(load), lane.valid.eq(r_valid & row.mask[j]),
+                lane.counts.eq(counts), lane.rank.eq(rank),
             ]
         valid = Signal(cfg.lanes)
         m.d.comb += valid.eq(Cat(lane.valid for lane in lanes))
