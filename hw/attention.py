@@ -6,7 +6,7 @@ The attention core (:mod:`hadware.hw.attention_core`: streams, storage, timing) 
 pipeline (:meth:`hadware.hw.attention_core.Scaler.latency_of`)::
 
     merge top-k:     cycles = rows + top_k + L,          L = 1 + ceil(log2(d / 8)) + 1 + R
-                                                             + d_v + L_scale + 6
+                                                             + d_v + L_scale + 7
     counting top-k:  cycles = 2 rows + top_k + L + 2
 
 Arithmetic: exactly :mod:`hadware.golden.attention`.

@@ -81,10 +81,10 @@ latency (``1 + ceil(log2(d / 8))`` for hamming, ``max(1, ceil(log2(d)))`` for in
 the exponential's (1 table, 2 fixed), ``R = recip_bits`` and ``L_scale`` the output
 scaler's pipeline (:meth:`Scaler.latency_of`: 2 plus the levels of its adder tree)::
 
-    top-k, merge:     cycles = rows + top_k + L_lane + L_exp + R + d_v + L_scale + 6
-    top-k, counting:  cycles = 2 * rows + top_k + L_lane + L_exp + R + d_v + L_scale + 8
+    top-k, merge:     cycles = rows + top_k + L_lane + L_exp + R + d_v + L_scale + 7
+    top-k, counting:  cycles = 2 * rows + top_k + L_lane + L_exp + R + d_v + L_scale + 9
     dense:            cycles = 2 * rows + 2 * ceil(log2(lanes)) + L_lane + L_exp + R + d_v
-                               + L_scale + 7
+                               + L_scale + 8
 
 (a dense core's ``ceil(log2(lanes))`` appears twice: the tree of maxima in the score pass
 and the registered adder trees of the column sums in the weighting pass)
@@ -261,18 +261,18 @@ class AttentionCore(wiring.Component):
         if self.sparse and config.topk_unit == "counting":
             self.latency_formula = ("cycles from query accepted to output valid = "
                                     "2 * ceil(max(1, min(n, count)) / lanes) + top_k + L, "
-                                    "L = L_lane + L_exp + recip_bits + d_v + L_scale + 8 = "
+                                    "L = L_lane + L_exp + recip_bits + d_v + L_scale + 9 = "
                                     f"{self.latency}")
         elif self.sparse:
             self.latency_formula = ("cycles from query accepted to output valid = "
                                     "ceil(max(1, min(n, count)) / lanes) + top_k + L, "
-                                    "L = L_lane + L_exp + recip_bits + d_v + L_scale + 6 = "
+                                    "L = L_lane + L_exp + recip_bits + d_v + L_scale + 7 = "
                                     f"{self.latency}")
         else:
             self.latency_formula = ("cycles from query accepted to output valid = "
                                     "2 * ceil(max(1, min(n, count)) / lanes) + L, "
                                     "L = 2 * ceil(log2(lanes)) + L_lane + L_exp + recip_bits + d_v"
-                                    f" + L_scale + 7 = {self.latency}")
+                                    f" + L_scale + 8 = {self.latency}")
         self.ctx_layout, self.q_layout, self.out_layout = self.layouts(config)
         self.runtime_table = config.runtime_temperature
         members = {
@@ -292,8 +292,8 @@ class AttentionCore(wiring.Component):
         tail = (SCORERS[cfg.scorer].latency(cfg) + EXPS[cfg.exp].latency + cfg.recip_bits
                 + cfg.d_v + Scaler.latency_of(cfg))
         if cfg.sparsifier == "topk":
-            return tail + (8 if cfg.topk_unit == "counting" else 6)
-        return 2 * ceil_log2(cfg.lanes) + tail + 7
+            return tail + (9 if cfg.topk_unit == "counting" else 7)
+        return 2 * ceil_log2(cfg.lanes) + tail + 8
 
     @classmethod
     def cycles(cls, cfg, n_eff: int) -> int:

@@ -97,14 +97,15 @@ class WeightLane(wiring.Component):
     """One lane of the weighting pass: its weight and its ``d_v`` weighted values.
 
     ``delta`` and ``mask`` are presented at cycle t; the lane's value row ``v`` is sampled at
-    cycle ``t + L_exp``; ``e`` (0 where masked) and ``p[c] = e * v[c]`` are registers valid at
-    ``t + L_exp + 1`` (``latency = L_exp + 1``).
+    cycle ``t + L_exp``; the weight and the row are registered, then multiplied: ``e`` (0 where
+    masked) and ``p[c] = e * v[c]`` are registers valid at ``t + L_exp + 2`` (``latency =
+    L_exp + 2``; neither a memory read nor the exponential shares a cycle with a multiplier).
     """
 
     def __init__(self, cfg, exp_unit: wiring.Component):
         self.cfg = cfg
         self.exp_unit = exp_unit
-        self.latency = exp_unit.latency + 1
+        self.latency = exp_unit.latency + 2
         ew = cfg.exp_width
         super().__init__({
             "delta": In(len(exp_unit.delta)),
@@ -121,13 +122,15 @@ class WeightLane(wiring.Component):
         m.d.comb += [exp.delta.eq(self.delta), exp.mask.eq(self.mask)]
         # Datapath registers: no reset (the core's valid bits say when they matter).
         e = Signal(cfg.exp_width, reset_less=True)
-        m.d.sync += e.eq(exp.e)
-        m.d.comb += self.e.eq(e)
+        e2 = Signal(cfg.exp_width, reset_less=True)
+        v = Signal(data.ArrayLayout(signed(8), cfg.d_v), reset_less=True)
+        m.d.sync += [e.eq(exp.e), e2.eq(e), v.eq(self.v)]
+        m.d.comb += self.e.eq(e2)
         for c in range(cfg.d_v):
             mul = WeightMul(cfg.exp_width)
             m.submodules[f"wsum_mul{c}"] = mul
             p = Signal(signed(cfg.exp_width + 9), name=f"p{c}", reset_less=True)
-            m.d.comb += [mul.e.eq(exp.e), mul.v.eq(self.v[c]), self.p[c].eq(p)]
+            m.d.comb += [mul.e.eq(e), mul.v.eq(v[c]), self.p[c].eq(p)]
             m.d.sync += p.eq(mul.p)
         return m
 
@@ -182,8 +185,9 @@ class SlotWeightedSum(wiring.Component):
     One slot per cycle from the sparsifier (always ready): slot 0's score is ``s_max``; each
     selected slot weighs ``e = E(s_max - s)`` from the exponential unit (``L_exp`` cycles), its
     value row is read so that it arrives with the weight, and ``den`` / ``num`` accumulate
-    exactly (each weight and its products are registered before they are added: ``done`` is
-    high for one cycle ``L_exp + 2`` cycles after the last slot). Only the first
+    exactly (the weight and the value row are registered, then multiplied, and the products
+    registered before they are added: ``done`` is high for one cycle ``L_exp + 3`` cycles after
+    the last slot). Only the first
     ``k`` slots of a query count as selected (the query's own top-k: the slots come sorted);
     the later ones weigh 0 and leave their ``sel`` bit clear.
 
@@ -253,20 +257,23 @@ class SlotWeightedSum(wiring.Component):
             m.d.sync += [self.index[k - 1].eq(s.index), self.score[k - 1].eq(s.score),
                          self.sel.eq(Cat(self.sel[1:], sel))]
 
-        # The weight and its products are registered, then accumulated: a multiplier and an
-        # accumulator never share a cycle.
-        acc_valid = delay(m, st_valid, 1, "acc_valid")[-1]
-        acc_first = delay(m, st_first, 1, "acc_first", data=True)[-1]
-        acc_last = delay(m, st_last, 1, "acc_last", data=True)[-1]
+        # The weight and the value row are registered, multiplied, and the products registered
+        # before they are accumulated: the memory read, the multiplier and the accumulator
+        # each have a cycle of their own.
+        acc_valid = delay(m, st_valid, 2, "acc_valid")[-1]
+        acc_first = delay(m, st_first, 2, "acc_first", data=True)[-1]
+        acc_last = delay(m, st_last, 2, "acc_last", data=True)[-1]
         e = Signal(cfg.exp_width, reset_less=True)
-        m.d.sync += e.eq(exp.e)
+        e2 = Signal(cfg.exp_width, reset_less=True)
+        v = Signal(8 * cfg.d_v, reset_less=True)
+        m.d.sync += [e.eq(exp.e), e2.eq(e), v.eq(self.v_data)]
         with m.If(acc_valid):
-            m.d.sync += self.den.eq(Mux(acc_first, 0, self.den) + e)
+            m.d.sync += self.den.eq(Mux(acc_first, 0, self.den) + e2)
         for c in range(cfg.d_v):
             mul = WeightMul(cfg.exp_width)
             m.submodules[f"wsum_mul{c}"] = mul
             p = Signal(signed(cfg.exp_width + 9), name=f"p{c}", reset_less=True)
-            m.d.comb += [mul.e.eq(exp.e), mul.v.eq(self.v_data[8 * c: 8 * c + 8])]
+            m.d.comb += [mul.e.eq(e), mul.v.eq(v[8 * c: 8 * c + 8])]
             m.d.sync += p.eq(mul.p)
             with m.If(acc_valid):
                 m.d.sync += self.num[c].eq(Mux(acc_first, 0, self.num[c]) + p)

@@ -117,13 +117,15 @@ def expected_cycles(cfg, n: int) -> int:
     if cfg.sparsifier == "topk" and cfg.topk_unit == "counting":
         # the counting top-k: its first selection rows + 3 cycles after the last score beat,
         # where the merging one gives it the next cycle
-        return rows + cfg.top_k + tail + 6 + (rows + 2)
+        return rows + cfg.top_k + tail + 7 + (rows + 2)
     if cfg.sparsifier == "topk":
-        # 6: the control and handshake cycles, the slot weighting's product register
-        return rows + cfg.top_k + tail + 6
+        # 7: the control and handshake cycles, the slot weighting's registered weight and
+        # value row and its product register
+        return rows + cfg.top_k + tail + 7
     # dense: the maximum tree of the score pass and the column sums' registered adder
-    # trees, ceil(log2(lanes)) levels each
-    return 2 * rows + 2 * (math.ceil(math.log2(cfg.lanes)) if cfg.lanes > 1 else 0) + tail + 7
+    # trees, ceil(log2(lanes)) levels each; the weight lanes register the weight and the
+    # value row before the multipliers
+    return 2 * rows + 2 * (math.ceil(math.log2(cfg.lanes)) if cfg.lanes > 1 else 0) + tail + 8
 
 
 @pytest.mark.parametrize("case", cases(), ids=ident)
