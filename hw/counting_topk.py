@@ -146,15 +146,11 @@ class CountingTopKLane(wiring.Component):
 
     Members
     -------
-    beat_value : In(vw)
-        The lane's value ``v = (s + d) / 2`` in the input beat (pass 1).
-    read_value : In(vw)
-        The lane's value in the buffered row read (pass 2).
-    take : In(1)
-        1: the row register takes the input beat; decode ``beat_value`` as a thermometer
-        (every value below ``v``); 0: decode ``read_value`` as a one-hot (``v`` itself). Each
-        source is decoded on its own and the two decodes are multiplexed, so a memory read
-        goes through one decoder and one multiplexer to a register.
+    next_value : In(vw)
+        The value ``v = (s + d) / 2`` of the lane in the row entering the row register.
+    next_above : In(1)
+        1 (pass 1): decode ``next_value`` as a thermometer (every value below ``v``); 0 (pass
+        2): as a one-hot (``v`` itself).
     load : In(1)
         The row register takes a row this cycle: register the decode.
     valid : In(1)
@@ -177,9 +173,8 @@ class CountingTopKLane(wiring.Component):
     def __init__(self, n_values: int, lanes: int, top_k: int, count_width: int, pos_width: int):
         self._nv, self._k, self._cw = n_values, top_k, count_width
         super().__init__({
-            "beat_value": In(_bits_for(n_values - 1)),
-            "read_value": In(_bits_for(n_values - 1)),
-            "take": In(1),
+            "next_value": In(_bits_for(n_values - 1)),
+            "next_above": In(1),
             "load": In(1),
             "valid": In(1),
             "counts": In(n_values * count_width),
@@ -194,8 +189,8 @@ class CountingTopKLane(wiring.Component):
         nv, cw = self._nv, self._cw
         decode = Signal(nv)
         for u in range(nv):
-            m.d.comb += decode[u].eq(Mux(self.take, _gt_const(self.beat_value, u),
-                                         self.read_value == u))
+            m.d.comb += decode[u].eq(Mux(self.next_above, _gt_const(self.next_value, u),
+                                         self.next_value == u))
         with m.If(self.load):
             m.d.sync += self.hits.eq(decode)
         mine = Signal(cw)
@@ -404,8 +399,7 @@ class CountingTopK(wiring.Component):
         with m.If(take | rd_valid):
             m.d.sync += row.eq(nxt)
 
-        lanes = self._lanes(m, row, beat, rd.data, take, take | rd_valid, r_valid, r_pass2,
-                            r_last)
+        lanes = self._lanes(m, row, nxt, take, take | rd_valid, r_valid, r_pass2, r_last)
         slots = self._slots(m)
         self._slot_stage(m, row, lanes, slots, r_valid & r_pass2, r_last, c_last)
         head = slots[0].value
@@ -433,7 +427,7 @@ class CountingTopK(wiring.Component):
                      wr.data.eq(beat), wr.en.eq(take)]
         return beat
 
-    def _lanes(self, m, row, beat, read, take, load, r_valid, r_pass2, r_last
+    def _lanes(self, m, row, nxt, above, load, r_valid, r_pass2, r_last
                ) -> list[CountingTopKLane]:
         """The lanes and the value counters on the row register; pass 1 counts the values
         above, pass 2 the value itself (and ranks ties within the row); the counters are
@@ -453,8 +447,7 @@ class CountingTopK(wiring.Component):
             rank = Signal(len(lane.rank), name=f"rank{j}")
             m.d.comb += [
                 rank.eq(sum(row.mask[i] & (row.value[i] == row.value[j]) for i in range(j))),
-                lane.beat_value.eq(beat.value[j]), lane.read_value.eq(read.value[j]),
-                lane.take.eq(take),
+                lane.next_value.eq(nxt.value[j]), lane.next_above.eq(above),
                 lane.load.eq(load), lane.valid.eq(r_valid & row.mask[j]),
                 lane.counts.eq(counts), lane.rank.eq(rank),
             ]
