@@ -16,7 +16,14 @@ from amaranth.back import verilog
 
 from hadware.config.base import atomic_write_text
 from hadware.hw.ternary_projection import TernaryProjection
-from hadware.synth.flow import CMOS_SCRIPT, FPGA_SCRIPT, area_report, fpga_cells, yosys_script
+from hadware.synth.flow import (
+    CMOS_SCRIPT,
+    FPGA_SCRIPT,
+    area_report,
+    fpga_cells,
+    synth_command,
+    yosys_script,
+)
 
 __all__ = ["synthesize_projection"]
 
@@ -46,7 +53,7 @@ def synthesize_projection(lanes: int, fan_in: int, out_dir: str | Path, *,
         "fpga": {},
     }
     for family in ("ice40", "ecp5"):
-        yosys_script(FPGA_SCRIPT.format(src=src, family=family, top=top, keep="",
+        yosys_script(FPGA_SCRIPT.format(src=src, synth=synth_command(family), top=top, keep="",
                                         out=f"stat_{family}.json"), out_dir, family, timeout)
         report["fpga"][family] = fpga_cells(
             json.loads((out_dir / f"stat_{family}.json").read_text()), family, top)
