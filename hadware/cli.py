@@ -234,7 +234,7 @@ def cmd_sim(args) -> int:
 def cmd_synth(args) -> int:
     if args.block in ("compare", "sweep"):
         return cmd_compare(args)
-    from hadware.synth.flow import check_families, check_target, synthesize
+    from hadware.synth.flow import check_target, synthesize
 
     b, cfg = _load(args)
     _check_timing_options(args)
@@ -243,7 +243,6 @@ def cmd_synth(args) -> int:
     if args.fit_lanes:
         raise HadwareError(f"--fit-lanes applies to 'synth compare' only, not to {b.name}")
     families = tuple(f.strip() for f in args.fpga.split(",") if f.strip())
-    check_families(families)
     report = synthesize(b.name, cfg, args.output, fmax=not args.no_fmax,
                         extras=_extras(b, args), seeds=args.seeds, families=families)
     sys.stdout.write((Path(args.output) / "report.md").read_text())

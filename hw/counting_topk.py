@@ -44,11 +44,10 @@ exact value), so each recurrence is one counter of ``ceil(log2(top_k + 1))`` bit
 ``lanes``-input count. No path grows with ``top_k * lanes``: each cycle's logic is one of a
 lane's value decoder (before the row register), a lane's ``(d + 1)``-way one-hot lookup, a
 counter's ``lanes``-input count, or a slot's ``lanes``-way write multiplexer, each between
-registers (constant comparisons
-are written as logic, not as carry chains). Repeated structures are submodules (``lane0..``:
-:class:`CountingTopKLane`; ``count0..``: :class:`CountingTopKCounter`; ``slot0..``:
-:class:`CountingTopKSlot`), identical within each kind, so hierarchical synthesis maps each
-kind once.
+registers (constant comparisons are written as logic, not as carry chains). Repeated structures
+are submodules (``lane0..``: :class:`CountingTopKLane`; ``count0..``:
+:class:`CountingTopKCounter`; ``slot0..``: :class:`CountingTopKSlot`), identical within each
+kind, so hierarchical synthesis maps each kind once.
 
 Timing
 ------
