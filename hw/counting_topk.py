@@ -55,18 +55,23 @@ With ``B = ceil(n / lanes)`` the beats of a query (at least 1; the testbench sen
 ``max(1, ceil(n_valid / lanes))``), ``rows = ceil(n_max / lanes)`` and ``B' = min(B, rows)``
 (the buffer keeps ``rows`` rows; a longer query is an input error):
 
-* Input: one beat per cycle while collecting (``i_stream.ready`` is high from the cycle after
-  the previous query's final output transfer until the ``last`` beat's transfer, as in
-  :class:`TopK`; idle cycles of the producer are allowed).
-* Latency: with the ``last`` beat transferred in cycle ``t``, buffered row ``i`` is in the
-  row register in cycle ``t + 2 + i`` and in the slot stage in ``t + 3 + i``; the first
-  output beat is valid in cycle ``t + B' + 3``: **latency = B' + 3**. ``top_k`` output beats
-  follow, one per cycle when ``o_stream.ready`` is high.
-* **Cycles per query** without stalls (back to back, consumer always ready):
-  ``2 * B + top_k + 2`` (``B`` input beats, ``B + 2`` more to the first output, ``top_k``
-  outputs), against ``B + top_k`` for :class:`TopK`.
-* Worst case from the ``last`` input beat to the final output beat, consumer always ready,
-  any input: ``rows + top_k + 2`` (:meth:`CountingTopK.worst_case_cycles`).
+* Input: one beat per cycle while collecting: ``i_stream.ready`` is high from the cycle after
+  the previous query's pass 2 until the ``last`` beat's transfer (idle cycles of the producer
+  are allowed), so a query is collected while the previous one's selections shift out.
+* Latency: with the ``last`` beat transferred in cycle ``t`` and the slots empty by then (else
+  ``t`` is the first cycle after the last beat in which they are), buffered row ``i`` is in the
+  row register in cycle ``t + 2 + i`` and in the slot stage in ``t + 3 + i``; the first output
+  beat is valid in cycle ``t + B' + 3``: **latency = B' + 3**. ``top_k`` output beats follow,
+  one per cycle when ``o_stream.ready`` is high; the input is ready again from that first
+  output cycle.
+* **Cycles per query** without stalls (queries back to back, consumer always ready):
+  ``B' + 2 + max(B, top_k + 1)``: the next query's ``B`` beats are collected while the ``top_k``
+  selections leave; its pass 2 starts at its last beat or, when that comes sooner, the cycle
+  after the final output transfer. (:class:`TopK`: ``B + top_k``.)
+* Worst case, consumer always ready, any input: the final output beat of a query comes at most
+  ``rows + top_k + 3`` cycles after its ``last`` input beat or, when the slots still held the
+  previous query then, after that query's final output beat (:meth:`worst_case_cycles`); two
+  queries are in flight at most (one leaving the slots, one collected behind it).
 
 Area (as formulas; ``V = d + 1`` values, ``L = lanes``, ``k = top_k``, ``w = score_width``,
 ``iw = index_width``, ``vw = ceil(log2(d + 1))`` value bits, ``cw = ceil(log2(k + 1))``
@@ -85,16 +90,17 @@ counter bits, ``pw = ceil(log2(k + L))`` position bits, ``rw = ceil(log2(rows + 
   the few that stay constant and adds the read port's transparency register):
   ``V * cw`` (counters) + ``k * (1 + w + iw)`` (slots) + ``L * (vw + 1 + V) + 3`` (row
   register and the lanes' decodes)
-  + ``L * (1 + pw + w + iw) + 1`` (slot stage register) + ``2 + 2 + 2 * rw + (iw + 1) +
-  ceil(log2(k))`` (read valid and last, phase, beat and read-row counters, row index, output
-  position; ``ceil(log2(k))`` is at least 1).
+  + ``L * (1 + pw + w + iw) + 1`` (slot stage register) + ``2 + 2 + 1 + 2 * rw + (iw + 1)
+  + ceil(log2(k))`` (read valid and last, phase, slots full, beat and read-row counters, row
+  index, output position; ``ceil(log2(k))`` is at least 1).
 * Memory: ``rows * L * (vw + 1)`` bits (``rows`` words of ``L`` values and the mask), one
   write port and one synchronous read port.
 
 Against :class:`TopK` (``k * L + L * (L - 1) / 2`` comparators of ``w + 1`` bits, rank adders
 of up to ``k + L - 1`` inputs and a ``(2L + 1)``-way multiplexer per slot, all on one cycle's
 path): the ``k * L`` compare array becomes ``V`` counters and constant decoders, at the price
-of the score buffer and a second pass (``B + 2`` cycles per query).
+of the score buffer and a second pass (``B' + 2`` more cycles of latency; back to back, the
+second pass of a query overlaps the output of the one before).
 """
 
 from __future__ import annotations
@@ -297,8 +303,9 @@ class CountingTopK(wiring.Component):
         self.config = config
         self.latency = self.first_output_latency(config, config.n_max)
         self.latency_formula = (
-            "B = max(1, ceil(n / lanes)) input beats; first output min(B, rows) + 3 cycles "
-            "after the last input beat; cycles per query = 2 * B + top_k + 2")
+            "B = max(1, ceil(n / lanes)) input beats, B' = min(B, rows); first output B' + 3 "
+            "cycles after the last input beat; cycles per query back to back = "
+            "B' + 2 + max(B, top_k + 1)")
         self.in_layout, self.out_layout = self.layouts(config)
         super().__init__({
             "i_stream": In(stream.Signature(self.in_layout)),
@@ -321,14 +328,19 @@ class CountingTopK(wiring.Component):
 
     @classmethod
     def query_cycles(cls, cfg: CountingTopKConfig, n: int) -> int:
-        """Cycles per query without stalls, queries back to back."""
-        return 2 * cls.beats(cfg, n) + cfg.top_k + 2
+        """Cycles per query without stalls, queries back to back (the next query collected
+        while the selections leave)."""
+        b = cls.beats(cfg, n)
+        return min(b, cfg.rows) + 2 + max(b, cfg.top_k + 1)
 
     @staticmethod
     def worst_case_cycles(cfg: CountingTopKConfig) -> int:
-        """Most cycles from the ``last`` input beat to the final output beat, consumer always
-        ready, whatever the input (longer queries than ``n_max`` included)."""
-        return cfg.rows + cfg.top_k + 2
+        """Most cycles from the later of a query's ``last`` input beat and the previous
+        query's final output beat to the query's final output beat, consumer always ready,
+        whatever the input (longer queries than ``n_max`` included): ``rows + top_k + 2``
+        from the last beat when the slots are empty, one more from the previous output (pass 2
+        starts the cycle after it)."""
+        return cfg.rows + cfg.top_k + 3
 
     @staticmethod
     def flip_flops(cfg: CountingTopKConfig) -> int:
@@ -336,7 +348,8 @@ class CountingTopK(wiring.Component):
         lanes, k, w, iw = cfg.lanes, cfg.top_k, cfg.score_width, cfg.index_width
         vw, cw, pw, rw = cfg.value_width, cfg.count_width, cfg.position_width, cfg.row_width
         return (cfg.n_values * cw + k * (1 + w + iw) + lanes * (vw + 1 + cfg.n_values) + 3
-                + lanes * (1 + pw + w + iw) + 1 + 2 + 2 + 2 * rw + (iw + 1) + _bits_for(k - 1))
+                + lanes * (1 + pw + w + iw) + 1 + 2 + 2 + 1 + 2 * rw + (iw + 1)
+                + _bits_for(k - 1))
 
     # -- elaboration --------------------------------------------------------------------------
 
@@ -359,10 +372,22 @@ class CountingTopK(wiring.Component):
         out_pos = Signal(_bits_for(cfg.top_k - 1))
         m.d.comb += take.eq(self.i_stream.valid & self.i_stream.ready)
 
-        # Phases: collect (pass 1; row 0 is read with the last beat), read (pass 2 reads the
-        # other rows), finish (the last rows go through the stages), emit (the slots shift out).
-        collect, read, finish, emit = range(4)
+        # Phases: collect (pass 1), wait (the last beat is in but the slots still hold the
+        # previous query's selections), read (pass 2 reads the buffered rows; row 0 is read in
+        # the cycle pass 2 starts), finish (the last rows go through the stages). The slots
+        # empty themselves ('full', under o_stream.ready) while the next query is collected.
+        collect, wait, read, finish = range(4)
         phase = Signal(2)
+        full = Signal()  # the slots hold a query's selections, not all shifted out
+
+        def start_pass2(rows):
+            # (rd.addr is 0 outside the read phase: row 0 arrives the next cycle; in the cycle
+            # of the last beat the read is transparent to that beat's write)
+            m.d.sync += [rd_valid.eq(1), rd_last.eq(rows == 1), rd_row.eq(1),
+                         phase.eq(Mux(rows == 1, finish, read))]
+            with m.If(rows == 1):
+                m.d.sync += [nrows.eq(0), rd_row.eq(0)]
+
         m.d.sync += rd_valid.eq(0)
         with m.If(phase == collect):
             beats = Mux(nrows == cfg.rows, nrows, nrows + 1)
@@ -370,24 +395,25 @@ class CountingTopK(wiring.Component):
             with m.If(take):
                 m.d.sync += nrows.eq(beats)
                 with m.If(self.i_stream.payload.last):
-                    m.d.sync += [rd_valid.eq(1), rd_last.eq(beats == 1), rd_row.eq(1),
-                                 phase.eq(Mux(beats == 1, finish, read))]
-                    with m.If(beats == 1):
-                        m.d.sync += [nrows.eq(0), rd_row.eq(0)]
+                    with m.If(full):
+                        m.d.sync += phase.eq(wait)
+                    with m.Else():
+                        start_pass2(beats)
+        with m.Elif(phase == wait), m.If(~full):
+            start_pass2(nrows)
         with m.Elif(phase == read):
             last_row = rd_row + 1 >= nrows
             m.d.comb += rd.addr.eq(rd_row)
             m.d.sync += [rd_valid.eq(1), rd_last.eq(last_row), rd_row.eq(rd_row + 1)]
             with m.If(last_row):
                 m.d.sync += [rd_row.eq(0), nrows.eq(0), phase.eq(finish)]
-        with m.Elif(phase == finish):
-            m.d.sync += phase.eq(Mux(c_last, emit, finish))
-        with m.Else():
-            m.d.comb += self.o_stream.valid.eq(1)
-            with m.If(self.o_stream.ready):
-                m.d.sync += out_pos.eq(out_pos + 1)
-                with m.If(out_pos == cfg.top_k - 1):
-                    m.d.sync += [out_pos.eq(0), phase.eq(collect)]
+        with m.Else(), m.If(c_last):
+            m.d.sync += [phase.eq(collect), full.eq(1)]
+        m.d.comb += self.o_stream.valid.eq(full)
+        with m.If(full & self.o_stream.ready):
+            m.d.sync += out_pos.eq(out_pos + 1)
+            with m.If(out_pos == cfg.top_k - 1):
+                m.d.sync += [out_pos.eq(0), full.eq(0)]
 
         # The row register: the input beat (pass 1) or the buffered row read (pass 2); the
         # lanes register their value decodes beside it.
@@ -400,7 +426,7 @@ class CountingTopK(wiring.Component):
 
         lanes = self._lanes(m, row, nxt, take, take | rd_valid, r_valid, r_pass2, r_last)
         slots = self._slots(m)
-        self._slot_stage(m, row, lanes, slots, r_valid & r_pass2, r_last, c_last)
+        self._slot_stage(m, row, lanes, slots, r_valid & r_pass2, r_last, c_last, full)
         head = slots[0].value
         m.d.comb += [
             self.o_stream.payload.sel.eq(head[0]),
@@ -471,8 +497,10 @@ class CountingTopK(wiring.Component):
                          slot.shift_in.eq(slots[p + 1].value if p + 1 < cfg.top_k else 0)]
         return slots
 
-    def _slot_stage(self, m, row, lanes, slots, pass2, r_last, c_last) -> None:
-        """Positions of the pass-2 row -> a register -> one slot write per kept lane."""
+    def _slot_stage(self, m, row, lanes, slots, pass2, r_last, c_last, full) -> None:
+        """Positions of the pass-2 row -> a register -> one slot write per kept lane (none
+        while the slots are ``full``: pass 2 never runs then, and the output stays stable
+        even from a state that reset cannot reach)."""
         cfg = self.config
         ew = 1 + cfg.score_width + cfg.index_width
         base = Signal(cfg.index_width + 1)  # index of lane 0 of the row register's row
@@ -487,7 +515,7 @@ class CountingTopK(wiring.Component):
             score = Signal(signed(cfg.score_width), name=f"c_score{j}")
             entry = entries[j * ew:(j + 1) * ew]
             m.d.comb += score.eq(Cat(Const(0, 1), row.value[j]) - cfg.d)
-            m.d.sync += [keep.eq(pass2 & lane.keep), pos.eq(lane.pos),
+            m.d.sync += [keep.eq(pass2 & lane.keep & ~full), pos.eq(lane.pos),
                          entry.eq(Cat(Const(1, 1), score, (base + j)[:cfg.index_width]))]
             for p in range(cfg.top_k):
                 m.d.comb += hits[p][j].eq(keep & (pos == p))

@@ -101,10 +101,11 @@ def contract(name: str, component: Any) -> Contract:
         return Contract("i_stream", "o_stream", bound=component.latency,
                         in_flight=component.latency)
     if isinstance(cfg, CountingTopKConfig):
-        # TopK's streams; from the 'last' input beat to the final output beat at most
-        # rows + top_k + 2 cycles, whatever the input.
+        # TopK's streams; a query's final output beat at most rows + top_k + 3 cycles after
+        # its 'last' input beat or the previous query's final output beat, whatever the
+        # input; a query is collected while the one before leaves: two in flight.
         return Contract("i_stream", "o_stream", bound=type(component).worst_case_cycles(cfg),
-                        in_flight=1, request_last=True, response_last=True,
+                        in_flight=2, request_last=True, response_last=True,
                         response_beats=cfg.top_k)
     if isinstance(cfg, TopKConfig):
         # top_k output beats (the last with 'last') per query (input beats up to 'last').

@@ -116,31 +116,36 @@ def test_arbitrary_masks(cfg):
 @pytest.mark.parametrize("cfg", CFGS, ids=str)
 def test_cycle_formulas(cfg):
     """Latency and cycles per query exactly as CountingTopK.first_output_latency and
-    query_cycles (module docstring) say, for full, partial and one-beat queries back to back."""
+    query_cycles (module docstring) say, for full, partial and one-beat queries back to back:
+    each query is collected from the first output cycle of the one before, and its pass 2
+    starts at its last beat or once the slots are empty, whichever is later."""
     rng = np.random.default_rng(9)
-    ns = [cfg.n_max, 1, max(1, cfg.n_max - 1), min(cfg.n_max, cfg.lanes + 1), cfg.n_max]
+    ns = [cfg.n_max, 1, max(1, cfg.n_max - 1), min(cfg.n_max, cfg.lanes + 1), cfg.n_max, 1, 1]
     arrays = {"scores": values(cfg, rng, (len(ns), cfg.n_max)), "n_valid": np.array(ns)}
     _, ins, outs = run(cfg, arrays)
     first = 0  # index of the query's first input beat
+    slots_free = None  # first cycle in which the previous query's slots are empty
     for q, n in enumerate(ns):
         b = max(1, -(-n // cfg.lanes))
         assert CountingTopK.beats(cfg, n) == b
-        latency = b + 3
-        assert CountingTopK.first_output_latency(cfg, n) == latency
-        assert CountingTopK.query_cycles(cfg, n) == 2 * b + cfg.top_k + 2
+        assert CountingTopK.first_output_latency(cfg, n) == b + 3
+        assert CountingTopK.query_cycles(cfg, n) == b + 2 + max(b, cfg.top_k + 1)
         last_in = ins[first + b - 1]
         assert ins[first:first + b] == list(range(ins[first], ins[first] + b)), (n, q)
-        assert outs[q * cfg.top_k] == last_in + latency, (n, q)
-        assert outs[(q + 1) * cfg.top_k - 1] == last_in + latency + cfg.top_k - 1, (n, q)
+        start = last_in if slots_free is None else max(last_in, slots_free)
+        assert outs[q * cfg.top_k] == start + b + 3, (n, q)
+        assert outs[(q + 1) * cfg.top_k - 1] == start + b + 3 + cfg.top_k - 1, (n, q)
         if q + 1 < len(ns):
-            assert ins[first + b] - ins[first] == 2 * b + cfg.top_k + 2, (n, q)
+            assert ins[first + b] == outs[q * cfg.top_k], (n, q)  # collected meanwhile
+            if q > 0:  # in the steady state (a query before it)
+                assert ins[first + b] - ins[first] == CountingTopK.query_cycles(cfg, n)
+        slots_free = outs[(q + 1) * cfg.top_k - 1] + 1
         first += b
     assert len(ins) == first
-    assert outs[-1] - ins[0] + 1 == sum(2 * max(1, -(-n // cfg.lanes)) + cfg.top_k + 2
-                                        for n in ns)
-    # Query 0 covers n_max: the worst case from its last beat to its final output beat.
-    assert outs[cfg.top_k - 1] - ins[cfg.rows - 1] == CountingTopK.worst_case_cycles(cfg) == \
-        cfg.rows + cfg.top_k + 2
+    # Query 0 covers n_max, into empty slots: from its last beat to its final output beat,
+    # one cycle less than the worst case (which starts from the previous final output).
+    assert outs[cfg.top_k - 1] - ins[cfg.rows - 1] + 1 == CountingTopK.worst_case_cycles(cfg) \
+        == cfg.rows + cfg.top_k + 3
 
 
 def test_same_interface_and_results_as_topk():
