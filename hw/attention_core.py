@@ -43,9 +43,10 @@ Streams
   cores add ``{index, score, sel}``, the ``top_k`` selected slots (best first) with ``sel``
   bit p set where slot p holds a selection.
 
-The input streams are served only between queries (context writes first, then table
-writes, then queries, when several are valid), so a query always sees the context and the
-table as written before it was accepted.
+Context and table writes are served only while no query is in flight, and a pending one
+holds new queries back (context writes first, then table writes, then queries, when several
+are valid), so a query always sees the context and the table as written before it was
+accepted.
 
 Storage
 -------
@@ -68,6 +69,25 @@ Dense datapath
    (:class:`~hadware.hw.weighted_sum.WeightLane`); per column a tree adds the ``lanes``
    products and an accumulator the rows (:class:`~hadware.hw.weighted_sum.ColumnSum`).
 
+Stages and overlapped queries
+-----------------------------
+A query passes through stages, each holding one query at a time, so that several queries are
+in flight (:meth:`AttentionCore.max_in_flight`):
+
+* the **front**: the key scan and what must see its rows (top-k: until the sparsifier has the
+  last score beat; dense: the score pass, the maximum and the weighting pass, until the sums
+  are handed on, because both passes use the one score buffer);
+* top-k only, the **sparsifier** (it collects the next query while its slots hold the
+  previous one's selections: see :mod:`~hadware.hw.counting_topk`) and the **weighting**
+  (:class:`~hadware.hw.weighted_sum.SlotWeightedSum`: one query from its first slot until
+  its sums are taken; each query's ``k`` waits in a four-entry queue until then);
+* the **output stage**: it takes the sums when it is free (the selections and ``num`` into
+  its own registers; the divider keeps ``den``) and holds the query until its output
+  transfer.
+
+A new query is accepted when the front is free, the sparsifier can take its rows and no
+context or table write is pending.
+
 Output path (both): one reciprocal per query (:class:`~hadware.hw.divider.RestoringDivider`,
 ``recip = floor((2**R + floor(den/2)) / den)`` in ``R + 2`` cycles from the last weight), then
 one output column per cycle through one pipelined multiplier (:class:`Scaler`, DSP-sized
@@ -89,8 +109,19 @@ scaler's pipeline (:meth:`Scaler.latency_of`: 2 plus the levels of its adder tre
 (a dense core's ``ceil(log2(lanes))`` appears twice: the tree of maxima in the score pass
 and the registered adder trees of the column sums in the weighting pass)
 
-The next query is accepted the cycle after the output transfer; :meth:`AttentionCore.cycles`
-gives the count.
+This is the latency of a query that finds every stage free; :meth:`AttentionCore.cycles`
+gives it. Back to back, queries over ``n_eff`` entries each, output always ready, leave one
+every ``interval`` cycles (:meth:`AttentionCore.interval`), the period of the slowest stage::
+
+    output    = R + d_v + L_scale + 4
+    merge:    interval = max(rows + L_lane + top_k + 2, top_k + L_exp + 3, output)
+    counting: interval = max(rows + 3 + max(rows + L_lane + 1, top_k), top_k + L_exp + 3,
+                             output)
+    dense:    interval = max(cycles - (R + d_v + L_scale) - 2, output)
+
+(merge: the sparsifier takes the next query's rows once its slots are out; counting: the
+second pass of a query waits for the previous one's slots to leave; dense: the next query
+enters the front the cycle after the sums are handed on.)
 """
 
 from __future__ import annotations
@@ -99,6 +130,7 @@ from typing import ClassVar
 
 from amaranth import Cat, Const, Module, Mux, Shape, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -305,6 +337,33 @@ class AttentionCore(wiring.Component):
             return rows + rows_again + cfg.top_k + cls.latency_constant(cfg)
         return 2 * rows + cls.latency_constant(cfg)
 
+    @staticmethod
+    def max_in_flight(cfg) -> int:
+        """Most queries accepted and not yet answered: one in the output stage and one in
+        the front (dense); a top-k core adds one in the weighting and one in the sparsifier
+        (merge), or the counting sparsifier's two (one in its slots, one collected)."""
+        if cfg.sparsifier != "topk":
+            return 2
+        return 4 if cfg.topk_unit == "counting" else 3
+
+    @classmethod
+    def interval(cls, cfg, n_eff: int) -> int:
+        """Cycles between successive outputs of back-to-back queries over ``n_eff`` entries
+        each, in the steady state, output always ready (module docstring): the slowest
+        stage's period."""
+        rows = -(-max(1, n_eff) // cfg.lanes)
+        l_lane = SCORERS[cfg.scorer].latency(cfg)
+        tail = cfg.recip_bits + cfg.d_v + Scaler.latency_of(cfg)
+        output = tail + 4
+        if cfg.sparsifier != "topk":
+            return max(cls.cycles(cfg, n_eff) - tail - 2, output)
+        weighting = cfg.top_k + EXPS[cfg.exp].latency + 3
+        if cfg.topk_unit == "counting":
+            front = rows + 3 + max(rows + l_lane + 1, cfg.top_k)
+        else:
+            front = rows + l_lane + 2 + cfg.top_k
+        return max(front, weighting, output)
+
     @classmethod
     def layouts(cls, cfg):
         """Payload layouts of ``ctx_stream``, ``q_stream`` and ``o_stream``."""
@@ -349,23 +408,36 @@ class AttentionCore(wiring.Component):
             values = Memory(shape=lanes * vb, depth=rows, init=[])
         m.submodules.key_mem = keys
         m.submodules.value_mem = values
-        idle = Signal(init=1)
+        # Queries accepted and not yet answered (at most one per stage: front, sparsifier,
+        # weighting, output); the context and the table change only when there are none.
+        inflight = Signal(range(6))
+        idle = Signal()
+        m.d.comb += idle.eq(inflight == 0)
         count = self._context_writes(m, idle, keys, values, kb)
-        scan = self._scan(m, idle, count, keys.read_port(), kb)
+        scan = self._scan(m, count, keys.read_port(), kb)
         v_rd = values.read_port()
         exp_units: list[wiring.Component] = []
+        handoff = Signal()  # the weighting stage's sums go to the output stage
         if self.sparse:
             wsum = self._sparse_weighting(m, scan, v_rd, exp_units)
             den, num, done = wsum.den, wsum.num, wsum.done
+            m.d.comb += wsum.release.eq(handoff)
         else:
             den, num, done = self._dense_weighting(m, scan, v_rd, exp_units)
         if self.runtime_table:
             self._table_writes(m, idle, exp_units)
-        self._output(m, idle, den, num, done)
-        if self.sparse:
-            m.d.comb += [self.o_stream.payload.index.eq(wsum.index),
-                         self.o_stream.payload.score.eq(wsum.score),
-                         self.o_stream.payload.sel.eq(wsum.sel)]
+        self._output(m, den, num, done, handoff)
+        if self.sparse:  # the selections, kept for the output stage
+            for name in ("index", "score", "sel"):
+                held = Signal.like(getattr(wsum, name), name=f"out_{name}", reset_less=True)
+                with m.If(handoff):
+                    m.d.sync += held.eq(getattr(wsum, name))
+                m.d.comb += getattr(self.o_stream.payload, name).eq(held)
+        else:  # the front holds the sums until they are handed on
+            m.d.comb += scan["front_done"].eq(handoff)
+        o_take = Signal()
+        m.d.comb += o_take.eq(self.o_stream.valid & self.o_stream.ready)
+        m.d.sync += inflight.eq(inflight + scan["q_take"] - o_take)
         return m
 
     def _context_writes(self, m, idle, keys, values, kb):
@@ -424,32 +496,38 @@ class AttentionCore(wiring.Component):
         for unit in exp_units:
             m.d.comb += [unit.scale.eq(scale), unit.shift.eq(shift)]
 
-    def _scan(self, m, idle, count, k_rd, kb):
+    def _scan(self, m, count, k_rd, kb):
         """Query acceptance and the key scan through the score lanes. Returns a dict of the
         lanes' ``scores`` and their row tags ``valid``, ``mask``, ``last``, ``row``, plus
-        ``n_eff`` and ``q_take``."""
+        ``n_eff``, ``k_eff`` (the accepted query's k, valid in the cycle of ``q_take``),
+        ``q_take`` and two inputs for the caller to drive: ``front_ready`` (the stage after
+        the scan can take a new query's rows) and ``front_done`` (the front is free again)."""
         cfg = self.config
         lanes = cfg.lanes
         busy = self.ctx_stream.valid | (self.tab_stream.valid if self.runtime_table else 0)
-        m.d.comb += self.q_stream.ready.eq(idle & ~busy)
+        front_busy = Signal()  # a query is in the front (its scan, and what must follow it)
+        front_ready, front_done = Signal(), Signal()
+        m.d.comb += self.q_stream.ready.eq(~front_busy & front_ready & ~busy)
         q_take = Signal()
         m.d.comb += q_take.eq(self.q_stream.valid & self.q_stream.ready)
+        with m.If(front_done):
+            m.d.sync += front_busy.eq(0)
         q_reg = Signal(kb)
         n_eff = Signal(cfg.count_width)
         k_eff = Signal(range(cfg.top_k + 1)) if self.sparse else None
         with m.If(q_take):
             n_req = self.q_stream.payload.n
             m.d.sync += [
-                idle.eq(0),
+                front_busy.eq(1),
                 q_reg.eq(self.q_stream.payload.q),
                 n_eff.eq(Mux(n_req < count, n_req, count)),
             ]
-            if self.sparse:
-                k_req = self.q_stream.payload.k
-                out_of_range = k_req == 0
-                if cfg.top_k < 2 ** len(k_req) - 1:  # (else no k above top_k fits the field)
-                    out_of_range = out_of_range | (k_req > cfg.top_k)
-                m.d.sync += k_eff.eq(Mux(out_of_range, cfg.top_k, k_req))
+        if self.sparse:
+            k_req = self.q_stream.payload.k
+            out_of_range = k_req == 0
+            if cfg.top_k < 2 ** len(k_req) - 1:  # (else no k above top_k fits the field)
+                out_of_range = out_of_range | (k_req > cfg.top_k)
+            m.d.comb += k_eff.eq(Mux(out_of_range, cfg.top_k, k_req))
         scanning, rd_row, mask, scan_last = self._row_walk(m, q_take, n_eff, "scan")
         m.d.comb += k_rd.addr.eq(rd_row)
         # The key row arrives one cycle after its address, the lanes add their latency.
@@ -471,6 +549,8 @@ class AttentionCore(wiring.Component):
             "n_eff": n_eff,
             "k_eff": k_eff,
             "q_take": q_take,
+            "front_ready": front_ready,
+            "front_done": front_done,
         }
 
     def _row_walk(self, m, start, n_eff, name):
@@ -502,18 +582,27 @@ class AttentionCore(wiring.Component):
         m.submodules.topk = topk
         for j, s in enumerate(scan["scores"]):
             m.d.comb += topk.i_stream.payload.score[j].eq(s)
-        # The sparsifier collects while a scan is in flight (it emits only after 'last'), so
-        # its input is ready for every beat: no stall path is needed.
+        # A query is accepted only while the sparsifier collects and no other query is in the
+        # front, and the sparsifier keeps collecting until the 'last' beat: it is ready for
+        # every beat of the scan, so no stall path is needed.
         m.d.comb += [
             topk.i_stream.valid.eq(scan["valid"]),
             topk.i_stream.payload.mask.eq(scan["mask"]),
             topk.i_stream.payload.last.eq(scan["last"]),
+            scan["front_ready"].eq(topk.i_stream.ready),
+            scan["front_done"].eq(scan["valid"] & scan["last"]),
         ]
         exp_units.append(self.exp_class(self.config))
         wsum = SlotWeightedSum(self.config, topk.out_layout, exp_units[-1])
         m.submodules.wsum = wsum
         wiring.connect(m, topk.o_stream, wsum.slot)
-        m.d.comb += wsum.k.eq(scan["k_eff"])
+        # Each query's k waits in a queue from its acceptance to its last slot (queries in
+        # the front, the sparsifier and the weighting: three at most).
+        m.submodules.k_queue = k_queue = SyncFIFO(width=len(scan["k_eff"]), depth=4)
+        m.d.comb += [k_queue.w_en.eq(scan["q_take"]), k_queue.w_data.eq(scan["k_eff"]),
+                     k_queue.r_en.eq(wsum.slot.valid & wsum.slot.ready
+                                     & wsum.slot.payload.last),
+                     wsum.k.eq(k_queue.r_data)]
         m.d.comb += [v_rd.addr.eq(wsum.v_addr), wsum.v_data.eq(v_rd.data)]
         return wsum
 
@@ -523,6 +612,7 @@ class AttentionCore(wiring.Component):
         lanes, sw = cfg.lanes, cfg.score_width
         rows = -(-cfg.n_max // lanes)
         scores, t_valid, n_eff = scan["scores"], scan["valid"], scan["n_eff"]
+        m.d.comb += scan["front_ready"].eq(1)
 
         # Score pass: buffer the scores, track the maximum.
         buf = Memory(shape=lanes * sw, depth=rows, init=[])
@@ -598,14 +688,28 @@ class AttentionCore(wiring.Component):
         m.d.sync += done.eq(delay(m, acc_en & acc_last, den_sum.latency, "sum_last")[-1])
         return den_sum.acc, num, done
 
-    def _output(self, m, idle, den, num, done):
-        """One reciprocal, then one output column per cycle; the output handshake."""
+    def _output(self, m, den, num, done, handoff):
+        """The output stage: takes the weighting's sums (``handoff``: at ``done``, or once
+        the stage is free), one reciprocal, then one output column per cycle; the output
+        handshake."""
         cfg = self.config
         r = cfg.recip_bits
+        o_busy = Signal()  # the stage holds a query until its output transfer
+        waiting = Signal()  # the sums of a finished query wait for the stage
+        m.d.comb += handoff.eq((done | waiting) & ~o_busy)
+        with m.If(done & o_busy):
+            m.d.sync += waiting.eq(1)
+        with m.If(handoff):
+            m.d.sync += [waiting.eq(0), o_busy.eq(1)]
+        num_held = Signal.like(num, name="num_held", reset_less=True)
+        with m.If(handoff):
+            m.d.sync += num_held.eq(num)
+        num = num_held
         div = RestoringDivider(cfg.den_width, r + 1, quotient_width=cfg.recip_width)
         m.submodules.divider = div
-        # recip = floor((2**R + floor(den / 2)) / den): dividend 2**R + floor(den/2), R+1 bits.
-        m.d.comb += [div.start.eq(done), div.rem0.eq(0), div.divisor.eq(den),
+        # recip = floor((2**R + floor(den / 2)) / den): dividend 2**R + floor(den/2), R+1 bits
+        # (the divider keeps its operands from the start).
+        m.d.comb += [div.start.eq(handoff), div.rem0.eq(0), div.divisor.eq(den),
                      div.low.eq((Const(1, r + 1) << r) | (den >> 1))]
         col = Signal(range(cfg.d_v + 1))
         scaling = Signal()
@@ -636,4 +740,4 @@ class AttentionCore(wiring.Component):
                 m.d.sync += out_valid.eq(1)
         m.d.comb += [self.o_stream.valid.eq(out_valid), self.o_stream.payload.out.eq(out_regs)]
         with m.If(self.o_stream.valid & self.o_stream.ready):
-            m.d.sync += [out_valid.eq(0), idle.eq(1)]
+            m.d.sync += [out_valid.eq(0), o_busy.eq(0)]

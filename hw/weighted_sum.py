@@ -182,7 +182,9 @@ class ColumnSum(wiring.Component):
 class SlotWeightedSum(wiring.Component):
     """The HAD weighting of selected slots with a given exponential unit (the top-k core).
 
-    One slot per cycle from the sparsifier (always ready): slot 0's score is ``s_max``; each
+    One query at a time: from its first slot until ``release`` (the caller has taken ``den``,
+    ``num`` and the selections, at ``done`` or later) the unit takes no other query's slots;
+    within a query it takes a slot every cycle. Slot 0's score is ``s_max``; each
     selected slot weighs ``e = E(s_max - s)`` from the exponential unit (``L_exp`` cycles), its
     value row is read so that it arrives with the weight, and ``den`` / ``num`` accumulate
     exactly (the weight and the value row are registered, then multiplied, and the products
@@ -196,6 +198,9 @@ class SlotWeightedSum(wiring.Component):
     slot : In(stream.Signature({score, index, sel, last}))
     k : In(range(1, top_k + 1))
         Slots kept of the current query (held by the caller while its slots stream in).
+    release : In(1)
+        The sums and selections of the finished query are taken: the next query's slots may
+        come (from the next cycle).
     v_addr : Out(index_width); v_data : In(8 * d_v)
     den : Out(den_width); num : Out(ArrayLayout(signed(num_width), d_v))
     index, score : Out(ArrayLayout(...)); sel : Out(top_k); done : Out(1)
@@ -207,6 +212,7 @@ class SlotWeightedSum(wiring.Component):
         super().__init__({
             "slot": In(stream.Signature(slot_layout)),
             "k": In(range(cfg.top_k + 1)),
+            "release": In(1),
             "v_addr": Out(cfg.index_width),
             "v_data": In(8 * cfg.d_v),
             "den": Out(cfg.den_width),
@@ -225,9 +231,14 @@ class SlotWeightedSum(wiring.Component):
         lat = exp.latency
 
         s = self.slot.payload
-        m.d.comb += self.slot.ready.eq(1)
-        take = self.slot.valid
         first = Signal(init=1)  # the next slot is slot 0 of a query
+        busy = Signal()  # a query has come in and is not released
+        take = Signal()
+        m.d.comb += [self.slot.ready.eq(~busy | ~first), take.eq(self.slot.valid & self.slot.ready)]
+        with m.If(take & first):
+            m.d.sync += busy.eq(1)
+        with m.If(self.release):
+            m.d.sync += busy.eq(0)
         pos = Signal(range(k + 1))  # its position in the query's slots
         sel = Signal()  # selected, and within the query's k
         smax = Signal(signed(sw))

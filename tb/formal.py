@@ -112,9 +112,9 @@ def contract(name: str, component: Any) -> Contract:
         return Contract("i_stream", "o_stream", bound=cfg.top_k, in_flight=1,
                         request_last=True, response_last=True, response_beats=cfg.top_k)
     if isinstance(cfg, AttentionCoreConfig):
-        # One output beat per accepted query, one query at a time.
+        # One output beat per accepted query; queries overlap, one per stage at most.
         return Contract("q_stream", "o_stream", bound=type(component).cycles(cfg, cfg.n_max),
-                        in_flight=1)
+                        in_flight=type(component).max_in_flight(cfg))
     if isinstance(cfg, LayerConfig):
         # One sequence at a time; at n_max = 1 (the formal configurations) every token is a
         # sequence: d_model / lanes beats in, as many out, 'last' on the final one, at most

@@ -97,15 +97,14 @@ def test_context_cleared_and_refilled(name):
     check(name, cfg, phases, idle=0.3, stall=0.3, seed=7)
 
 
-def expected_cycles(cfg, n: int) -> int:
-    """The documented per-query cycle count, written out from the module docstring of
-    hw/attention_core.py."""
+def latencies(cfg) -> tuple[int, int, int]:
+    """(L_lane, L_exp, L_scale) as the module docstring of hw/attention_core.py gives them."""
     if cfg.scorer == "hamming":
         l_lane = 1 + math.ceil(math.log2(cfg.d // 8)) if cfg.d > 8 else 1
     else:
         l_lane = max(1, math.ceil(math.log2(cfg.d))) if cfg.d > 1 else 1
     l_exp = {"table": 1, "fixed": 2}[cfg.exp]
-    rows = math.ceil(max(1, n) / cfg.lanes)
+
     # The output scaler: registered operands, registered partial products of DSP-sized
     # pieces (17 bits, the top piece up to 18), a registered two-input adder tree over them
     # and the rounding constant.
@@ -113,6 +112,14 @@ def expected_cycles(cfg, n: int) -> int:
         return 1 if w <= 18 else 1 + math.ceil((w - 18) / 17)
 
     l_scale = 2 + math.ceil(math.log2(pieces(cfg.num_width) * pieces(cfg.recip_width) + 1))
+    return l_lane, l_exp, l_scale
+
+
+def expected_cycles(cfg, n: int) -> int:
+    """The documented per-query cycle count, written out from the module docstring of
+    hw/attention_core.py."""
+    l_lane, l_exp, l_scale = latencies(cfg)
+    rows = math.ceil(max(1, n) / cfg.lanes)
     tail = l_lane + l_exp + cfg.recip_bits + cfg.d_v + l_scale
     if cfg.sparsifier == "topk" and cfg.topk_unit == "counting":
         # the counting top-k: its first selection rows + 3 cycles after the last score beat,
@@ -130,18 +137,78 @@ def expected_cycles(cfg, n: int) -> int:
 
 @pytest.mark.parametrize("case", cases(), ids=ident)
 def test_cycles_per_query_follow_the_formula(case):
+    """A query that finds every stage free (each one after a context write, which waits
+    until no query is in flight) is answered in exactly the documented cycles."""
     name, cfg = case
     golden = _golden(name)
-    a = golden.check_inputs(cfg, random_arrays(cfg, 4, seed=8))
-    a["n_valid"] = np.array([cfg.n_max, 1, max(1, cfg.n_max // 3), cfg.n_max])
-    _, ins, outs = run_hw(name, cfg, [a])
-    q_in = ins[1]
+    phases = []
+    for i, n in enumerate([cfg.n_max, 1, max(1, cfg.n_max // 3), cfg.n_max]):
+        a = golden.check_inputs(cfg, random_arrays(cfg, 1, seed=8 + i))
+        a["n_valid"] = np.array([n])
+        phases.append(a)
+    _, ins, outs = run_hw(name, cfg, phases)
     core = BLOCKS[name].component_class()
-    for i, n in enumerate(a["n_valid"]):
-        want = expected_cycles(cfg, int(n))
-        assert outs[i] - q_in[i] == want == core.cycles(cfg, int(n)), (i, int(n))
-    # The next query is taken the cycle after the previous output.
-    assert [q_in[i + 1] - outs[i] for i in range(3)] == [1, 1, 1]
+    for i, a in enumerate(phases):
+        n = int(a["n_valid"][0])
+        (q_in,) = ins[2 * i + 1]
+        want = expected_cycles(cfg, n)
+        assert outs[i] - q_in == want == core.cycles(cfg, n), (i, n)
+        if i:  # the context write waited for the previous output
+            assert ins[2 * i][0] > outs[i - 1]
+
+
+def expected_interval(cfg, n: int) -> int:
+    """The documented steady-state cycles between outputs of back-to-back queries over n
+    entries, written out from the module docstring of hw/attention_core.py: the period of
+    the slowest stage."""
+    l_lane, l_exp, l_scale = latencies(cfg)
+    rows = math.ceil(max(1, n) / cfg.lanes)
+    # the output stage: from taking the sums to the output (the reciprocal in R + 2 cycles,
+    # the d_v columns through the scaler), then the cycle after the output transfer
+    output = cfg.recip_bits + 2 + cfg.d_v + l_scale + 1 + 1
+    if cfg.sparsifier != "topk":  # the next query enters the cycle after the hand-over
+        return max(expected_cycles(cfg, n) - (output - 1) + 1, output)
+    weighting = cfg.top_k + l_exp + 3
+    if cfg.topk_unit == "counting":
+        front = rows + 3 + max(rows + l_lane + 1, cfg.top_k)
+    else:
+        front = rows + l_lane + 2 + cfg.top_k
+    return max(front, weighting, output)
+
+
+BACK_TO_BACK = [
+    # front-bound: many rows against the output stage
+    ("attention", dict(d=16, n_max=64, top_k=4, d_v=2, lanes=1, topk_unit="counting")),
+    ("attention", dict(d=16, n_max=40, top_k=24, d_v=2, lanes=4, topk_unit="counting")),
+    ("attention", dict(d=16, n_max=64, top_k=24, d_v=2, lanes=2, topk_unit="merge",
+                       exp_frac_bits=8)),
+    ("binary_dense_attention", dict(d=16, n_max=64, d_v=2, lanes=1)),
+    ("std_attention", dict(d=8, n_max=64, d_v=2, lanes=2)),
+    ("int8_topk_attention", dict(d=8, n_max=40, top_k=30, d_v=2, lanes=8, exp_frac_bits=8)),
+]
+
+
+@pytest.mark.parametrize("case", cases(index=0) + cases(index=1) + [
+    (name, BLOCKS[name].config_class()(**kw)) for name, kw in BACK_TO_BACK], ids=ident)
+def test_back_to_back_queries_leave_at_the_interval(case):
+    """Queries back to back, output always ready: each is answered within its latency of the
+    later of its acceptance and the stage it waits for, and from the third output on they
+    leave exactly every interval cycles; several are in flight at once."""
+    name, cfg = case
+    golden = _golden(name)
+    core = BLOCKS[name].component_class()
+    for n in sorted({1, max(1, cfg.n_max // 3), cfg.n_max}):
+        a = golden.check_inputs(cfg, random_arrays(cfg, 6, seed=n))
+        a["n_valid"] = np.array([n] * 6)
+        got, ins, outs = run_hw(name, cfg, [a])
+        for array, want in golden.run_vectors(cfg, a).items():
+            np.testing.assert_array_equal(got[0][array], want, err_msg=array)
+        want = expected_interval(cfg, n)
+        assert core.interval(cfg, n) == want, n
+        assert [outs[i + 1] - outs[i] for i in range(2, 5)] == [want] * 3, (n, outs)
+        assert outs[0] - ins[1][0] == expected_cycles(cfg, n)
+        # overlap: the second query is accepted before the first one's output
+        assert ins[1][1] < outs[0], n
 
 
 @pytest.mark.parametrize("name", VARIANTS)
