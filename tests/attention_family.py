@@ -28,6 +28,18 @@ _HAMMING = [
     dict(d=32, n_max=12, top_k=4, d_v=4, lanes=12, temperature=0.1, exp_frac_bits=16,
          out_frac_bits=8, topk_unit="counting"),
 ]
+#: Configurations whose back-to-back queries are limited by the front (many rows against the
+#: output stage), one per kind of front.
+FRONT_BOUND = [
+    ("attention", dict(d=16, n_max=64, top_k=4, d_v=2, lanes=1, topk_unit="counting")),
+    ("attention", dict(d=16, n_max=40, top_k=24, d_v=2, lanes=4, topk_unit="counting")),
+    ("attention", dict(d=16, n_max=64, top_k=24, d_v=2, lanes=2, topk_unit="merge",
+                       exp_frac_bits=8)),
+    ("binary_dense_attention", dict(d=16, n_max=64, d_v=2, lanes=1)),
+    ("std_attention", dict(d=8, n_max=64, d_v=2, lanes=2)),
+    ("int8_topk_attention", dict(d=8, n_max=40, top_k=30, d_v=2, lanes=8, exp_frac_bits=8)),
+]
+
 _INT8 = [
     dict(d=1, n_max=6, top_k=2, d_v=1, lanes=1, temperature=2**-12, exp_frac_bits=10,
          out_frac_bits=2, exp_table_bits=3, exp_interp_bits=0),

@@ -13,6 +13,7 @@ import pytest
 import torch
 from amaranth.sim import Simulator
 from attention_family import (
+    FRONT_BOUND,
     VARIANTS,
     cases,
     configs,
@@ -176,20 +177,8 @@ def expected_interval(cfg, n: int) -> int:
     return max(front, weighting, output)
 
 
-BACK_TO_BACK = [
-    # front-bound: many rows against the output stage
-    ("attention", dict(d=16, n_max=64, top_k=4, d_v=2, lanes=1, topk_unit="counting")),
-    ("attention", dict(d=16, n_max=40, top_k=24, d_v=2, lanes=4, topk_unit="counting")),
-    ("attention", dict(d=16, n_max=64, top_k=24, d_v=2, lanes=2, topk_unit="merge",
-                       exp_frac_bits=8)),
-    ("binary_dense_attention", dict(d=16, n_max=64, d_v=2, lanes=1)),
-    ("std_attention", dict(d=8, n_max=64, d_v=2, lanes=2)),
-    ("int8_topk_attention", dict(d=8, n_max=40, top_k=30, d_v=2, lanes=8, exp_frac_bits=8)),
-]
-
-
 @pytest.mark.parametrize("case", cases(index=0) + cases(index=1) + [
-    (name, BLOCKS[name].config_class()(**kw)) for name, kw in BACK_TO_BACK], ids=ident)
+    (name, BLOCKS[name].config_class()(**kw)) for name, kw in FRONT_BOUND], ids=ident)
 def test_back_to_back_queries_leave_at_the_interval(case):
     """Queries back to back, output always ready: each is answered within its latency of the
     later of its acceptance and the stage it waits for, and from the third output on they
