@@ -80,7 +80,7 @@ in flight (:meth:`AttentionCore.max_in_flight`):
 * top-k only, the **sparsifier** (it collects the next query while its slots hold the
   previous one's selections: see :mod:`~hadware.hw.counting_topk`) and the **weighting**
   (:class:`~hadware.hw.weighted_sum.SlotWeightedSum`: one query from its first slot until
-  its sums are taken; each query's ``k`` waits in a four-entry queue until then);
+  its sums are taken; each query's ``k`` waits in a queue until then);
 * the **output stage**: it takes the sums when it is free (the selections and ``num`` into
   its own registers; the divider keeps ``den``) and holds the query until its output
   transfer.
@@ -280,9 +280,10 @@ class AttentionCore(wiring.Component):
             try:
                 fields = dict(top_k=config.top_k, lanes=config.lanes, n_max=config.n_max,
                               score_width=config.score_width)
-                if config.topk_unit == "counting":
+                if config.counting_topk:
                     self.topk_class = CountingTopK
-                    self.topk_config = CountingTopKConfig(**fields, d=config.d)
+                    self.topk_config = CountingTopKConfig(
+                        **fields, d=config.d, overlap=config.topk_unit == "counting_overlapped")
                 else:
                     self.topk_class = TopK
                     self.topk_config = TopKConfig(**fields)
@@ -290,10 +291,11 @@ class AttentionCore(wiring.Component):
                 self._MustUse__silence = True
                 raise ValueError(f"{config.block} hardware: {e}") from None
         self.latency = self.latency_constant(config)
-        if self.sparse and config.topk_unit == "counting":
+        if self.sparse and config.counting_topk:
+            c = 12 if config.topk_unit == "counting_overlapped" else 9
             self.latency_formula = ("cycles from query accepted to output valid = "
                                     "2 * ceil(max(1, min(n, count)) / lanes) + top_k + L, "
-                                    "L = L_lane + L_exp + recip_bits + d_v + L_scale + 9 = "
+                                    f"L = L_lane + L_exp + recip_bits + d_v + L_scale + {c} = "
                                     f"{self.latency}")
         elif self.sparse:
             self.latency_formula = ("cycles from query accepted to output valid = "
@@ -324,7 +326,7 @@ class AttentionCore(wiring.Component):
         tail = (SCORERS[cfg.scorer].latency(cfg) + EXPS[cfg.exp].latency + cfg.recip_bits
                 + cfg.d_v + Scaler.latency_of(cfg))
         if cfg.sparsifier == "topk":
-            return tail + (9 if cfg.topk_unit == "counting" else 7)
+            return tail + {"counting": 9, "counting_overlapped": 12}.get(cfg.topk_unit, 7)
         return 2 * ceil_log2(cfg.lanes) + tail + 8
 
     @classmethod
@@ -333,7 +335,7 @@ class AttentionCore(wiring.Component):
         rows = -(-max(1, n_eff) // cfg.lanes)
         if cfg.sparsifier == "topk":
             # the counting top-k reads its buffered scores back: rows cycles more
-            rows_again = rows if cfg.topk_unit == "counting" else 0
+            rows_again = rows if cfg.counting_topk else 0
             return rows + rows_again + cfg.top_k + cls.latency_constant(cfg)
         return 2 * rows + cls.latency_constant(cfg)
 
@@ -344,7 +346,7 @@ class AttentionCore(wiring.Component):
         (merge), or the counting sparsifier's two (one in its slots, one collected)."""
         if cfg.sparsifier != "topk":
             return 2
-        return 4 if cfg.topk_unit == "counting" else 3
+        return {"counting": 4, "counting_overlapped": 6}.get(cfg.topk_unit, 3)
 
     @classmethod
     def interval(cls, cfg, n_eff: int) -> int:
@@ -358,7 +360,9 @@ class AttentionCore(wiring.Component):
         if cfg.sparsifier != "topk":
             return max(cls.cycles(cfg, n_eff) - tail - 2, output)
         weighting = cfg.top_k + EXPS[cfg.exp].latency + 3
-        if cfg.topk_unit == "counting":
+        if cfg.topk_unit == "counting_overlapped":
+            front = rows + l_lane + 4
+        elif cfg.topk_unit == "counting":
             front = rows + 3 + max(rows + l_lane + 1, cfg.top_k)
         else:
             front = rows + l_lane + 2 + cfg.top_k
@@ -410,7 +414,7 @@ class AttentionCore(wiring.Component):
         m.submodules.value_mem = values
         # Queries accepted and not yet answered (at most one per stage: front, sparsifier,
         # weighting, output); the context and the table change only when there are none.
-        inflight = Signal(range(6))
+        inflight = Signal(range(self.max_in_flight(cfg) + 1))
         idle = Signal()
         m.d.comb += idle.eq(inflight == 0)
         count = self._context_writes(m, idle, keys, values, kb)
@@ -597,8 +601,9 @@ class AttentionCore(wiring.Component):
         m.submodules.wsum = wsum
         wiring.connect(m, topk.o_stream, wsum.slot)
         # Each query's k waits in a queue from its acceptance to its last slot (queries in
-        # the front, the sparsifier and the weighting: three at most).
-        m.submodules.k_queue = k_queue = SyncFIFO(width=len(scan["k_eff"]), depth=4)
+        # the front, the sparsifier and the weighting: fewer than max_in_flight).
+        m.submodules.k_queue = k_queue = SyncFIFO(width=len(scan["k_eff"]),
+                                                  depth=self.max_in_flight(self.config))
         m.d.comb += [k_queue.w_en.eq(scan["q_take"]), k_queue.w_data.eq(scan["k_eff"]),
                      k_queue.r_en.eq(wsum.slot.valid & wsum.slot.ready
                                      & wsum.slot.payload.last),

@@ -49,6 +49,19 @@ are submodules (``lane0..``: :class:`CountingTopKLane`; ``count0..``:
 :class:`CountingTopKCounter`; ``slot0..``: :class:`CountingTopKSlot`), identical within each
 kind, so hierarchical synthesis maps each kind once.
 
+Overlapped passes (``overlap = True``)
+--------------------------------------
+The two passes run at once for successive queries, each on its own row register, lanes
+(:class:`CountingTopKLane` in mode ``"above"``: ``p1_lane0..``; ``"equal"``: ``p2_lane0..``)
+and counters (``p1_count0..``; ``p2_count0..``, presettable): the collector counts a query's
+values above into its counters while writing its rows into one bank of a score buffer of
+two; two cycles after its last beat the counts are complete, and as soon as pass 2 and the
+slots are free they are **handed over** (pass 2's counters take them, the collector's are
+cleared, the banks swap) and the collector takes the next query. Pass 2 reads the bank back
+as above; when it has placed its last row, the slots are **published** into an output bank
+(``top_k`` registers that shift out under ``o_stream.ready``) once the previous selections
+have left it (or as the last of them leaves), and emptied for the next pass 2.
+
 Timing
 ------
 With ``B = ceil(n / lanes)`` the beats of a query (at least 1; the testbench sends
@@ -68,6 +81,10 @@ With ``B = ceil(n / lanes)`` the beats of a query (at least 1; the testbench sen
   ``B' + 2 + max(B, top_k + 1)``: the next query's ``B`` beats are collected while the ``top_k``
   selections leave; its pass 2 starts at its last beat or, when that comes sooner, the cycle
   after the final output transfer. (:class:`TopK`: ``B + top_k``.)
+* With ``overlap``: the first output beat of a query that finds pass 2 and the output bank
+  free is valid ``B' + 6`` cycles after its last beat (counts complete at ``t + 2``, the
+  hand-over then, the read, the row and slot stages, the publication); back to back, a query
+  every ``max(B + 2, B' + 3, top_k)`` cycles (the collector, pass 2, the output bank).
 * Worst case, consumer always ready, any input: the final output beat of a query comes at most
   ``rows + top_k + 3`` cycles after its ``last`` input beat or, when the slots still held the
   previous query then, after that query's final output beat (:meth:`worst_case_cycles`); two
@@ -95,6 +112,11 @@ counter bits, ``pw = ceil(log2(k + L))`` position bits, ``rw = ceil(log2(rows + 
   index, output position; ``ceil(log2(k))`` is at least 1).
 * Memory: ``rows * L * (vw + 1)`` bits (``rows`` words of ``L`` values and the mask), one
   write port and one synchronous read port.
+* With ``overlap``: the counters, the row register with its decodes and the slots twice
+  (the output bank is the second set of slots), the buffer twice as deep; flip-flops
+  ``2 V cw + 2 k (1 + w + iw) + 2 L (vw + 1 + V) + 3 + L (1 + pw + w + iw) + 1 + 10 + 3 rw
+  + (iw + 1) + ceil(log2(k))`` (the control: collector and pass-2 states, banks, read valid
+  and last, full, emitting; beat, row and read-row counters).
 
 Against :class:`TopK` (``k * L + L * (L - 1) / 2`` comparators of ``w + 1`` bits, rank adders
 of up to ``k + L - 1`` inputs and a ``(2L + 1)``-way multiplexer per slot, all on one cycle's
@@ -149,6 +171,10 @@ class CountingTopKLane(wiring.Component):
     """One lane of a row against the value counters: the value decoder (registered with the
     row) and the count lookup.
 
+    ``mode``: ``"both"`` (the decode chosen by ``next_above``, the lookup), ``"above"`` (pass
+    1 only: the thermometer, no lookup; ``pos`` and ``keep`` are 0) or ``"equal"`` (pass 2
+    only: the one-hot and the lookup), the last two for a unit whose passes run at once.
+
     Members
     -------
     next_value : In(vw)
@@ -175,8 +201,9 @@ class CountingTopKLane(wiring.Component):
         ``valid`` and ``pos < top_k`` (used in pass 2 only).
     """
 
-    def __init__(self, n_values: int, lanes: int, top_k: int, count_width: int, pos_width: int):
-        self._nv, self._k, self._cw = n_values, top_k, count_width
+    def __init__(self, n_values: int, lanes: int, top_k: int, count_width: int, pos_width: int,
+                 mode: str = "both"):
+        self._nv, self._k, self._cw, self._mode = n_values, top_k, count_width, mode
         super().__init__({
             "next_value": In(_bits_for(n_values - 1)),
             "next_above": In(1),
@@ -194,10 +221,13 @@ class CountingTopKLane(wiring.Component):
         nv, cw = self._nv, self._cw
         decode = Signal(nv)
         for u in range(nv):
-            m.d.comb += decode[u].eq(Mux(self.next_above, _gt_const(self.next_value, u),
-                                         self.next_value == u))
+            above, equal = _gt_const(self.next_value, u), self.next_value == u
+            m.d.comb += decode[u].eq({"above": above, "equal": equal}.get(
+                self._mode, Mux(self.next_above, above, equal)))
         with m.If(self.load):
             m.d.sync += self.hits.eq(decode)
+        if self._mode == "above":
+            return m
         mine = Signal(cw)
         m.d.comb += [
             mine.eq(_one_hot_or((self.hits[u], self.counts[u * cw:(u + 1) * cw])
@@ -217,13 +247,18 @@ class CountingTopKCounter(wiring.Component):
         Lanes that increment the counter this cycle.
     clear : In(1)
         Set the counter to 0 instead (takes precedence).
+    preset, preset_value : In(1), In(cw)
+        With ``presettable``: set the counter to ``preset_value`` instead (after ``clear``).
     count : Out(cw)
         The registered count, ``min(count + popcount(hits), top_k)`` after each cycle.
     """
 
-    def __init__(self, lanes: int, top_k: int, count_width: int):
-        self._lanes, self._k = lanes, top_k
-        super().__init__({"hits": In(lanes), "clear": In(1), "count": Out(count_width)})
+    def __init__(self, lanes: int, top_k: int, count_width: int, presettable: bool = False):
+        self._lanes, self._k, self._preset = lanes, top_k, presettable
+        members = {"hits": In(lanes), "clear": In(1), "count": Out(count_width)}
+        if presettable:
+            members.update(preset=In(1), preset_value=In(count_width))
+        super().__init__(members)
 
     def elaborate(self, platform) -> Module:
         m = Module()
@@ -231,6 +266,9 @@ class CountingTopKCounter(wiring.Component):
         m.d.comb += total.eq(self.count + sum(self.hits[j] for j in range(self._lanes)))
         with m.If(self.clear):
             m.d.sync += self.count.eq(0)
+        if self._preset:
+            with m.Elif(self.preset):
+                m.d.sync += self.count.eq(self.preset_value)
         with m.Else():
             m.d.sync += self.count.eq(Mux(_lt_const(total, self._k), total, self._k))
         return m
@@ -323,14 +361,17 @@ class CountingTopK(wiring.Component):
 
     @classmethod
     def first_output_latency(cls, cfg: CountingTopKConfig, n: int) -> int:
-        """Cycles from the ``last`` input beat's transfer to the first output beat's valid."""
-        return min(cls.beats(cfg, n), cfg.rows) + 3
+        """Cycles from the ``last`` input beat's transfer to the first output beat's valid
+        (the stages after the collector free): ``B' + 3``, or ``B' + 6`` with ``overlap``."""
+        return min(cls.beats(cfg, n), cfg.rows) + (6 if cfg.overlap else 3)
 
     @classmethod
     def query_cycles(cls, cfg: CountingTopKConfig, n: int) -> int:
         """Cycles per query without stalls, queries back to back (the next query collected
         while the selections leave)."""
         b = cls.beats(cfg, n)
+        if cfg.overlap:
+            return max(b + 2, min(b, cfg.rows) + 3, cfg.top_k)
         return min(b, cfg.rows) + 2 + max(b, cfg.top_k + 1)
 
     @staticmethod
@@ -339,25 +380,35 @@ class CountingTopK(wiring.Component):
         query's final output beat to the query's final output beat, consumer always ready,
         whatever the input (longer queries than ``n_max`` included): ``rows + top_k + 2``
         from the last beat when the slots are empty, one more from the previous output (pass 2
-        starts the cycle after it)."""
-        return cfg.rows + cfg.top_k + 3
+        starts the cycle after it); with ``overlap``, ``rows + top_k + 5`` from the last beat."""
+        return cfg.rows + cfg.top_k + (5 if cfg.overlap else 3)
 
     @staticmethod
     def flip_flops(cfg: CountingTopKConfig) -> int:
         """Register bits of the RTL (module docstring, Area)."""
         lanes, k, w, iw = cfg.lanes, cfg.top_k, cfg.score_width, cfg.index_width
         vw, cw, pw, rw = cfg.value_width, cfg.count_width, cfg.position_width, cfg.row_width
+        if cfg.overlap:
+            return (2 * cfg.n_values * cw + 2 * k * (1 + w + iw)
+                    + 2 * lanes * (vw + 1 + cfg.n_values) + 3 + lanes * (1 + pw + w + iw) + 1
+                    + 10 + 3 * rw + (iw + 1) + _bits_for(k - 1))
         return (cfg.n_values * cw + k * (1 + w + iw) + lanes * (vw + 1 + cfg.n_values) + 3
                 + lanes * (1 + pw + w + iw) + 1 + 2 + 2 + 1 + 2 * rw + (iw + 1)
                 + _bits_for(k - 1))
 
     # -- elaboration --------------------------------------------------------------------------
 
+    def _row_layout(self):
+        cfg = self.config
+        return data.StructLayout({"value": data.ArrayLayout(cfg.value_width, cfg.lanes),
+                                  "mask": cfg.lanes})
+
     def elaborate(self, platform) -> Module:
+        if self.config.overlap:
+            return self._elaborate_overlapped()
         m = Module()
         cfg = self.config
-        row_layout = data.StructLayout({"value": data.ArrayLayout(cfg.value_width, cfg.lanes),
-                                        "mask": cfg.lanes})
+        row_layout = self._row_layout()
         m.submodules.buf = buf = Memory(shape=row_layout, depth=cfg.rows, init=[])
         wr = buf.write_port()
         rd = buf.read_port(transparent_for=(wr,))  # (row 0 is read as the last beat arrives)
@@ -424,8 +475,11 @@ class CountingTopK(wiring.Component):
         with m.If(take | rd_valid):
             m.d.sync += row.eq(nxt)
 
-        lanes = self._lanes(m, row, nxt, take, take | rd_valid, r_valid, r_pass2, r_last)
-        slots = self._slots(m)
+        lanes, _ = self._lanes(m, row, nxt, take, take | rd_valid, r_valid,
+                               r_valid & r_pass2 & r_last)
+        shift = Signal()
+        m.d.comb += shift.eq(self.o_stream.valid & self.o_stream.ready)
+        slots = self._slots(m, shift)
         self._slot_stage(m, row, lanes, slots, r_valid & r_pass2, r_last, c_last, full)
         head = slots[0].value
         m.d.comb += [
@@ -436,9 +490,108 @@ class CountingTopK(wiring.Component):
         ]
         return m
 
-    def _input_values(self, m, wr, nrows, take) -> Value:
+    def _elaborate_overlapped(self) -> Module:
+        """Both passes at once, for successive queries (module docstring, Overlapped passes)."""
+        m = Module()
+        cfg = self.config
+        k, rows = cfg.top_k, cfg.rows
+        row_layout = self._row_layout()
+        m.submodules.buf = buf = Memory(shape=row_layout, depth=2 * rows, init=[])
+        wr = buf.write_port()
+        rd = buf.read_port()  # (a row is read two cycles after its write at the earliest)
+
+        # Pass 1: the collector writes its query's rows into bank 'wbank' and counts them.
+        take = Signal()
+        m.d.comb += take.eq(self.i_stream.valid & self.i_stream.ready)
+        collect, drain, counted = range(3)  # counted: the counts are complete
+        c_state = Signal(2)
+        nrows = Signal(cfg.row_width)
+        wbank = Signal()
+        handoff = Signal()  # the counted query goes to pass 2; the collector is free again
+        with m.If(c_state == collect):
+            m.d.comb += self.i_stream.ready.eq(1)
+            with m.If(take):
+                m.d.sync += nrows.eq(Mux(nrows == rows, nrows, nrows + 1))
+                with m.If(self.i_stream.payload.last):
+                    m.d.sync += c_state.eq(drain)
+        with m.Elif(c_state == drain):  # (the last row's counts are added this cycle)
+            m.d.sync += c_state.eq(counted)
+        with m.Elif(handoff):
+            m.d.sync += [c_state.eq(collect), nrows.eq(0), wbank.eq(~wbank)]
+        beat = self._input_values(m, wr, nrows, take, base=Mux(wbank, rows, 0))
+        row1 = Signal(row_layout)
+        r1_valid = Signal()
+        m.d.sync += r1_valid.eq(take)
+        with m.If(take):
+            m.d.sync += row1.eq(beat)
+        _, above = self._lanes(m, row1, beat, 1, take, r1_valid, handoff, mode="above",
+                               prefix="p1_")
+
+        # Pass 2: reads the counted query's bank, its counters preset to the counts above.
+        idle, read, finish = range(3)
+        p2_state = Signal(2)
+        rbank, rd_valid, rd_last = Signal(), Signal(), Signal()
+        rows2 = Signal(cfg.row_width)
+        rd_row = Signal(cfg.row_width)
+        c_last = Signal()  # the slot stage writes the query's last row
+        full = Signal()  # the slots hold a query's selections, not yet published
+        emitting = Signal()  # the output bank holds selections that have not all left
+        out_pos = Signal(_bits_for(k - 1))
+        o_take, final, publish = Signal(), Signal(), Signal()
+        m.d.comb += [
+            o_take.eq(self.o_stream.valid & self.o_stream.ready),
+            final.eq(o_take & (out_pos == k - 1)),
+            publish.eq(full & (~emitting | final)),
+            handoff.eq((c_state == counted) & (p2_state == idle) & (~full | publish)),
+        ]
+        m.d.sync += rd_valid.eq(0)
+        with m.If(handoff):  # row 0 of the bank just written is read now
+            m.d.comb += rd.addr.eq(Mux(wbank, rows, 0))
+            m.d.sync += [rbank.eq(wbank), rows2.eq(nrows), rd_row.eq(1), rd_valid.eq(1),
+                         rd_last.eq(nrows == 1), p2_state.eq(Mux(nrows == 1, finish, read))]
+        with m.Elif(p2_state == read):
+            last_row = rd_row + 1 >= rows2
+            m.d.comb += rd.addr.eq(Mux(rbank, rows, 0) + rd_row)
+            m.d.sync += [rd_valid.eq(1), rd_last.eq(last_row), rd_row.eq(rd_row + 1)]
+            with m.If(last_row):
+                m.d.sync += p2_state.eq(finish)
+        with m.Elif((p2_state == finish) & c_last):
+            m.d.sync += [p2_state.eq(idle), full.eq(1)]
+        row2 = Signal(row_layout)
+        r2_valid, r2_last = Signal(), Signal()
+        m.d.sync += [r2_valid.eq(rd_valid), r2_last.eq(rd_last)]
+        with m.If(rd_valid):
+            m.d.sync += row2.eq(rd.data)
+        lanes, _ = self._lanes(m, row2, rd.data, 0, rd_valid, r2_valid, 0, mode="equal",
+                               prefix="p2_", preset=(handoff, above))
+        slots = self._slots(m, publish, chain=False)  # (published: emptied for the next)
+        self._slot_stage(m, row2, lanes, slots, r2_valid, r2_last, c_last, full)
+
+        # The output bank: the slots' selections, published once the previous ones have left.
+        ew = 1 + cfg.score_width + cfg.index_width
+        out = [Signal(ew, name=f"out{p}") for p in range(k)]
+        with m.If(publish):
+            m.d.sync += [full.eq(0), emitting.eq(1)]
+            m.d.sync += [o.eq(slot.value) for o, slot in zip(out, slots, strict=True)]
+        with m.Elif(o_take):
+            m.d.sync += [out[p].eq(out[p + 1] if p + 1 < k else 0) for p in range(k)]
+            with m.If(final):
+                m.d.sync += emitting.eq(0)
+        with m.If(o_take):
+            m.d.sync += out_pos.eq(Mux(out_pos == k - 1, 0, out_pos + 1))
+        head = out[0]
+        m.d.comb += [
+            self.o_stream.valid.eq(emitting),
+            self.o_stream.payload.sel.eq(head[0]),
+            self.o_stream.payload.score.eq(head[1:1 + cfg.score_width]),
+            self.o_stream.payload.index.eq(head[1 + cfg.score_width:]),
+            self.o_stream.payload.last.eq(out_pos == k - 1),
+        ]
+        return m
+
+    def _input_values(self, m, wr, nrows, take, base=0) -> Value:
         """The input beat's values ``clamp(floor((s + d) / 2), 0, d)`` and mask, written into
-        row ``nrows`` of the buffer (the last row again once it is full)."""
+        row ``nrows`` of the buffer (the last row again once it is full), from row ``base``."""
         cfg = self.config
         p = self.i_stream.payload
         beat = Signal(wr.data.shape())
@@ -448,19 +601,21 @@ class CountingTopK(wiring.Component):
                          beat.value[j].eq(Mux(t[-1], 0, Mux(_gt_const(t[1:-1], cfg.d), cfg.d,
                                                              t[1:-1])))]
         m.d.comb += [beat.mask.eq(p.mask),
-                     wr.addr.eq(Mux(nrows == cfg.rows, cfg.rows - 1, nrows)),
+                     wr.addr.eq(base + Mux(nrows == cfg.rows, cfg.rows - 1, nrows)),
                      wr.data.eq(beat), wr.en.eq(take)]
         return beat
 
-    def _lanes(self, m, row, nxt, above, load, r_valid, r_pass2, r_last
-               ) -> list[CountingTopKLane]:
-        """The lanes and the value counters on the row register; pass 1 counts the values
-        above, pass 2 the value itself (and ranks ties within the row); the counters are
-        cleared with the last row of pass 2."""
+    def _lanes(self, m, row, nxt, above, load, r_valid, clear, *, mode="both", prefix="",
+               preset=None) -> tuple[list[CountingTopKLane], Value]:
+        """The lanes and the value counters on a row register (submodules ``{prefix}lane{j}``
+        and ``{prefix}count{u}``): pass 1 counts the values above (``above`` high), pass 2 the
+        value itself and ranks ties within the row; ``clear`` empties the counters and
+        ``preset = (en, counts)`` loads them. Returns the lanes and the counts."""
         cfg = self.config
         lanes = [CountingTopKLane(cfg.n_values, cfg.lanes, cfg.top_k, cfg.count_width,
-                                  cfg.position_width) for _ in range(cfg.lanes)]
-        counters = [CountingTopKCounter(cfg.lanes, cfg.top_k, cfg.count_width)
+                                  cfg.position_width, mode) for _ in range(cfg.lanes)]
+        counters = [CountingTopKCounter(cfg.lanes, cfg.top_k, cfg.count_width,
+                                        presettable=preset is not None)
                     for _ in range(cfg.n_values)]
         # (The counters' inputs are formed by logic here, not wired from the lanes' outputs:
         # wired through, Amaranth names each instance's ports after the lanes' nets, and the
@@ -468,33 +623,41 @@ class CountingTopK(wiring.Component):
         counts = Signal(cfg.n_values * cfg.count_width)
         m.d.comb += counts.eq(Cat(c.count for c in counters))
         for j, lane in enumerate(lanes):
-            m.submodules[f"lane{j}"] = lane
-            rank = Signal(len(lane.rank), name=f"rank{j}")
+            m.submodules[f"{prefix}lane{j}"] = lane
             m.d.comb += [
-                rank.eq(sum(row.mask[i] & (row.value[i] == row.value[j]) for i in range(j))),
                 lane.next_value.eq(nxt.value[j]), lane.next_above.eq(above),
                 lane.load.eq(load), lane.valid.eq(r_valid & row.mask[j]),
-                lane.counts.eq(counts), lane.rank.eq(rank),
             ]
-        valid = Signal(cfg.lanes)
+            if mode != "above":
+                rank = Signal(len(lane.rank), name=f"{prefix}rank{j}")
+                m.d.comb += [
+                    rank.eq(sum(row.mask[i] & (row.value[i] == row.value[j])
+                                for i in range(j))),
+                    lane.counts.eq(counts), lane.rank.eq(rank),
+                ]
+        valid = Signal(cfg.lanes, name=f"{prefix}valid")
         m.d.comb += valid.eq(Cat(lane.valid for lane in lanes))
         for u, counter in enumerate(counters):
-            m.submodules[f"count{u}"] = counter
+            m.submodules[f"{prefix}count{u}"] = counter
             m.d.comb += [counter.hits.eq(Cat(lane.hits[u] for lane in lanes) & valid),
-                         counter.clear.eq(r_valid & r_pass2 & r_last)]
-        return lanes
+                         counter.clear.eq(clear)]
+            if preset is not None:
+                m.d.comb += [counter.preset.eq(preset[0]),
+                             counter.preset_value.eq(
+                                 preset[1][u * cfg.count_width:(u + 1) * cfg.count_width])]
+        return lanes, counts
 
-    def _slots(self, m) -> list[CountingTopKSlot]:
-        """The ``top_k`` slots, shifting toward slot 0 on each output transfer."""
+    def _slots(self, m, shift, *, chain=True) -> list[CountingTopKSlot]:
+        """The ``top_k`` slots; ``shift`` moves each toward slot 0 (``chain``) or empties
+        them all."""
         cfg = self.config
         ew = 1 + cfg.score_width + cfg.index_width
         slots = [CountingTopKSlot(cfg.lanes, ew) for _ in range(cfg.top_k)]
-        shift = Signal()
-        m.d.comb += shift.eq(self.o_stream.valid & self.o_stream.ready)
         for p, slot in enumerate(slots):
             m.submodules[f"slot{p}"] = slot
             m.d.comb += [slot.shift.eq(shift),
-                         slot.shift_in.eq(slots[p + 1].value if p + 1 < cfg.top_k else 0)]
+                         slot.shift_in.eq(slots[p + 1].value if chain and p + 1 < cfg.top_k
+                                          else 0)]
         return slots
 
     def _slot_stage(self, m, row, lanes, slots, pass2, r_last, c_last, full) -> None:

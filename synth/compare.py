@@ -2,7 +2,7 @@
 
 ``compare(cfg, out_dir)`` synthesizes every attention design at the same configuration (the
 fields they share: d, n_max, d_v, lanes, temperature, exp_frac_bits, out_frac_bits, top_k where
-it applies; ``topk_unit = "counting"`` applies to the binarized designs, the int8 top-k design
+it applies; a counting ``topk_unit`` applies to the binarized designs, the int8 top-k design
 keeps the merging unit, the only one for int8 scores), runs them on one workload, and writes
 ``report.json``, ``report.md`` and PNG plots:
 
@@ -95,8 +95,8 @@ def _design_config(block: str, cfg: AttentionConfig | dict[str, Any]):
     cls = get_block(block).config_class()
     fields = set(cls.field_names())
     data = dict(cfg if isinstance(cfg, dict) else cfg.to_dict())
-    if data.get("topk_unit") == "counting" and cls.scorer != "hamming":
-        # The counting top-k needs binarized scores: an int8 design keeps the merging one.
+    if str(data.get("topk_unit", "")).startswith("counting") and cls.scorer != "hamming":
+        # A counting top-k needs binarized scores: an int8 design keeps the merging one.
         data["topk_unit"] = "merge"
     return cls.from_dict({k: v for k, v in data.items() if k in fields},
                          source=f"{block} configuration derived from the compare config")

@@ -102,10 +102,11 @@ def contract(name: str, component: Any) -> Contract:
                         in_flight=component.latency)
     if isinstance(cfg, CountingTopKConfig):
         # TopK's streams; a query's final output beat at most rows + top_k + 3 cycles after
-        # its 'last' input beat or the previous query's final output beat, whatever the
-        # input; a query is collected while the one before leaves: two in flight.
+        # its 'last' input beat or the previous query's final output beat (+ 5 from the last
+        # beat with overlapped passes), whatever the input; a query is collected while the
+        # one before leaves: two in flight (overlapped: collector, pass 2, slots, output).
         return Contract("i_stream", "o_stream", bound=type(component).worst_case_cycles(cfg),
-                        in_flight=2, request_last=True, response_last=True,
+                        in_flight=4 if cfg.overlap else 2, request_last=True, response_last=True,
                         response_beats=cfg.top_k)
     if isinstance(cfg, TopKConfig):
         # top_k output beats (the last with 'last') per query (input beats up to 'last').

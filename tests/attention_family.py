@@ -17,14 +17,15 @@ VARIANTS = [name for name, b in BLOCKS.items()
 
 #: Geometries exercised for every variant (fields a variant lacks are dropped): one lane,
 #: lanes not dividing n_max, top_k = n_max, lanes = n_max; the binarized top-k core with each
-#: of its top-k units; a run-time table (RAM, its initial content) in the third.
+#: of its top-k units (merge, counting, counting with overlapped passes); a run-time table
+#: (RAM, its initial content) in the third.
 _HAMMING = [
     dict(d=8, n_max=6, top_k=2, d_v=1, lanes=1, temperature=0.3, exp_frac_bits=10,
          out_frac_bits=2),
     dict(d=16, n_max=10, top_k=3, d_v=2, lanes=3, temperature=0.2, exp_frac_bits=14,
          out_frac_bits=4, topk_unit="counting"),
     dict(d=24, n_max=16, top_k=16, d_v=3, lanes=4, temperature=0.05, exp_frac_bits=12,
-         out_frac_bits=6, runtime_temperature=True),
+         out_frac_bits=6, runtime_temperature=True, topk_unit="counting_overlapped"),
     dict(d=32, n_max=12, top_k=4, d_v=4, lanes=12, temperature=0.1, exp_frac_bits=16,
          out_frac_bits=8, topk_unit="counting"),
 ]
@@ -32,6 +33,8 @@ _HAMMING = [
 #: output stage), one per kind of front.
 FRONT_BOUND = [
     ("attention", dict(d=16, n_max=64, top_k=4, d_v=2, lanes=1, topk_unit="counting")),
+    ("attention", dict(d=16, n_max=64, top_k=4, d_v=2, lanes=1,
+                       topk_unit="counting_overlapped")),
     ("attention", dict(d=16, n_max=40, top_k=24, d_v=2, lanes=4, topk_unit="counting")),
     ("attention", dict(d=16, n_max=64, top_k=24, d_v=2, lanes=2, topk_unit="merge",
                        exp_frac_bits=8)),
@@ -72,7 +75,8 @@ def cases(*, index: int | None = None) -> list:
 
 def ident(case) -> str:
     name, c = case
-    k = f"k{c.top_k}{'c' * (c.topk_unit == 'counting')}" if c.sparsifier == "topk" else ""
+    unit = {"counting": "c", "counting_overlapped": "o"}.get(getattr(c, "topk_unit", ""), "")
+    k = f"k{c.top_k}{unit}" if c.sparsifier == "topk" else ""
     return f"{name}-d{c.d}n{c.n_max}{k}l{c.lanes}"
 
 

@@ -126,6 +126,10 @@ def expected_cycles(cfg, n: int) -> int:
         # the counting top-k: its first selection rows + 3 cycles after the last score beat,
         # where the merging one gives it the next cycle
         return rows + cfg.top_k + tail + 7 + (rows + 2)
+    if cfg.sparsifier == "topk" and cfg.topk_unit == "counting_overlapped":
+        # with its passes overlapped: rows + 6 (two cycles to complete the counts, one to
+        # publish the selections into the output bank)
+        return rows + cfg.top_k + tail + 7 + (rows + 5)
     if cfg.sparsifier == "topk":
         # 7: the control and handshake cycles, the slot weighting's registered weight and
         # value row and its product register
@@ -170,7 +174,11 @@ def expected_interval(cfg, n: int) -> int:
     if cfg.sparsifier != "topk":  # the next query enters the cycle after the hand-over
         return max(expected_cycles(cfg, n) - (output - 1) + 1, output)
     weighting = cfg.top_k + l_exp + 3
-    if cfg.topk_unit == "counting":
+    if cfg.topk_unit == "counting_overlapped":
+        # the next query's scan starts once the collector has handed the counts on, three
+        # cycles after the last score beat
+        front = rows + l_lane + 4
+    elif cfg.topk_unit == "counting":
         front = rows + 3 + max(rows + l_lane + 1, cfg.top_k)
     else:
         front = rows + l_lane + 2 + cfg.top_k

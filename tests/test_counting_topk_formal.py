@@ -1,9 +1,10 @@
 """Counting top-k: the formal stream specifications of :mod:`hadware.tb.formal` (SymbiYosys with
 yices) beyond the registry-wide ones of test_formal.py: stability by k-induction, and the
 contract's bound (a request is the ``last`` input beat, its response the output beat with
-``last``, two queries in flight, the bound ``worst_case_cycles = rows + top_k + 3`` from the
-docstring; inputs are free, so over-long queries and scores outside the binarized set are
-included) shown to hold and to be tight. (The other checks and the negative controls are
+``last``, two queries in flight (four with overlapped passes), the bound ``worst_case_cycles
+= rows + top_k + 3`` (``+ 5`` overlapped) from the docstring; inputs are free, so over-long
+queries and scores outside the binarized set are included) shown to hold and to be tight,
+for both units. (The other checks and the negative controls are
 test_formal.py's, which covers every registered block.)
 """
 
@@ -20,6 +21,8 @@ from hadware.tb import formal as F
 pytestmark = pytest.mark.formal
 
 SMALL = CountingTopKConfig(top_k=2, lanes=2, n_max=4, score_width=3, d=2)
+#: Both units: the passes in turn and overlapped.
+UNITS = [SMALL, dataclasses.replace(SMALL, overlap=True)]
 
 
 def contract(cfg: CountingTopKConfig, bound: int | None = None) -> F.Contract:
@@ -27,40 +30,43 @@ def contract(cfg: CountingTopKConfig, bound: int | None = None) -> F.Contract:
     component = CountingTopK(cfg)
     component._MustUse__silence = True  # only its contract is wanted
     c = F.contract("counting_topk", component)
-    assert c.bound == cfg.rows + cfg.top_k + 3
+    assert c.bound == cfg.rows + cfg.top_k + (5 if cfg.overlap else 3)
     return c if bound is None else dataclasses.replace(c, bound=bound)
 
 
-def run(checks, mode, depth, tmp_path, mutation=None):
+def run(cfg, checks, mode, depth, tmp_path, mutation=None):
     why = F.solver_missing()
     if why:
         pytest.fail(f"the formal checks cannot run: {why}", pytrace=False)
-    spec = F.StreamSpec(CountingTopK(SMALL), contract(SMALL), checks, mutation, depth=depth)
+    spec = F.StreamSpec(CountingTopK(cfg), contract(cfg), checks, mutation, depth=depth)
     return F.run_sby(spec, tmp_path / "sby", mode=mode, depth=depth, timeout=300)
 
 
-def test_stability_by_induction(tmp_path):
+@pytest.mark.parametrize("cfg", UNITS, ids=str)
+def test_stability_by_induction(cfg, tmp_path):
     """The stream rules of o_stream hold in every state reachable or not, by k-induction at
     depth 6 (at depth 5 the induction step still starts from unreachable pipeline states;
     test_formal.py checks them by BMC)."""
-    r = run(("stable",), "prove", 6, tmp_path)
+    r = run(cfg, ("stable",), "prove", 6, tmp_path)
     assert r.status == "PASS", f"{r.status}, failed {r.induction_failed}\n{r.log[-3000:]}"
 
 
-# Deep enough for the worst case: a one-beat query, then a full one collected while the first
-# one's selections leave, answered rows + top_k + 3 cycles after them.
-DEPTH = 2 * (SMALL.rows + SMALL.top_k + 3) + 4
+def depth(cfg):
+    """Deep enough for the worst case: a one-beat query, then a full one collected while the
+    first one's selections leave, answered within the bound after them."""
+    return 2 * CountingTopK.worst_case_cycles(cfg) + 4
 
 
-def test_the_bound_holds(tmp_path):
-    depth = DEPTH
-    r = run(("live",), "bmc", depth, tmp_path)
+@pytest.mark.parametrize("cfg", UNITS, ids=str)
+def test_the_bound_holds(cfg, tmp_path):
+    r = run(cfg, ("live",), "bmc", depth(cfg), tmp_path)
     assert r.status == "PASS", f"{r.status}, failed {r.failed}\n{r.log[-3000:]}"
 
 
-def test_the_bound_is_tight(tmp_path):
+@pytest.mark.parametrize("cfg", UNITS, ids=str)
+def test_the_bound_is_tight(cfg, tmp_path):
     """One cycle less than the documented worst case is refuted."""
-    tight = contract(SMALL, bound=SMALL.rows + SMALL.top_k + 2)
-    spec = F.StreamSpec(CountingTopK(SMALL), tight, ("live",), depth=DEPTH)
-    r = F.run_sby(spec, tmp_path / "sby", mode="bmc", depth=DEPTH, timeout=300)
+    tight = contract(cfg, bound=CountingTopK.worst_case_cycles(cfg) - 1)
+    spec = F.StreamSpec(CountingTopK(cfg), tight, ("live",), depth=depth(cfg))
+    r = F.run_sby(spec, tmp_path / "sby", mode="bmc", depth=depth(cfg), timeout=300)
     assert r.status == "FAIL" and "live.bound" in {label for label, _ in r.failed}, r.status

@@ -5,6 +5,8 @@ interface, the behaviour on input errors, and the config checks."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -26,6 +28,8 @@ CFGS = [
     CountingTopKConfig(top_k=6, lanes=1, n_max=6, score_width=4, d=5),  # top_k = n_max, lanes 1
     CountingTopKConfig(top_k=3, lanes=8, n_max=16, score_width=2, d=1),  # two values
 ]
+#: The same geometries with both passes at once.
+OVERLAPPED = [dataclasses.replace(c, overlap=True) for c in CFGS]
 
 
 def values(cfg, rng, shape, distinct=None):
@@ -50,7 +54,7 @@ def check(cfg, arrays, **kw):
     np.testing.assert_array_equal(got["topk_score"], want["topk_score"])
 
 
-@pytest.mark.parametrize("cfg", CFGS, ids=str)
+@pytest.mark.parametrize("cfg", CFGS + OVERLAPPED, ids=str)
 @pytest.mark.parametrize(("idle", "stall"), [(0.0, 0.0), (0.4, 0.5)])
 def test_random_queries(cfg, idle, stall):
     rng = np.random.default_rng(cfg.top_k * 100 + cfg.lanes)
@@ -62,7 +66,7 @@ def test_random_queries(cfg, idle, stall):
     check(cfg, {"scores": scores, "n_valid": n_valid}, idle=idle, stall=stall, seed=3)
 
 
-@pytest.mark.parametrize("cfg", CFGS, ids=str)
+@pytest.mark.parametrize("cfg", CFGS + OVERLAPPED, ids=str)
 def test_ties_extremes_and_short_rows(cfg):
     n, d = cfg.n_max, cfg.d
     rows = [np.full(n, d), np.full(n, -d), np.full(n, d), np.resize([-d, d], n),
@@ -73,9 +77,10 @@ def test_ties_extremes_and_short_rows(cfg):
     check(cfg, arrays, idle=0.2, stall=0.3, seed=5)
 
 
-def test_readme_size_n_max():
+@pytest.mark.parametrize("overlap", [False, True])
+def test_readme_size_n_max(overlap):
     """The README configuration (top_k 32, lanes 8, n_max 512, d 64) at n = n_max."""
-    cfg = CountingTopKConfig(top_k=32, lanes=8, n_max=512, d=64)
+    cfg = CountingTopKConfig(top_k=32, lanes=8, n_max=512, d=64, overlap=overlap)
     rng = np.random.default_rng(11)
     scores = np.stack([values(cfg, rng, 512), values(cfg, rng, 512, distinct=4),
                        np.full(512, 10)])
@@ -91,7 +96,7 @@ def reference(scores, masks, lanes, top_k):
     return chosen + [None] * (top_k - len(chosen))
 
 
-@pytest.mark.parametrize("cfg", [CFGS[1], CFGS[2], CFGS[5]], ids=str)
+@pytest.mark.parametrize("cfg", [CFGS[1], CFGS[2], CFGS[5], OVERLAPPED[2]], ids=str)
 def test_arbitrary_masks(cfg):
     """Masks need not be a prefix: any lane of any beat may be left out."""
     rng = np.random.default_rng(21)
@@ -148,6 +153,33 @@ def test_cycle_formulas(cfg):
         == cfg.rows + cfg.top_k + 3
 
 
+@pytest.mark.parametrize("cfg", OVERLAPPED, ids=str)
+def test_overlapped_cycle_formulas(cfg):
+    """With both passes at once: a query into an empty unit answers B' + 6 cycles after its
+    last beat (two cycles to finish its counts, the read, the row and slot stages, the output
+    bank); back to back, the next query is collected before the previous one's first output,
+    and from the third query on they leave every max(B + 2, B' + 3, top_k) cycles (the
+    collector, pass 2 or the output bank, whichever is slowest); top_k outputs in a row."""
+    rng = np.random.default_rng(10)
+    for n in sorted({1, max(1, cfg.n_max // 2), cfg.n_max}):
+        m = 6
+        arrays = {"scores": values(cfg, rng, (m, cfg.n_max)), "n_valid": np.array([n] * m)}
+        _, ins, outs = run(cfg, arrays)
+        b = max(1, -(-n // cfg.lanes))
+        first_in = [ins[q * b] for q in range(m)]
+        first_out = [outs[q * cfg.top_k] for q in range(m)]
+        assert first_out[0] - ins[b - 1] == min(b, cfg.rows) + 6
+        assert CountingTopK.first_output_latency(cfg, n) == min(b, cfg.rows) + 6
+        period = max(b + 2, min(b, cfg.rows) + 3, cfg.top_k)
+        assert CountingTopK.query_cycles(cfg, n) == period
+        assert [first_out[q + 1] - first_out[q] for q in range(2, m - 1)] == [period] * 3, n
+        assert first_in[1] < first_out[0]
+        for q in range(m):
+            assert outs[q * cfg.top_k:(q + 1) * cfg.top_k] == \
+                list(range(first_out[q], first_out[q] + cfg.top_k))
+    assert CountingTopK.worst_case_cycles(cfg) == cfg.rows + cfg.top_k + 5
+
+
 def test_same_interface_and_results_as_topk():
     """The drop-in: TopK's layouts, and TopK's RTL gives the same output beats."""
     cfg = CFGS[1]
@@ -170,10 +202,10 @@ def test_same_interface_and_results_as_topk():
     assert fields[0] == fields[1]
 
 
-def test_input_errors_keep_the_stream_rules_and_the_next_query_is_exact():
+@pytest.mark.parametrize("cfg", [CFGS[1], OVERLAPPED[1]], ids=str)
+def test_input_errors_keep_the_stream_rules_and_the_next_query_is_exact(cfg):
     """Scores outside the binarized set and a query longer than n_max are input errors: the
     answer is unspecified, but every query still gets top_k beats, and the next is exact."""
-    cfg = CFGS[1]
     layout_in = CountingTopK.layouts(cfg)[0]
     rng = np.random.default_rng(3)
     lim = 1 << (cfg.score_width - 1)

@@ -359,12 +359,16 @@ class TopKSelection:
         cycle; its merge is a single-cycle path that grows with ``top_k * lanes``), or
         ``"counting"``, :class:`~hadware.hw.counting_topk.CountingTopK` (a counting sort over
         the ``d + 1`` values of a binarized score, every recurrence one counter; binarized
-        scores only, ``ceil(n / lanes) + 2`` cycles more per query).
+        scores only, ``ceil(n / lanes) + 2`` cycles more per query), or
+        ``"counting_overlapped"``, the same unit with its two passes for different queries
+        at once (``overlap = True``: a second bank of counters, a double score buffer and an
+        output register bank; back to back, a query every ``ceil(n / lanes) + 3`` cycles
+        or so instead of twice that).
     """
 
     sparsifier: ClassVar[str | None] = "topk"
     #: The top-k units, by ``topk_unit``.
-    TOPK_UNITS: ClassVar[tuple[str, ...]] = ("merge", "counting")
+    TOPK_UNITS: ClassVar[tuple[str, ...]] = ("merge", "counting", "counting_overlapped")
     top_k: int = 8
     topk_unit: str = "merge"
 
@@ -377,9 +381,15 @@ class TopKSelection:
         if self.topk_unit not in self.TOPK_UNITS:
             raise ValueError(f"topk_unit must be one of {', '.join(self.TOPK_UNITS)}, not "
                              f"{self.topk_unit!r}")
-        if self.topk_unit == "counting" and self.scorer != "hamming":
-            raise ValueError(f"topk_unit 'counting' needs binarized scores (scorer hamming); "
-                             f"{self.block} has {self.scorer} scores: use 'merge'")
+        if self.counting_topk and self.scorer != "hamming":
+            raise ValueError(f"topk_unit {self.topk_unit!r} needs binarized scores (scorer "
+                             f"hamming); {self.block} has {self.scorer} scores: use 'merge'")
+
+    @property
+    def counting_topk(self) -> bool:
+        """The top-k unit is a counting one (``topk_unit`` ``"counting"`` or
+        ``"counting_overlapped"``)."""
+        return self.topk_unit.startswith("counting")
 
     @property
     def n_weights(self) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from hadware.config.base import check_int
+from hadware.config.base import check_bool, check_int
 from hadware.config.topk import TopKConfig
 from hadware.spec.widths import signed_width, unsigned_width
 
@@ -24,15 +24,21 @@ class CountingTopKConfig(TopKConfig):
         Bits of a binarized query and key, 1 to 1024. The scores are ``2 * popcount - d``:
         exactly the ``d + 1`` values ``-d, -d + 2, ..., d``, which ``score_width`` must hold
         (at least ``signed_width(-d, d)`` bits).
+    overlap : bool
+        Run the two passes of successive queries at once (a second bank of counters, a score
+        buffer of two banks, an output register bank): a query every ``B + 3`` cycles or
+        so back to back, where the unit without it needs ``2 B + 2`` or more.
     """
 
     block = "counting_topk"
 
     d: int = 64
+    overlap: bool = False
 
     def validate(self) -> None:
         super().validate()
         check_int("d", self.d, lo=1, hi=1024)
+        check_bool("overlap", self.overlap)
         need = signed_width(-self.d, self.d)
         if self.score_width < need:
             raise ValueError(f"score_width must be at least {need} to hold the scores -d..d "
