@@ -230,9 +230,9 @@ def _workload(block: str, cfg: Any, options: dict[str, Any]
 
 def _cycles(stats: dict[str, Any], attention: bool, queries: int) -> float:
     if attention:
-        from hadware.synth.compare import _cycles_per_query
+        from hadware.synth.compare import _cycles
 
-        return _cycles_per_query(stats)
+        return _cycles(stats)["cycles_per_query"]
     first = min(c for cs in stats["in_cycles"].values() for c in cs)
     last = max(c for cs in stats["out_cycles"].values() for c in cs)
     return (last - first + 1) / queries

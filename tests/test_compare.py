@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from hadware.blocks import get_block
 from hadware.config.attention import AttentionConfig
 from hadware.synth.compare import CATEGORIES, category, compare
 
@@ -36,7 +37,11 @@ def test_compare_report(tmp_path):
     assert had["logic_transistors"] == sum(had["logic_transistors_by_subblock"].values())
     # Storage: keys (3 rows of 2 x 8 bits), values (6 x 8 bits), table (9 x 9 bits).
     assert had["storage_bits"] == 3 * 16 + 6 * 8 + 9 * 9
-    assert had["cycles_per_query"] > cfg.top_k
+    core = get_block("attention").component_class()
+    assert had["latency_cycles"] == core.cycles(cfg, cfg.n_max)
+    # two queries: the second leaves one interval after the first
+    assert had["cycles_per_query"] == (core.cycles(cfg, cfg.n_max)
+                                       + core.interval(cfg, cfg.n_max)) / 2
     assert (tmp_path / "compare.png").stat().st_size > 0
     md = (tmp_path / "report.md").read_text()
     assert "HAD (binary + top-k)" in md and "compare.png" in md

@@ -119,7 +119,9 @@ def test_memories_are_storage_not_logic(tmp_path):
     assert (mems["value_mem"]["depth"], mems["value_mem"]["width"]) == (10, 8 * 2)
     assert (mems["exp_lut"]["depth"], mems["exp_lut"]["width"]) == (17, 9)
     assert mems["key_mem"]["kind"] == "ram" and mems["exp_lut"]["kind"] == "rom"
-    assert r["area_cmos"]["storage_bits"] == 4 * 48 + 10 * 16 + 17 * 9
+    # the queue of the queries' k (three queries in flight at most with the merging top-k)
+    assert (mems["storage"]["depth"], mems["storage"]["width"]) == (3, 2)
+    assert r["area_cmos"]["storage_bits"] == 4 * 48 + 10 * 16 + 3 * 2 + 17 * 9
     # Context storage as flip-flops would need >= 352 of them; the logic has far fewer
     # flip-flops than the full design state would if memories were mapped to logic.
     assert r["area_cmos"]["transistors"] > 0
