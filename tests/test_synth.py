@@ -149,9 +149,13 @@ def test_device_families():
     from hadware.errors import HadwareError
     from hadware.synth.flow import check_families, synth_command
 
-    assert synth_command("ice40") == "synth_ice40"
-    assert synth_command("up5k") == "synth_ice40 -dsp"
-    assert synth_command("ecp5") == "synth_ecp5"
+    assert synth_command("ice40", "b") == "synth_ice40 -top b"
+    assert synth_command("ecp5", "w", "n.json") == "synth_ecp5 -top w -json n.json"
+    # the UP5K: the output scaler's multipliers marked to stay out of the multiplier blocks
+    assert synth_command("up5k", "w", "n.json").splitlines() == [
+        "synth_ice40 -dsp -top w -run begin:coarse",
+        "chtype -set $__soft_mul t:$mul c:*scale.* %i",
+        "synth_ice40 -dsp -top w -run coarse: -json n.json"]
     check_families(("up5k", "ecp5"))
     with pytest.raises(HadwareError, match=r"^FPGA families up5k,xc7: expected some of ice40, "
                        r"up5k, ecp5; unknown: xc7$"):
@@ -162,15 +166,16 @@ def test_device_families():
 
 @pytest.mark.synth
 def test_up5k_maps_multipliers_to_dsp_blocks(tmp_path):
-    """The UP5K flow puts the multipliers of a small attention core into SB_MAC16 blocks; the
-    HX8K flow (no DSP blocks) builds them from LUTs."""
+    """The UP5K flow puts the weight multipliers of a small attention core into SB_MAC16 blocks,
+    one per value column (9-bit weights times int8 values), and the output scaler's into LUTs;
+    the HX8K flow (no DSP blocks) builds them all from LUTs."""
     from hadware.config.attention import AttentionConfig
     from hadware.synth.flow import synthesize_fpga
 
     cfg = AttentionConfig(d=16, n_max=10, top_k=3, d_v=2, lanes=3, exp_frac_bits=8,
                           out_frac_bits=4)
     f = synthesize_fpga("attention", cfg, tmp_path, fmax=False, families=("ice40", "up5k"))
-    assert f["ice40"]["dsp"] == 0 and f["up5k"]["dsp"] > 0
+    assert f["ice40"]["dsp"] == 0 and f["up5k"]["dsp"] == cfg.d_v
     assert f["up5k"]["lut"] < f["ice40"]["lut"]
 
 
