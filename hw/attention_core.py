@@ -1,4 +1,5 @@
-"""The attention core: one head, one query at a time, over a stored context, built from parts.
+"""The attention core: one head over a stored context, queries overlapped in stages, built from
+parts.
 
 Every attention design of hadware is this datapath with three parts chosen by its config
 class (:mod:`hadware.config.attention_core`):
