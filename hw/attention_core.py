@@ -104,6 +104,7 @@ scaler's pipeline (:meth:`Scaler.latency_of`: 2 plus the levels of its adder tre
 
     top-k, merge:     cycles = rows + top_k + L_lane + L_exp + R + d_v + L_scale + 7
     top-k, counting:  cycles = 2 * rows + top_k + L_lane + L_exp + R + d_v + L_scale + 9
+      counting_overlapped: cycles = the same with + 12 (the counts completed, the output bank)
     dense:            cycles = 2 * rows + 2 * ceil(log2(lanes)) + L_lane + L_exp + R + d_v
                                + L_scale + 8
 
@@ -118,11 +119,15 @@ every ``interval`` cycles (:meth:`AttentionCore.interval`), the period of the sl
     merge:    interval = max(rows + L_lane + top_k + 2, top_k + L_exp + 3, output)
     counting: interval = max(rows + 3 + max(rows + L_lane + 1, top_k), top_k + L_exp + 3,
                              output)
+    counting_overlapped:
+              interval = max(rows + L_lane + 4, top_k + L_exp + 3, output)
     dense:    interval = max(cycles - (R + d_v + L_scale) - 2, output)
 
 (merge: the sparsifier takes the next query's rows once its slots are out; counting: the
-second pass of a query waits for the previous one's slots to leave; dense: the next query
-enters the front the cycle after the sums are handed on.)
+second pass of a query waits for the previous one's slots to leave; counting_overlapped: the
+sparsifier takes the next query's rows three cycles after the last one's, while that one is
+in its second pass; dense: the next query enters the front the cycle after the sums are
+handed on.)
 """
 
 from __future__ import annotations

@@ -94,6 +94,9 @@ def describe(component: wiring.Component, cfg: BlockConfig, top: str) -> dict[st
         "config_hash": cfg.stable_hash(),
         "latency_cycles": getattr(component, "latency", None),
         "latency_formula": getattr(component, "latency_formula", None),
+        # Attention cores: cycles per query back to back over n_max entries (queries overlap).
+        **({"interval_cycles": type(component).interval(cfg, cfg.n_max)}
+           if hasattr(type(component), "interval") else {}),
         # Attention configs: the proven bound on |out - exact softmax| in units of the last
         # place (hadware config / generate warn when it exceeds 1).
         **({"error_bound_ulp": cfg.error_bound_ulp} if hasattr(cfg, "error_bound_ulp") else {}),

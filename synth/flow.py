@@ -548,6 +548,7 @@ def synthesize(block: str, cfg: BlockConfig, out_dir: str | Path, *, fmax: bool 
         "config_hash": cfg.stable_hash(),
         "latency_cycles": desc.get("latency_cycles"),
         "latency_formula": desc.get("latency_formula"),
+        **({"interval_cycles": desc["interval_cycles"]} if "interval_cycles" in desc else {}),
         "area_cmos": area_report(stat_cmos, block),
         "memories": parse_memories((out_dir / "memories.il").read_text(),
                                    instance_counts(stat_cmos, block)),
@@ -697,6 +698,8 @@ def report_markdown(r: dict[str, Any]) -> str:
         f"## {r['block']} ({cfg})",
         "",
         f"Latency: {r['latency_cycles']} cycles ({r['latency_formula']})",
+        *([f"Back to back at n = n_max: {r['interval_cycles']} cycles per query (queries "
+           "overlap)"] if "interval_cycles" in r else []),
         "",
         "| metric | value |",
         "|---|---:|",

@@ -78,3 +78,17 @@ def test_every_block_lints_clean_at_defaults(tmp_path, block):
         assert (desc["error_bound_ulp"] <= 1) == (block == "attention")
     else:
         assert "error_bound_ulp" not in desc
+
+
+def test_attention_description_has_the_back_to_back_interval(tmp_path):
+    """An attention core's description gives its cycles per query back to back at n_max."""
+    from hadware.config.attention import AttentionConfig
+    from hadware.hw.attention import Attention
+
+    cfg = AttentionConfig(d=16, n_max=10, top_k=3, d_v=2, lanes=3, topk_unit="counting")
+    desc = json.loads(generate("attention", cfg, tmp_path)["description"].read_text())
+    assert desc["interval_cycles"] == Attention.interval(cfg, cfg.n_max)
+    assert desc["interval_cycles"] < Attention.cycles(cfg, cfg.n_max)
+    score = json.loads(generate("score_unit", ScoreUnitConfig(d=8, lanes=1),
+                                tmp_path / "s")["description"].read_text())
+    assert "interval_cycles" not in score
