@@ -347,9 +347,11 @@ class AttentionCore(wiring.Component):
 
     @staticmethod
     def max_in_flight(cfg) -> int:
-        """Most queries accepted and not yet answered: one in the output stage and one in
-        the front (dense); a top-k core adds one in the weighting and one in the sparsifier
-        (merge), or the counting sparsifier's two (one in its slots, one collected)."""
+        """Most queries accepted and not yet answered: dense, the front and the output stage
+        (2); merge, the sparsifier (the front feeds it), the weighting and the output stage
+        (3); counting, one more collected while the slots hold the one before (4);
+        counting_overlapped, its collector, second pass, slots and output bank, the weighting
+        and the output stage (6)."""
         if cfg.sparsifier != "topk":
             return 2
         return {"counting": 4, "counting_overlapped": 6}.get(cfg.topk_unit, 3)
