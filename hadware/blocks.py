@@ -111,6 +111,15 @@ BLOCKS: dict[str, Block] = {
             tb="hadware.tb.counting_topk",
         ),
         Block(
+            name="systolic_topk",
+            summary="systolic top-k for any scores: TopK's streams, insertion arrays per "
+                    "lane, a merge tree",
+            config="hadware.config.systolic_topk:SystolicTopKConfig",
+            component="hadware.hw.systolic_topk:SystolicTopK",
+            golden="hadware.golden.systolic_topk",
+            tb="hadware.tb.systolic_topk",
+        ),
+        Block(
             name="attention",
             summary="HAD attention core: Hamming scores, top-k, table softmax, weighted sum",
             config="hadware.config.attention:AttentionConfig",

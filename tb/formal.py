@@ -56,6 +56,7 @@ from hadware.config.counting_topk import CountingTopKConfig
 from hadware.config.encoder_layer import EncoderLayerConfig, LayerConfig
 from hadware.config.mlp import MlpConfig
 from hadware.config.score_unit import ScoreUnitConfig
+from hadware.config.systolic_topk import SystolicTopKConfig
 from hadware.config.topk import TopKConfig
 from hadware.errors import ToolError
 from hadware.tools import tool_env
@@ -108,6 +109,13 @@ def contract(name: str, component: Any) -> Contract:
         return Contract("i_stream", "o_stream", bound=type(component).worst_case_cycles(cfg),
                         in_flight=4 if cfg.overlap else 2, request_last=True, response_last=True,
                         response_beats=cfg.top_k)
+    if isinstance(cfg, SystolicTopKConfig):
+        # TopK's streams; a query's final output beat at most 2 top_k + ceil(log2(lanes)) + 1
+        # cycles after its 'last' input beat or the previous query's final output beat; one
+        # query leaves through the merge tree while the next is collected: two in flight.
+        return Contract("i_stream", "o_stream", bound=type(component).worst_case_cycles(cfg),
+                        in_flight=2, request_last=True, response_last=True,
+                        response_beats=cfg.top_k)
     if isinstance(cfg, TopKConfig):
         # top_k output beats (the last with 'last') per query (input beats up to 'last').
         return Contract("i_stream", "o_stream", bound=cfg.top_k, in_flight=1,
@@ -145,6 +153,9 @@ def small_config(name: str, *, large: bool = False) -> Any:
     if issubclass(cls, CountingTopKConfig):
         return (cls(top_k=3, lanes=2, n_max=6, score_width=3, d=2) if large
                 else cls(top_k=2, lanes=2, n_max=4, score_width=3, d=2))
+    if issubclass(cls, SystolicTopKConfig):
+        return (cls(top_k=3, lanes=3, n_max=6, score_width=3) if large
+                else cls(top_k=2, lanes=2, n_max=4, score_width=3))
     if issubclass(cls, TopKConfig):
         return (cls(top_k=3, lanes=2, n_max=6, score_width=3) if large
                 else cls(top_k=2, lanes=2, n_max=4, score_width=3))
