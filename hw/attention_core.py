@@ -15,8 +15,10 @@ class (:mod:`hadware.config.attention_core`):
   is the config's ``topk_unit``: ``"merge"`` (:class:`~hadware.hw.topk.TopK`, its first
   selection the cycle after the last score beat) or, for binarized scores, ``"counting"``
   (:class:`~hadware.hw.counting_topk.CountingTopK`, a counting sort: ``rows + 3`` cycles
-  after the last score beat, no path that grows with ``top_k * lanes``). Both select exactly
-  the same entries.
+  after the last score beat, no path that grows with ``top_k * lanes``) or, for any scores,
+  ``"systolic"`` (:class:`~hadware.hw.systolic_topk.SystolicTopK`, an insertion array per lane
+  and a merge tree: one key comparison per path; ``top_k + ceil(log2(lanes)) + 2`` cycles
+  after the last score beat). All select exactly the same entries.
 
 A variant is a subclass that names its config class (``config_class``); nothing else. The
 arithmetic is exactly :mod:`hadware.golden.attention_core`.
@@ -105,6 +107,8 @@ scaler's pipeline (:meth:`Scaler.latency_of`: 2 plus the levels of its adder tre
     top-k, merge:     cycles = rows + top_k + L_lane + L_exp + R + d_v + L_scale + 7
     top-k, counting:  cycles = 2 * rows + top_k + L_lane + L_exp + R + d_v + L_scale + 9
       counting_overlapped: cycles = the same with + 12 (the counts completed, the output bank)
+    top-k, systolic:  cycles = rows + 2 * top_k + ceil(log2(lanes)) + L_lane + L_exp + R + d_v
+                               + L_scale + 8
     dense:            cycles = 2 * rows + 2 * ceil(log2(lanes)) + L_lane + L_exp + R + d_v
                                + L_scale + 8
 
@@ -121,13 +125,16 @@ every ``interval`` cycles (:meth:`AttentionCore.interval`), the period of the sl
                              output)
     counting_overlapped:
               interval = max(rows + L_lane + 4, top_k + L_exp + 3, output)
+    systolic: interval = max(rows + L_lane + 3, 2 * top_k + ceil(log2(lanes)) + 1,
+                             top_k + L_exp + 3, output)
     dense:    interval = max(cycles - (R + d_v + L_scale) - 2, output)
 
-(merge: the sparsifier takes the next query's rows once its slots are out; counting: the
-second pass of a query waits for the previous one's slots to leave; counting_overlapped: the
-sparsifier takes the next query's rows three cycles after the last one's, while that one is
-in its second pass; dense: the next query enters the front the cycle after the sums are
-handed on.)
+(merge: the sparsifier takes the next query's rows once its slots are out; counting: the second
+pass of a query waits for the previous one's slots to leave; counting_overlapped: the
+sparsifier takes the next query's rows three cycles after the last one's, while that one is in
+its second pass; systolic: the next query's rows the cycle after the flush token entered, a
+token once the previous query's selections have left its drain registers; dense: the next query
+enters the front the cycle after the sums are handed on.)
 """
 
 from __future__ import annotations
@@ -143,6 +150,7 @@ from amaranth.utils import ceil_log2
 
 from hadware.config.attention_core import AttentionCoreConfig
 from hadware.config.counting_topk import CountingTopKConfig
+from hadware.config.systolic_topk import SystolicTopKConfig
 from hadware.config.topk import TopKConfig
 from hadware.hw.arith import Multiplier
 from hadware.hw.counting_topk import CountingTopK
@@ -150,6 +158,7 @@ from hadware.hw.divider import RestoringDivider
 from hadware.hw.int8_lane import Int8Lane, int8_lane_latency
 from hadware.hw.score_unit import ScoreLane, score_lane_latency
 from hadware.hw.softmax_exp import Exp2Unit, TableExp
+from hadware.hw.systolic_topk import SystolicTopK
 from hadware.hw.topk import TopK
 from hadware.hw.weighted_sum import ColumnSum, MaxTree, SlotWeightedSum, WeightLane, delay
 
@@ -286,7 +295,10 @@ class AttentionCore(wiring.Component):
             try:
                 fields = dict(top_k=config.top_k, lanes=config.lanes, n_max=config.n_max,
                               score_width=config.score_width)
-                if config.counting_topk:
+                if config.topk_unit == "systolic":
+                    self.topk_class = SystolicTopK
+                    self.topk_config = SystolicTopKConfig(**fields)
+                elif config.counting_topk:
                     self.topk_class = CountingTopK
                     self.topk_config = CountingTopKConfig(
                         **fields, d=config.d, overlap=config.topk_unit == "counting_overlapped")
@@ -297,7 +309,12 @@ class AttentionCore(wiring.Component):
                 self._MustUse__silence = True
                 raise ValueError(f"{config.block} hardware: {e}") from None
         self.latency = self.latency_constant(config)
-        if self.sparse and config.counting_topk:
+        if self.sparse and config.topk_unit == "systolic":
+            self.latency_formula = ("cycles from query accepted to output valid = "
+                                    "ceil(max(1, min(n, count)) / lanes) + 2 * top_k + L, "
+                                    "L = ceil(log2(lanes)) + L_lane + L_exp + recip_bits + d_v"
+                                    f" + L_scale + 8 = {self.latency}")
+        elif self.sparse and config.counting_topk:
             c = 12 if config.topk_unit == "counting_overlapped" else 9
             self.latency_formula = ("cycles from query accepted to output valid = "
                                     "2 * ceil(max(1, min(n, count)) / lanes) + top_k + L, "
@@ -331,6 +348,8 @@ class AttentionCore(wiring.Component):
         """The constant L of the per-query cycle count (see the module docstring)."""
         tail = (SCORERS[cfg.scorer].latency(cfg) + EXPS[cfg.exp].latency + cfg.recip_bits
                 + cfg.d_v + Scaler.latency_of(cfg))
+        if cfg.sparsifier == "topk" and cfg.topk_unit == "systolic":
+            return tail + ceil_log2(cfg.lanes) + 8
         if cfg.sparsifier == "topk":
             return tail + {"counting": 9, "counting_overlapped": 12}.get(cfg.topk_unit, 7)
         return 2 * ceil_log2(cfg.lanes) + tail + 8
@@ -342,7 +361,9 @@ class AttentionCore(wiring.Component):
         if cfg.sparsifier == "topk":
             # the counting top-k reads its buffered scores back: rows cycles more
             rows_again = rows if cfg.counting_topk else 0
-            return rows + rows_again + cfg.top_k + cls.latency_constant(cfg)
+            # the systolic top-k's token passes its top_k cells before the first selection
+            top_k_again = cfg.top_k if cfg.topk_unit == "systolic" else 0
+            return rows + rows_again + cfg.top_k + top_k_again + cls.latency_constant(cfg)
         return 2 * rows + cls.latency_constant(cfg)
 
     @staticmethod
@@ -351,10 +372,11 @@ class AttentionCore(wiring.Component):
         (2); merge, the sparsifier (the front feeds it), the weighting and the output stage
         (3); counting, one more collected while the slots hold the one before (4);
         counting_overlapped, its collector, second pass, slots and output bank, the weighting
-        and the output stage (6)."""
+        and the output stage (6); systolic, one collected in the insertion arrays while one
+        leaves the drain registers, the weighting and the output stage (4)."""
         if cfg.sparsifier != "topk":
             return 2
-        return {"counting": 4, "counting_overlapped": 6}.get(cfg.topk_unit, 3)
+        return {"counting": 4, "counting_overlapped": 6, "systolic": 4}.get(cfg.topk_unit, 3)
 
     @classmethod
     def interval(cls, cfg, n_eff: int) -> int:
@@ -368,7 +390,9 @@ class AttentionCore(wiring.Component):
         if cfg.sparsifier != "topk":
             return max(cls.cycles(cfg, n_eff) - tail - 2, output)
         weighting = cfg.top_k + EXPS[cfg.exp].latency + 3
-        if cfg.topk_unit == "counting_overlapped":
+        if cfg.topk_unit == "systolic":
+            front = max(rows + l_lane + 3, 2 * cfg.top_k + ceil_log2(cfg.lanes) + 1)
+        elif cfg.topk_unit == "counting_overlapped":
             front = rows + l_lane + 4
         elif cfg.topk_unit == "counting":
             front = rows + 3 + max(rows + l_lane + 1, cfg.top_k)

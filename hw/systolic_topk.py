@@ -5,8 +5,8 @@ Function
 Exactly :class:`~hadware.hw.topk.TopK`'s: the same ``i_stream`` / ``o_stream`` layouts
 (:meth:`TopK.layouts`), candidate ``j`` of beat ``b`` has index ``b*lanes + j``, the beat with
 ``last`` ends the query, and ``top_k`` output beats follow, best first (score descending, ties
-to the lower index), ``sel = 0`` on the slots beyond the number of valid candidates, ``last``
-on the final one.
+to the lower index), ``sel = 0`` on the slots beyond the number of valid candidates (their
+index 0), ``last`` on the final one.
 
 Method
 ------
@@ -278,7 +278,9 @@ class SystolicTopK(wiring.Component):
             self.o_stream.valid.eq(root_valid),
             o.sel.eq(root_key[-1]),
             o.score.eq(Cat(root_key[iw:iw + w - 1], ~root_key[iw + w - 1])),
-            o.index.eq(~root_key[:iw]),
+            # (an empty slot's index would be all ones, beyond n_max: 0 keeps a consumer's
+            # memory read in range)
+            o.index.eq(Mux(root_key[-1], ~root_key[:iw], 0)),
             o.last.eq(out_pos == k - 1),
             root_pop.eq(self.o_stream.valid & self.o_stream.ready),
             tree_done.eq(root_pop & o.last),

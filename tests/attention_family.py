@@ -27,7 +27,7 @@ _HAMMING = [
     dict(d=24, n_max=16, top_k=16, d_v=3, lanes=4, temperature=0.05, exp_frac_bits=12,
          out_frac_bits=6, runtime_temperature=True, topk_unit="counting_overlapped"),
     dict(d=32, n_max=12, top_k=4, d_v=4, lanes=12, temperature=0.1, exp_frac_bits=16,
-         out_frac_bits=8, topk_unit="counting"),
+         out_frac_bits=8, topk_unit="systolic"),
 ]
 #: Configurations whose back-to-back queries are limited by the front (many rows against the
 #: output stage), one per kind of front.
@@ -41,13 +41,17 @@ FRONT_BOUND = [
     ("binary_dense_attention", dict(d=16, n_max=64, d_v=2, lanes=1)),
     ("std_attention", dict(d=8, n_max=64, d_v=2, lanes=2)),
     ("int8_topk_attention", dict(d=8, n_max=40, top_k=30, d_v=2, lanes=8, exp_frac_bits=8)),
+    # the systolic top-k: bound by the scan, then by its drain (2 top_k + ceil(log2(lanes)) + 1)
+    ("int8_topk_attention", dict(d=8, n_max=64, top_k=4, d_v=2, lanes=1, topk_unit="systolic")),
+    ("int8_topk_attention", dict(d=8, n_max=40, top_k=30, d_v=2, lanes=8, exp_frac_bits=8,
+                                 topk_unit="systolic")),
 ]
 
 _INT8 = [
     dict(d=1, n_max=6, top_k=2, d_v=1, lanes=1, temperature=2**-12, exp_frac_bits=10,
          out_frac_bits=2, exp_table_bits=3, exp_interp_bits=0),
     dict(d=5, n_max=10, top_k=3, d_v=2, lanes=3, temperature=2**-13, exp_frac_bits=14,
-         out_frac_bits=4, exp_table_bits=4, exp_interp_bits=6),
+         out_frac_bits=4, exp_table_bits=4, exp_interp_bits=6, topk_unit="systolic"),
     dict(d=16, n_max=16, top_k=16, d_v=3, lanes=4, temperature=2**-14, exp_frac_bits=19,
          out_frac_bits=8),
     dict(d=8, n_max=12, top_k=4, d_v=2, lanes=12, temperature=0.001, exp_frac_bits=16,
@@ -75,7 +79,8 @@ def cases(*, index: int | None = None) -> list:
 
 def ident(case) -> str:
     name, c = case
-    unit = {"counting": "c", "counting_overlapped": "o"}.get(getattr(c, "topk_unit", ""), "")
+    unit = {"counting": "c", "counting_overlapped": "o", "systolic": "s"}.get(
+        getattr(c, "topk_unit", ""), "")
     k = f"k{c.top_k}{unit}" if c.sparsifier == "topk" else ""
     return f"{name}-d{c.d}n{c.n_max}{k}l{c.lanes}"
 

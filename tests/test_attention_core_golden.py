@@ -902,16 +902,19 @@ def test_result_holds_every_intermediate(cfg: Any) -> None:
 
 
 def test_topk_unit_is_checked() -> None:
-    """``topk_unit``: one of the three units; the counting ones need binarized scores."""
+    """``topk_unit``: one of the four units; the counting ones need binarized scores."""
     assert AttentionConfig(topk_unit="counting").topk_unit == "counting"
     assert AttentionConfig(topk_unit="counting_overlapped").counting_topk
     assert not AttentionConfig(topk_unit="merge").counting_topk
     with pytest.raises(ValueError, match=r"^topk_unit must be one of merge, counting, "
-                                         r"counting_overlapped, not 'sorting'$"):
+                                         r"counting_overlapped, systolic, not 'sorting'$"):
         AttentionConfig(topk_unit="sorting")
     with pytest.raises(TypeError, match=r"^topk_unit must be a string, not 1 \(int\)$"):
         AttentionConfig(topk_unit=1)
     with pytest.raises(ValueError, match=r"^topk_unit 'counting' needs binarized scores"):
         Int8TopKAttentionConfig(topk_unit="counting")
-    with pytest.raises(ValueError, match=r"^topk_unit 'counting_overlapped' needs binarized "):
+    with pytest.raises(ValueError, match=r"^topk_unit 'counting_overlapped' needs binarized "
+                                         r"scores .*: use 'merge' or 'systolic'$"):
         Int8TopKAttentionConfig(topk_unit="counting_overlapped")
+    assert Int8TopKAttentionConfig(topk_unit="systolic").topk_unit == "systolic"
+    assert not AttentionConfig(topk_unit="systolic").counting_topk

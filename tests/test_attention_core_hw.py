@@ -130,6 +130,11 @@ def expected_cycles(cfg, n: int) -> int:
         # with its passes overlapped: rows + 6 (two cycles to complete the counts, one to
         # publish the selections into the output bank)
         return rows + cfg.top_k + tail + 7 + (rows + 5)
+    if cfg.sparsifier == "topk" and cfg.topk_unit == "systolic":
+        # the systolic top-k: its flush token enters the cycle after the last score beat and
+        # passes the top_k cells, the tree's ceil(log2(lanes)) levels, then the first output
+        h = math.ceil(math.log2(cfg.lanes)) if cfg.lanes > 1 else 0
+        return rows + cfg.top_k + tail + 7 + (cfg.top_k + h + 1)
     if cfg.sparsifier == "topk":
         # 7: the control and handshake cycles, the slot weighting's registered weight and
         # value row and its product register
@@ -174,7 +179,12 @@ def expected_interval(cfg, n: int) -> int:
     if cfg.sparsifier != "topk":  # the next query enters the cycle after the hand-over
         return max(expected_cycles(cfg, n) - (output - 1) + 1, output)
     weighting = cfg.top_k + l_exp + 3
-    if cfg.topk_unit == "counting_overlapped":
+    if cfg.topk_unit == "systolic":
+        # the scan, ready again the cycle after the token entered; or the drain: a token
+        # every 2 top_k + ceil(log2(lanes)) + 1 cycles (its cells, the tree, top_k outputs)
+        h = math.ceil(math.log2(cfg.lanes)) if cfg.lanes > 1 else 0
+        front = max(rows + l_lane + 3, 2 * cfg.top_k + h + 1)
+    elif cfg.topk_unit == "counting_overlapped":
         # the next query's scan starts once the collector has handed the counts on, three
         # cycles after the last score beat
         front = rows + l_lane + 4

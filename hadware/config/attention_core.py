@@ -363,12 +363,17 @@ class TopKSelection:
         ``"counting_overlapped"``, the same unit with its two passes for different queries
         at once (``overlap = True``: a second bank of counters, a double score buffer and an
         output register bank; back to back, a query every ``ceil(n / lanes) + 3`` cycles
-        or so instead of twice that).
+        or so instead of twice that), or ``"systolic"``,
+        :class:`~hadware.hw.systolic_topk.SystolicTopK` (an insertion array per lane and a
+        merge tree, one key comparison per path; any scores; ``top_k + ceil(log2(lanes)) + 1``
+        cycles more per query, back to back a query every ``max(ceil(n / lanes), 2 top_k)``
+        cycles or so).
     """
 
     sparsifier: ClassVar[str | None] = "topk"
     #: The top-k units, by ``topk_unit``.
-    TOPK_UNITS: ClassVar[tuple[str, ...]] = ("merge", "counting", "counting_overlapped")
+    TOPK_UNITS: ClassVar[tuple[str, ...]] = ("merge", "counting", "counting_overlapped",
+                                             "systolic")
     top_k: int = 8
     topk_unit: str = "merge"
 
@@ -383,7 +388,8 @@ class TopKSelection:
                              f"{self.topk_unit!r}")
         if self.counting_topk and self.scorer != "hamming":
             raise ValueError(f"topk_unit {self.topk_unit!r} needs binarized scores (scorer "
-                             f"hamming); {self.block} has {self.scorer} scores: use 'merge'")
+                             f"hamming); {self.block} has {self.scorer} scores: use 'merge' "
+                             f"or 'systolic'")
 
     @property
     def counting_topk(self) -> bool:
