@@ -3,7 +3,8 @@
 ``compare(cfg, out_dir)`` synthesizes every attention design at the same configuration (the
 fields they share: d, n_max, d_v, lanes, temperature, exp_frac_bits, out_frac_bits, top_k where
 it applies; a counting ``topk_unit`` applies to the binarized designs, the int8 top-k design
-keeps the merging unit, the only one for int8 scores), runs them on one workload, and writes
+takes the systolic unit instead, the fast one for any scores), runs them on one workload, and
+writes
 ``report.json``, ``report.md`` and PNG plots:
 
 * logic area (Yosys ``stat -tech cmos`` transistor estimate, hierarchy kept) broken down into
@@ -98,8 +99,9 @@ def _design_config(block: str, cfg: AttentionConfig | dict[str, Any]):
     fields = set(cls.field_names())
     data = dict(cfg if isinstance(cfg, dict) else cfg.to_dict())
     if str(data.get("topk_unit", "")).startswith("counting") and cls.scorer != "hamming":
-        # A counting top-k needs binarized scores: an int8 design keeps the merging one.
-        data["topk_unit"] = "merge"
+        # A counting top-k needs binarized scores: an int8 design takes the systolic one (no
+        # path that grows with top_k or lanes either).
+        data["topk_unit"] = "systolic"
     return cls.from_dict({k: v for k, v in data.items() if k in fields},
                          source=f"{block} configuration derived from the compare config")
 

@@ -81,16 +81,18 @@ def test_sweep_tiny(tmp_path):
 
 
 def test_counting_top_k_applies_to_the_binarized_designs_only():
-    """A compare config with the counting top-k: HAD takes it, the int8 top-k design keeps the
-    merging unit (the counting one needs binarized scores), the dense designs have none."""
+    """A compare config with the counting top-k: HAD takes it, the int8 top-k design takes the
+    systolic unit (the counting one needs binarized scores), the dense designs have none; a
+    unit for any scores applies to both."""
     from hadware.synth.compare import _design_config
 
     cfg = AttentionConfig(d=16, n_max=8, top_k=3, lanes=2, topk_unit="counting")
     assert _design_config("attention", cfg).topk_unit == "counting"
-    assert _design_config("int8_topk_attention", cfg).topk_unit == "merge"
+    assert _design_config("int8_topk_attention", cfg).topk_unit == "systolic"
     assert not hasattr(_design_config("binary_dense_attention", cfg), "topk_unit")
-    assert _design_config("int8_topk_attention", cfg.to_dict() | {"topk_unit": "merge"}) \
-        .topk_unit == "merge"
+    for unit in ("merge", "systolic"):
+        assert _design_config("int8_topk_attention", cfg.to_dict() | {"topk_unit": unit}) \
+            .topk_unit == unit
 
 
 def test_fit_lanes_halves_until_the_ecp5_fits(tmp_path, monkeypatch):
