@@ -73,20 +73,21 @@ With ``B = ceil(n / lanes)`` the beats of a query (at least 1; the testbench sen
   are allowed), so a query is collected while the previous one's selections shift out.
 * Latency: with the ``last`` beat transferred in cycle ``t`` and the slots empty by then (else
   ``t`` is the first cycle after the last beat in which they are), buffered row ``i`` is in the
-  row register in cycle ``t + 2 + i`` and in the slot stage in ``t + 3 + i``; the first output
-  beat is valid in cycle ``t + B' + 3``: **latency = B' + 3**. ``top_k`` output beats follow,
+  row register in cycle ``t + 2 + i``, in the lookup stage in ``t + 3 + i`` and in the slot
+  stage in ``t + 4 + i``; the first output beat is valid in cycle ``t + B' + 4``: **latency =
+  B' + 4**. ``top_k`` output beats follow,
   one per cycle when ``o_stream.ready`` is high; the input is ready again from that first
   output cycle.
 * **Cycles per query** without stalls (queries back to back, consumer always ready):
-  ``B' + 2 + max(B, top_k + 1)``: the next query's ``B`` beats are collected while the ``top_k``
+  ``B' + 3 + max(B, top_k + 1)``: the next query's ``B`` beats are collected while the ``top_k``
   selections leave; its pass 2 starts at its last beat or, when that comes sooner, the cycle
   after the final output transfer. (:class:`TopK`: ``B + top_k``.)
 * With ``overlap``: the first output beat of a query that finds pass 2 and the output bank
-  free is valid ``B' + 6`` cycles after its last beat (counts complete at ``t + 2``, the
-  hand-over then, the read, the row and slot stages, the publication); back to back, a query
-  every ``max(B + 2, B' + 3, top_k)`` cycles (the collector, pass 2, the output bank).
+  free is valid ``B' + 7`` cycles after its last beat (counts complete at ``t + 2``, the
+  hand-over then, the read, the row, lookup and slot stages, the publication); back to back,
+  a query every ``max(B + 2, B' + 4, top_k)`` cycles (the collector, pass 2, the output bank).
 * Worst case, consumer always ready, any input: the final output beat of a query comes at most
-  ``rows + top_k + 3`` cycles after its ``last`` input beat or, when the slots still held the
+  ``rows + top_k + 4`` cycles after its ``last`` input beat or, when the slots still held the
   previous query then, after that query's final output beat (:meth:`worst_case_cycles`); two
   queries are in flight at most (one leaving the slots, one collected behind it).
 
@@ -107,6 +108,8 @@ counter bits, ``pw = ceil(log2(k + L))`` position bits, ``rw = ceil(log2(rows + 
   the few that stay constant and adds the read port's transparency register):
   ``V * cw`` (counters) + ``k * (1 + w + iw)`` (slots) + ``L * (vw + 1 + V) + 3`` (row
   register and the lanes' decodes)
+  + ``L * (cw + lw + 1 + vw) + 2`` (lookup stage: each lane's lookup, rank and valid bit,
+  ``lw = ceil(log2(L))`` rank bits (at least 1), its value, the pass and last bits)
   + ``L * (1 + pw + w + iw) + 1`` (slot stage register) + ``2 + 2 + 1 + 2 * rw + (iw + 1)
   + ceil(log2(k))`` (read valid and last, phase, slots full, beat and read-row counters, row
   index, output position; ``ceil(log2(k))`` is at least 1).
@@ -114,14 +117,15 @@ counter bits, ``pw = ceil(log2(k + L))`` position bits, ``rw = ceil(log2(rows + 
   write port and one synchronous read port.
 * With ``overlap``: the counters, the row register with its decodes and the slots twice
   (the output bank is the second set of slots), the buffer twice as deep; flip-flops
-  ``2 V cw + 2 k (1 + w + iw) + 2 L (vw + 1 + V) + 3 + L (1 + pw + w + iw) + 1 + 10 + 3 rw
+  ``2 V cw + 2 k (1 + w + iw) + 2 L (vw + 1 + V) + 3 + L (cw + lw + 1 + vw) + 2
+  + L (1 + pw + w + iw) + 1 + 10 + 3 rw
   + (iw + 1) + ceil(log2(k))`` (the control: collector and pass-2 states, banks, read valid
   and last, full, emitting; beat, row and read-row counters).
 
 Against :class:`TopK` (``k * L + L * (L - 1) / 2`` comparators of ``w + 1`` bits, rank adders
 of up to ``k + L - 1`` inputs and a ``(2L + 1)``-way multiplexer per slot, all on one cycle's
 path): the ``k * L`` compare array becomes ``V`` counters and constant decoders, at the price
-of the score buffer and a second pass (``B' + 2`` more cycles of latency; back to back, the
+of the score buffer and a second pass (``B' + 3`` more cycles of latency; back to back, the
 second pass of a query overlaps the output of the one before).
 """
 
@@ -195,10 +199,11 @@ class CountingTopKLane(wiring.Component):
         The registered decode of the row register's lane: bit ``u`` increments counter ``u``
         if the lane is valid.
     pos : Out(pw)
-        ``counts[v] + rank`` (pass 2: ``hits`` is the one-hot of ``v``), the lane's slot when
-        it is below ``top_k``; meaningless in pass 1.
+        ``counts[v] + rank`` of the row the row register held the cycle before (pass 2:
+        ``hits`` is the one-hot of ``v``; the lookup and ``rank`` are registered), the lane's
+        slot when it is below ``top_k``; meaningless in pass 1.
     keep : Out(1)
-        ``valid`` and ``pos < top_k`` (used in pass 2 only).
+        ``valid`` (of that cycle) and ``pos < top_k`` (used in pass 2 only).
     """
 
     def __init__(self, n_values: int, lanes: int, top_k: int, count_width: int, pos_width: int,
@@ -228,12 +233,19 @@ class CountingTopKLane(wiring.Component):
             m.d.sync += self.hits.eq(decode)
         if self._mode == "above":
             return m
+        # The lookup is registered with the rank and valid bit (the lookup stage), then added
+        # and compared: two short paths instead of one long one.
         mine = Signal(cw)
-        m.d.comb += [
+        rank = Signal.like(self.rank)
+        valid = Signal()
+        m.d.sync += [
             mine.eq(_one_hot_or((self.hits[u], self.counts[u * cw:(u + 1) * cw])
                                 for u in range(nv))),
-            self.pos.eq(mine + self.rank),
-            self.keep.eq(self.valid & _lt_const(self.pos, self._k)),
+            rank.eq(self.rank), valid.eq(self.valid),
+        ]
+        m.d.comb += [
+            self.pos.eq(mine + rank),
+            self.keep.eq(valid & _lt_const(self.pos, self._k)),
         ]
         return m
 
@@ -341,9 +353,9 @@ class CountingTopK(wiring.Component):
         self.config = config
         self.latency = self.first_output_latency(config, config.n_max)
         self.latency_formula = (
-            "B = max(1, ceil(n / lanes)) input beats, B' = min(B, rows); first output B' + 3 "
+            "B = max(1, ceil(n / lanes)) input beats, B' = min(B, rows); first output B' + 4 "
             "cycles after the last input beat; cycles per query back to back = "
-            "B' + 2 + max(B, top_k + 1)")
+            "B' + 3 + max(B, top_k + 1)")
         self.in_layout, self.out_layout = self.layouts(config)
         super().__init__({
             "i_stream": In(stream.Signature(self.in_layout)),
@@ -362,8 +374,8 @@ class CountingTopK(wiring.Component):
     @classmethod
     def first_output_latency(cls, cfg: CountingTopKConfig, n: int) -> int:
         """Cycles from the ``last`` input beat's transfer to the first output beat's valid
-        (the stages after the collector free): ``B' + 3``, or ``B' + 6`` with ``overlap``."""
-        return min(cls.beats(cfg, n), cfg.rows) + (6 if cfg.overlap else 3)
+        (the stages after the collector free): ``B' + 4``, or ``B' + 7`` with ``overlap``."""
+        return min(cls.beats(cfg, n), cfg.rows) + (7 if cfg.overlap else 4)
 
     @classmethod
     def query_cycles(cls, cfg: CountingTopKConfig, n: int) -> int:
@@ -371,29 +383,30 @@ class CountingTopK(wiring.Component):
         while the selections leave)."""
         b = cls.beats(cfg, n)
         if cfg.overlap:
-            return max(b + 2, min(b, cfg.rows) + 3, cfg.top_k)
-        return min(b, cfg.rows) + 2 + max(b, cfg.top_k + 1)
+            return max(b + 2, min(b, cfg.rows) + 4, cfg.top_k)
+        return min(b, cfg.rows) + 3 + max(b, cfg.top_k + 1)
 
     @staticmethod
     def worst_case_cycles(cfg: CountingTopKConfig) -> int:
         """Most cycles from the later of a query's ``last`` input beat and the previous
         query's final output beat to the query's final output beat, consumer always ready,
-        whatever the input (longer queries than ``n_max`` included): ``rows + top_k + 2``
+        whatever the input (longer queries than ``n_max`` included): ``rows + top_k + 3``
         from the last beat when the slots are empty, one more from the previous output (pass 2
-        starts the cycle after it); with ``overlap``, ``rows + top_k + 5`` from the last beat."""
-        return cfg.rows + cfg.top_k + (5 if cfg.overlap else 3)
+        starts the cycle after it); with ``overlap``, ``rows + top_k + 6`` from the last beat."""
+        return cfg.rows + cfg.top_k + (6 if cfg.overlap else 4)
 
     @staticmethod
     def flip_flops(cfg: CountingTopKConfig) -> int:
         """Register bits of the RTL (module docstring, Area)."""
         lanes, k, w, iw = cfg.lanes, cfg.top_k, cfg.score_width, cfg.index_width
         vw, cw, pw, rw = cfg.value_width, cfg.count_width, cfg.position_width, cfg.row_width
+        lookup = lanes * (cw + _bits_for(lanes - 1) + 1 + vw) + 2
         if cfg.overlap:
-            return (2 * cfg.n_values * cw + 2 * k * (1 + w + iw)
+            return (2 * cfg.n_values * cw + 2 * k * (1 + w + iw) + lookup
                     + 2 * lanes * (vw + 1 + cfg.n_values) + 3 + lanes * (1 + pw + w + iw) + 1
                     + 10 + 3 * rw + (iw + 1) + _bits_for(k - 1))
         return (cfg.n_values * cw + k * (1 + w + iw) + lanes * (vw + 1 + cfg.n_values) + 3
-                + lanes * (1 + pw + w + iw) + 1 + 2 + 2 + 1 + 2 * rw + (iw + 1)
+                + lookup + lanes * (1 + pw + w + iw) + 1 + 2 + 2 + 1 + 2 * rw + (iw + 1)
                 + _bits_for(k - 1))
 
     # -- elaboration --------------------------------------------------------------------------
@@ -666,10 +679,16 @@ class CountingTopK(wiring.Component):
         even from a state that reset cannot reach)."""
         cfg = self.config
         ew = 1 + cfg.score_width + cfg.index_width
-        base = Signal(cfg.index_width + 1)  # index of lane 0 of the row register's row
-        with m.If(pass2):
-            m.d.sync += base.eq(Mux(r_last, 0, base + cfg.lanes))
-        m.d.sync += c_last.eq(pass2 & r_last)
+        # The lookup stage: the row register's row, one cycle on (the lanes register their
+        # lookups beside it).
+        l_pass2, l_last = Signal(), Signal()
+        l_value = [Signal.like(row.value[j], name=f"l_value{j}") for j in range(cfg.lanes)]
+        m.d.sync += [l_pass2.eq(pass2), l_last.eq(r_last)]
+        m.d.sync += [v.eq(row.value[j]) for j, v in enumerate(l_value)]
+        base = Signal(cfg.index_width + 1)  # index of lane 0 of the lookup stage's row
+        with m.If(l_pass2):
+            m.d.sync += base.eq(Mux(l_last, 0, base + cfg.lanes))
+        m.d.sync += c_last.eq(l_pass2 & l_last)
         entries = Signal(cfg.lanes * ew)
         hits = [Signal(cfg.lanes, name=f"slot_hit{p}") for p in range(cfg.top_k)]
         for j, lane in enumerate(lanes):
@@ -677,8 +696,8 @@ class CountingTopK(wiring.Component):
             pos = Signal(cfg.position_width, name=f"c_pos{j}")
             score = Signal(signed(cfg.score_width), name=f"c_score{j}")
             entry = entries[j * ew:(j + 1) * ew]
-            m.d.comb += score.eq(Cat(Const(0, 1), row.value[j]) - cfg.d)
-            m.d.sync += [keep.eq(pass2 & lane.keep & ~full), pos.eq(lane.pos),
+            m.d.comb += score.eq(Cat(Const(0, 1), l_value[j]) - cfg.d)
+            m.d.sync += [keep.eq(l_pass2 & lane.keep & ~full), pos.eq(lane.pos),
                          entry.eq(Cat(Const(1, 1), score, (base + j)[:cfg.index_width]))]
             for p in range(cfg.top_k):
                 m.d.comb += hits[p][j].eq(keep & (pos == p))

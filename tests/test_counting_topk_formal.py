@@ -2,7 +2,7 @@
 yices) beyond the registry-wide ones of test_formal.py: stability by k-induction, and the
 contract's bound (a request is the ``last`` input beat, its response the output beat with
 ``last``, two queries in flight (four with overlapped passes), the bound ``worst_case_cycles
-= rows + top_k + 3`` (``+ 5`` overlapped) from the docstring; inputs are free, so over-long
+= rows + top_k + 4`` (``+ 6`` overlapped) from the docstring; inputs are free, so over-long
 queries and scores outside the binarized set are included) shown to hold and to be tight,
 for both units. (The other checks and the negative controls are
 test_formal.py's, which covers every registered block.)
@@ -30,7 +30,7 @@ def contract(cfg: CountingTopKConfig, bound: int | None = None) -> F.Contract:
     component = CountingTopK(cfg)
     component._MustUse__silence = True  # only its contract is wanted
     c = F.contract("counting_topk", component)
-    assert c.bound == cfg.rows + cfg.top_k + (5 if cfg.overlap else 3)
+    assert c.bound == cfg.rows + cfg.top_k + (6 if cfg.overlap else 4)
     return c if bound is None else dataclasses.replace(c, bound=bound)
 
 
