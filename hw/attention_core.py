@@ -17,7 +17,7 @@ class (:mod:`hadware.config.attention_core`):
   (:class:`~hadware.hw.counting_topk.CountingTopK`, a counting sort: ``rows + 4`` cycles
   after the last score beat, no path that grows with ``top_k * lanes``) or, for any scores,
   ``"systolic"`` (:class:`~hadware.hw.systolic_topk.SystolicTopK`, an insertion array per lane
-  and a merge tree: one key comparison per path; ``top_k + ceil(log2(lanes)) + 2`` cycles
+  and a merge tree: one key comparison per path; ``top_k + ceil(log2(lanes)) + 3`` cycles
   after the last score beat). All select exactly the same entries.
 
 A variant is a subclass that names its config class (``config_class``); nothing else. The
@@ -108,7 +108,7 @@ scaler's pipeline (:meth:`Scaler.latency_of`: 2 plus the levels of its adder tre
     top-k, counting:  cycles = 2 * rows + top_k + L_lane + L_exp + R + d_v + L_scale + 10
       counting_overlapped: cycles = the same with + 13 (the counts completed, the output bank)
     top-k, systolic:  cycles = rows + 2 * top_k + ceil(log2(lanes)) + L_lane + L_exp + R + d_v
-                               + L_scale + 8
+                               + L_scale + 9
     dense:            cycles = 2 * rows + 2 * ceil(log2(lanes)) + L_lane + L_exp + R + d_v
                                + L_scale + 8
 
@@ -125,7 +125,7 @@ every ``interval`` cycles (:meth:`AttentionCore.interval`), the period of the sl
                              output)
     counting_overlapped:
               interval = max(rows + L_lane + 4, top_k + L_exp + 3, output)
-    systolic: interval = max(rows + L_lane + 3, 2 * top_k + ceil(log2(lanes)) + 1,
+    systolic: interval = max(rows + L_lane + 3, 2 * top_k + ceil(log2(lanes)) + 2,
                              top_k + L_exp + 3, output)
     dense:    interval = max(cycles - (R + d_v + L_scale) - 2, output)
 
@@ -313,7 +313,7 @@ class AttentionCore(wiring.Component):
             self.latency_formula = ("cycles from query accepted to output valid = "
                                     "ceil(max(1, min(n, count)) / lanes) + 2 * top_k + L, "
                                     "L = ceil(log2(lanes)) + L_lane + L_exp + recip_bits + d_v"
-                                    f" + L_scale + 8 = {self.latency}")
+                                    f" + L_scale + 9 = {self.latency}")
         elif self.sparse and config.counting_topk:
             c = 13 if config.topk_unit == "counting_overlapped" else 10
             self.latency_formula = ("cycles from query accepted to output valid = "
@@ -349,7 +349,7 @@ class AttentionCore(wiring.Component):
         tail = (SCORERS[cfg.scorer].latency(cfg) + EXPS[cfg.exp].latency + cfg.recip_bits
                 + cfg.d_v + Scaler.latency_of(cfg))
         if cfg.sparsifier == "topk" and cfg.topk_unit == "systolic":
-            return tail + ceil_log2(cfg.lanes) + 8
+            return tail + ceil_log2(cfg.lanes) + 9
         if cfg.sparsifier == "topk":
             return tail + {"counting": 10, "counting_overlapped": 13}.get(cfg.topk_unit, 7)
         return 2 * ceil_log2(cfg.lanes) + tail + 8
@@ -391,7 +391,7 @@ class AttentionCore(wiring.Component):
             return max(cls.cycles(cfg, n_eff) - tail - 2, output)
         weighting = cfg.top_k + EXPS[cfg.exp].latency + 3
         if cfg.topk_unit == "systolic":
-            front = max(rows + l_lane + 3, 2 * cfg.top_k + ceil_log2(cfg.lanes) + 1)
+            front = max(rows + l_lane + 3, 2 * cfg.top_k + ceil_log2(cfg.lanes) + 2)
         elif cfg.topk_unit == "counting_overlapped":
             front = rows + l_lane + 4
         elif cfg.topk_unit == "counting":

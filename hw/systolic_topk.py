@@ -25,22 +25,26 @@ the key 0, below everything.
   the cell's key into the lane's **drain register** ``i`` and empties the cell, so the next
   query's keys, one cycle or more behind it, find the cells empty. When it has passed the
   last cell the drain registers hold each lane's sorted ``top_k`` best keys.
-* **Merge tree**: a binary tree of :class:`SystolicTopKMerge` nodes (``merge0..``), built level
-  by level over the lanes (an odd one out joins the next level), merges the lanes' sorted
-  lists: a node compares the heads of its two inputs, sends the greater into its two-entry
-  output buffer and pops it from its input (a lane's drain registers shift by one). The root
+* **Merge tree**: each lane's drain registers shift, one key a cycle, into a two-entry
+  :class:`SystolicTopKBuffer` (``drain0..``) whenever it has room; a binary tree of
+  :class:`SystolicTopKMerge` nodes (``merge0..``), built level by level over those buffers
+  (an odd one out joins the next level), merges the lanes' sorted lists: a node compares the
+  heads of its two inputs, sends the greater into its own two-entry buffer and pops it from
+  its input. A buffer takes its input by its own registers' state alone, so a comparison
+  never drives the shift of a whole lane, and no path runs through two levels. The root
   feeds ``o_stream``; the ``top_k``-th output transfer ends the query, clears every buffer of
   the tree and frees the drain registers for the next token (their entries that were not
   needed are dropped).
 
 Each cycle's logic is one key comparison and a two-way multiplexer between registers (a cell:
-the arriving key against the held one; a node: its two heads), so no path grows with
+the arriving key against the held one; a node: its two heads; a buffer's room enabling a
+lane's shift), so no path grows with
 ``top_k`` or ``lanes``. A query's keys are collected while the previous query's leave through
 the tree (the drain registers are the second bank).
 
 Area (as formulas): ``lanes * top_k`` cells of three ``key_width``-bit registers (held key,
 the key moving on, drain) and one ``key_width``-bit comparator each; ``lanes - 1`` merge nodes
-of one comparator and two ``key_width``-bit buffer registers.
+of one comparator; ``2 lanes - 1`` buffers of two ``key_width``-bit registers.
 
 Timing
 ------
@@ -51,11 +55,11 @@ levels of the merge tree:
   ``last`` beat's transfer until the cycle the flush token enters (at least one cycle): the
   token enters as soon as the drain registers are free.
 * Latency: with the ``last`` beat transferred in cycle ``t`` and the drain registers free in
-  ``t + 1``, the first output beat is valid in cycle ``t + top_k + h + 2``: **latency =
-  top_k + h + 2**. ``top_k`` output beats follow, one per cycle when ``o_stream.ready`` is
+  ``t + 1``, the first output beat is valid in cycle ``t + top_k + h + 3``: **latency =
+  top_k + h + 3**. ``top_k`` output beats follow, one per cycle when ``o_stream.ready`` is
   high; the drain registers are free again the cycle after the final one.
 * **Cycles per query** without stalls (queries back to back, consumer always ready):
-  ``max(B + 1, 2 * top_k + h + 1)``, the period of the collection or of the drain, whichever
+  ``max(B + 1, 2 * top_k + h + 2)``, the period of the collection or of the drain, whichever
   is longer.
 """
 
@@ -68,7 +72,7 @@ from amaranth.lib.wiring import In, Out
 from hadware.config.systolic_topk import SystolicTopKConfig
 from hadware.hw.topk import TopK
 
-__all__ = ["SystolicTopK", "SystolicTopKCell", "SystolicTopKMerge"]
+__all__ = ["SystolicTopK", "SystolicTopKBuffer", "SystolicTopKCell", "SystolicTopKMerge"]
 
 
 class SystolicTopKCell(wiring.Component):
@@ -111,9 +115,56 @@ class SystolicTopKCell(wiring.Component):
         return m
 
 
+class SystolicTopKBuffer(wiring.Component):
+    """A buffer of two keys whose input side is decided by registers only: it takes its input
+    whenever that is valid and it holds fewer than two keys, whatever its consumer does this
+    cycle, so no combinational path runs through it (one key a cycle in and out sustained).
+
+    Members
+    -------
+    i_valid, i_key, i_take : In(1), In(key_width), Out(1)
+        The input, taken (``i_take``) when valid and there is room.
+    o_valid, o_key, o_pop : Out(1), Out(key_width), In(1)
+        The head, popped by the consumer (only when valid).
+    clear : In(1)
+        Empty the buffer (and take nothing) this cycle.
+    """
+
+    def __init__(self, key_width: int):
+        self._kw = key_width
+        super().__init__({
+            "i_valid": In(1), "i_key": In(key_width), "i_take": Out(1),
+            "o_valid": Out(1), "o_key": Out(key_width), "o_pop": In(1),
+            "clear": In(1),
+        })
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        count = Signal(range(3))
+        second = Signal(self._kw)
+        take = self.i_take
+        m.d.comb += [
+            take.eq(self.i_valid & ~count[1] & ~self.clear),
+            self.o_valid.eq(count != 0),
+        ]
+        with m.If(self.clear):
+            m.d.sync += count.eq(0)
+        with m.Elif(take & self.o_pop):  # count is 1: the new key becomes the head
+            m.d.sync += self.o_key.eq(self.i_key)
+        with m.Elif(take):
+            with m.If(count == 0):
+                m.d.sync += self.o_key.eq(self.i_key)
+            with m.Else():
+                m.d.sync += second.eq(self.i_key)
+            m.d.sync += count.eq(count + 1)
+        with m.Elif(self.o_pop):
+            m.d.sync += [self.o_key.eq(second), count.eq(count - 1)]
+        return m
+
+
 class SystolicTopKMerge(wiring.Component):
-    """A node of the merge tree: two sorted key streams in, their merge out, through a buffer
-    of two entries (its ``ready`` is a register: no combinational path through the tree).
+    """A node of the merge tree: two sorted key streams in, the greater head into a
+    :class:`SystolicTopKBuffer` (``buf``), popped from its input.
 
     Members
     -------
@@ -136,29 +187,19 @@ class SystolicTopKMerge(wiring.Component):
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        count = Signal(range(3))
-        second = Signal(self._kw)
-        fire, take_a, new = Signal(), Signal(), Signal(self._kw)
+        m.submodules.buf = buf = SystolicTopKBuffer(self._kw)
+        take_a = Signal()
         m.d.comb += [
-            fire.eq(self.a_valid & self.b_valid & ~count[1] & ~self.clear),
             take_a.eq(self.a_key > self.b_key),
-            new.eq(Mux(take_a, self.a_key, self.b_key)),
-            self.a_pop.eq(fire & take_a),
-            self.b_pop.eq(fire & ~take_a),
-            self.o_valid.eq(count != 0),
+            buf.i_valid.eq(self.a_valid & self.b_valid),
+            buf.i_key.eq(Mux(take_a, self.a_key, self.b_key)),
+            buf.clear.eq(self.clear),
+            self.a_pop.eq(buf.i_take & take_a),
+            self.b_pop.eq(buf.i_take & ~take_a),
+            self.o_valid.eq(buf.o_valid),
+            self.o_key.eq(buf.o_key),
+            buf.o_pop.eq(self.o_pop),
         ]
-        with m.If(self.clear):
-            m.d.sync += count.eq(0)
-        with m.Elif(fire & self.o_pop):  # count is 1: the new key becomes the head
-            m.d.sync += self.o_key.eq(new)
-        with m.Elif(fire):
-            with m.If(count == 0):
-                m.d.sync += self.o_key.eq(new)
-            with m.Else():
-                m.d.sync += second.eq(new)
-            m.d.sync += count.eq(count + 1)
-        with m.Elif(self.o_pop):
-            m.d.sync += [self.o_key.eq(second), count.eq(count - 1)]
         return m
 
 
@@ -177,9 +218,9 @@ class SystolicTopK(wiring.Component):
             raise TypeError(f"config must be a SystolicTopKConfig, not {config!r}")
         self.config = config
         self.latency = self.first_output_latency(config)
-        self.latency_formula = (f"first output top_k + ceil(log2(lanes)) + 2 = {self.latency} "
+        self.latency_formula = (f"first output top_k + ceil(log2(lanes)) + 3 = {self.latency} "
                                 "cycles after the last input beat; cycles per query = "
-                                "max(ceil(n / lanes) + 1, 2 * top_k + ceil(log2(lanes)) + 1)")
+                                "max(ceil(n / lanes) + 1, 2 * top_k + ceil(log2(lanes)) + 2)")
         self.in_layout, self.out_layout = TopK.layouts(config)
         super().__init__({
             "i_stream": In(stream.Signature(self.in_layout)),
@@ -196,22 +237,22 @@ class SystolicTopK(wiring.Component):
     @staticmethod
     def first_output_latency(cfg: SystolicTopKConfig) -> int:
         """Cycles from the ``last`` input beat's transfer to the first output beat's valid,
-        the drain registers free: ``top_k + ceil(log2(lanes)) + 2``."""
-        return cfg.top_k + cfg.tree_levels + 2
+        the drain registers free: ``top_k + ceil(log2(lanes)) + 3``."""
+        return cfg.top_k + cfg.tree_levels + 3
 
     @classmethod
     def query_cycles(cls, cfg: SystolicTopKConfig, n: int) -> int:
         """Cycles per query without stalls, queries back to back over ``n`` candidates."""
-        return max(cls.beats(cfg, n) + 1, 2 * cfg.top_k + cfg.tree_levels + 1)
+        return max(cls.beats(cfg, n) + 1, 2 * cfg.top_k + cfg.tree_levels + 2)
 
     @staticmethod
     def worst_case_cycles(cfg: SystolicTopKConfig) -> int:
         """Most cycles from the later of a query's ``last`` input beat and the previous
         query's final output beat to the query's final output beat, consumer always ready,
-        whatever the input: ``2 * top_k + ceil(log2(lanes)) + 1`` (the token enters the cycle
-        after the later of the two, the first output follows ``top_k + h + 1`` cycles after
+        whatever the input: ``2 * top_k + ceil(log2(lanes)) + 2`` (the token enters the cycle
+        after the later of the two, the first output follows ``top_k + h + 2`` cycles after
         that, the final one ``top_k - 1`` after the first)."""
-        return 2 * cfg.top_k + cfg.tree_levels + 1
+        return 2 * cfg.top_k + cfg.tree_levels + 2
 
     # -- elaboration -------------------------------------------------------------------------
 
@@ -292,7 +333,15 @@ class SystolicTopK(wiring.Component):
     def _tree(self, m, heads, pops, full, clear):
         """The merge tree over the lanes' drain registers; returns the root's (valid, key,
         pop)."""
-        level = [(full, h, p) for h, p in zip(heads, pops, strict=True)]
+        # Each lane's drain registers shift into a buffer (``drain{j}``): the shift of a whole
+        # lane then follows the buffer's registers, not the tree's comparisons.
+        level = []
+        for j, (h, p) in enumerate(zip(heads, pops, strict=True)):
+            buf = SystolicTopKBuffer(self.config.key_width)
+            m.submodules[f"drain{j}"] = buf
+            m.d.comb += [buf.i_valid.eq(full), buf.i_key.eq(h), p.eq(buf.i_take),
+                         buf.clear.eq(clear)]
+            level.append((buf.o_valid, buf.o_key, buf.o_pop))
         n = 0
         while len(level) > 1:
             nxt = []

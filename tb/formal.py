@@ -110,7 +110,7 @@ def contract(name: str, component: Any) -> Contract:
                         in_flight=4 if cfg.overlap else 2, request_last=True, response_last=True,
                         response_beats=cfg.top_k)
     if isinstance(cfg, SystolicTopKConfig):
-        # TopK's streams; a query's final output beat at most 2 top_k + ceil(log2(lanes)) + 1
+        # TopK's streams; a query's final output beat at most 2 top_k + ceil(log2(lanes)) + 2
         # cycles after its 'last' input beat or the previous query's final output beat; one
         # query leaves through the merge tree while the next is collected: two in flight.
         return Contract("i_stream", "o_stream", bound=type(component).worst_case_cycles(cfg),

@@ -41,7 +41,7 @@ FRONT_BOUND = [
     ("binary_dense_attention", dict(d=16, n_max=64, d_v=2, lanes=1)),
     ("std_attention", dict(d=8, n_max=64, d_v=2, lanes=2)),
     ("int8_topk_attention", dict(d=8, n_max=40, top_k=30, d_v=2, lanes=8, exp_frac_bits=8)),
-    # the systolic top-k: bound by the scan, then by its drain (2 top_k + ceil(log2(lanes)) + 1)
+    # the systolic top-k: bound by the scan, then by its drain (2 top_k + ceil(log2(lanes)) + 2)
     ("int8_topk_attention", dict(d=8, n_max=64, top_k=4, d_v=2, lanes=1, topk_unit="systolic")),
     ("int8_topk_attention", dict(d=8, n_max=40, top_k=30, d_v=2, lanes=8, exp_frac_bits=8,
                                  topk_unit="systolic")),

@@ -132,9 +132,10 @@ def expected_cycles(cfg, n: int) -> int:
         return rows + cfg.top_k + tail + 7 + (rows + 6)
     if cfg.sparsifier == "topk" and cfg.topk_unit == "systolic":
         # the systolic top-k: its flush token enters the cycle after the last score beat and
-        # passes the top_k cells, the tree's ceil(log2(lanes)) levels, then the first output
+        # passes the top_k cells, then a lane's drain buffer and the tree's ceil(log2(lanes))
+        # levels, then the first output
         h = math.ceil(math.log2(cfg.lanes)) if cfg.lanes > 1 else 0
-        return rows + cfg.top_k + tail + 7 + (cfg.top_k + h + 1)
+        return rows + cfg.top_k + tail + 7 + (cfg.top_k + h + 2)
     if cfg.sparsifier == "topk":
         # 7: the control and handshake cycles, the slot weighting's registered weight and
         # value row and its product register
@@ -181,9 +182,10 @@ def expected_interval(cfg, n: int) -> int:
     weighting = cfg.top_k + l_exp + 3
     if cfg.topk_unit == "systolic":
         # the scan, ready again the cycle after the token entered; or the drain: a token
-        # every 2 top_k + ceil(log2(lanes)) + 1 cycles (its cells, the tree, top_k outputs)
+        # every 2 top_k + ceil(log2(lanes)) + 2 cycles (its cells, the drain buffer, the tree,
+        # top_k outputs)
         h = math.ceil(math.log2(cfg.lanes)) if cfg.lanes > 1 else 0
-        front = max(rows + l_lane + 3, 2 * cfg.top_k + h + 1)
+        front = max(rows + l_lane + 3, 2 * cfg.top_k + h + 2)
     elif cfg.topk_unit == "counting_overlapped":
         # the next query's scan starts once the collector has handed the counts on, three
         # cycles after the last score beat

@@ -125,7 +125,7 @@ def test_cycle_formulas(cfg):
     """Latency and cycles per query exactly as the module docstring says, for full, partial
     and one-beat queries back to back, consumer always ready: a query's flush token enters the
     cycle after its last beat or the cycle after the previous query's final output, whichever
-    is later; its first output follows top_k + h + 1 cycles after that (h the tree's levels),
+    is later; its first output follows top_k + h + 2 cycles after that (h the tree's levels),
     then top_k outputs in a row; the next query's first beat is taken the cycle after the
     token entered."""
     h = {1: 0, 2: 1, 3: 2, 4: 2, 5: 3, 8: 3}[cfg.lanes]
@@ -134,22 +134,22 @@ def test_cycle_formulas(cfg):
     ns = [cfg.n_max, 1, max(1, cfg.n_max - 1), min(cfg.n_max, cfg.lanes + 1), cfg.n_max, 1, 1]
     arrays = {"scores": scores_for(cfg, rng, (len(ns), cfg.n_max)), "n_valid": np.array(ns)}
     _, ins, outs = run(cfg, arrays)
-    assert SystolicTopK.first_output_latency(cfg) == cfg.top_k + h + 2
+    assert SystolicTopK.first_output_latency(cfg) == cfg.top_k + h + 3
     first = 0  # index of the query's first input beat
     free = 0  # first cycle in which the previous query has left the drain registers
     injects = []
     for q, n in enumerate(ns):
         b = max(1, -(-n // cfg.lanes))
         assert SystolicTopK.beats(cfg, n) == b
-        assert SystolicTopK.query_cycles(cfg, n) == max(b + 1, 2 * cfg.top_k + h + 1)
+        assert SystolicTopK.query_cycles(cfg, n) == max(b + 1, 2 * cfg.top_k + h + 2)
         assert ins[first:first + b] == list(range(ins[first], ins[first] + b)), (n, q)
         inject = max(ins[first + b - 1] + 1, free)
         injects.append(inject)
         if q > 0:
             assert ins[first] == injects[q - 1] + 1, (n, q)
         out = outs[q * cfg.top_k:(q + 1) * cfg.top_k]
-        assert out == list(range(inject + cfg.top_k + h + 1,
-                                 inject + cfg.top_k + h + 1 + cfg.top_k)), (n, q)
+        assert out == list(range(inject + cfg.top_k + h + 2,
+                                 inject + cfg.top_k + h + 2 + cfg.top_k)), (n, q)
         free = out[-1] + 1
         first += b
     assert len(ins) == first
@@ -210,7 +210,7 @@ def test_registered_block():
     assert b.tb_module().encode is encode
     component = SystolicTopK(SystolicTopKConfig())
     component._MustUse__silence = True  # (never elaborated)
-    assert component.latency == 8 + 2 + 2
+    assert component.latency == 8 + 2 + 3
 
 
 def test_config_checks():

@@ -47,8 +47,8 @@ def test_verilator(cfg):
 
 @pytest.mark.sim
 @pytest.mark.parametrize("cfg, b, latency, period", [
-    (MEDIUM, 13, 8 + 3 + 2, max(13 + 1, 2 * 8 + 3 + 1)),
-    pytest.param(README, 64, 32 + 3 + 2, max(64 + 1, 2 * 32 + 3 + 1), marks=pytest.mark.full),
+    (MEDIUM, 13, 8 + 3 + 3, max(13 + 1, 2 * 8 + 3 + 2)),
+    pytest.param(README, 64, 32 + 3 + 3, max(64 + 1, 2 * 32 + 3 + 2), marks=pytest.mark.full),
 ], ids=["medium", "readme"])
 def test_verilator_cycles(cfg, b, latency, period):
     """Back-to-back queries over n_max candidates without stalls: the cycle formulas (the

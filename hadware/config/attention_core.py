@@ -365,7 +365,7 @@ class TopKSelection:
         output register bank; back to back, a query every ``ceil(n / lanes) + 3`` cycles
         or so instead of twice that), or ``"systolic"``,
         :class:`~hadware.hw.systolic_topk.SystolicTopK` (an insertion array per lane and a
-        merge tree, one key comparison per path; any scores; ``top_k + ceil(log2(lanes)) + 1``
+        merge tree, one key comparison per path; any scores; ``top_k + ceil(log2(lanes)) + 2``
         cycles more per query, back to back a query every ``max(ceil(n / lanes), 2 top_k)``
         cycles or so).
     """
