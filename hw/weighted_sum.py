@@ -261,12 +261,12 @@ class SlotWeightedSum(wiring.Component):
             m.d.sync += [first.eq(s.last), pos.eq(Mux(s.last, 0, pos + 1))]
             with m.If(first):
                 m.d.sync += smax.eq(s.score)
-            # Slots shift in from the top: after top_k slots, entry 0 holds slot 0.
-            for p in range(k - 1):
-                m.d.sync += [self.index[p].eq(self.index[p + 1]),
-                             self.score[p].eq(self.score[p + 1])]
-            m.d.sync += [self.index[k - 1].eq(s.index), self.score[k - 1].eq(s.score),
-                         self.sel.eq(Cat(self.sel[1:], sel))]
+            # Slot p is written into entry p: each entry's enable is its own decode of the
+            # position (a shift of every entry would hang all of them on one enable net).
+            for p in range(k):
+                with m.If(pos == p):
+                    m.d.sync += [self.index[p].eq(s.index), self.score[p].eq(s.score),
+                                 self.sel[p].eq(sel)]
 
         # The weight and the value row are registered, multiplied, and the products registered
         # before they are accumulated: the memory read, the multiplier and the accumulator
