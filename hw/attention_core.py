@@ -104,13 +104,13 @@ latency (``1 + ceil(log2(d / 8))`` for hamming, ``max(1, ceil(log2(d)))`` for in
 the exponential's (1 table, 2 fixed), ``R = recip_bits`` and ``L_scale`` the output
 scaler's pipeline (:meth:`Scaler.latency_of`: 2 plus the levels of its adder tree)::
 
-    top-k, merge:     cycles = rows + top_k + L_lane + L_exp + R + d_v + L_scale + 7
-    top-k, counting:  cycles = 2 * rows + top_k + L_lane + L_exp + R + d_v + L_scale + 10
-      counting_overlapped: cycles = the same with + 13 (the counts completed, the output bank)
+    top-k, merge:     cycles = rows + top_k + L_lane + L_exp + R + d_v + L_scale + 8
+    top-k, counting:  cycles = 2 * rows + top_k + L_lane + L_exp + R + d_v + L_scale + 11
+      counting_overlapped: cycles = the same with + 14 (the counts completed, the output bank)
     top-k, systolic:  cycles = rows + 2 * top_k + ceil(log2(lanes)) + L_lane + L_exp + R + d_v
-                               + L_scale + 9
+                               + L_scale + 10
     dense:            cycles = 2 * rows + 2 * ceil(log2(lanes)) + L_lane + L_exp + R + d_v
-                               + L_scale + 8
+                               + L_scale + 9
 
 (a dense core's ``ceil(log2(lanes))`` appears twice: the tree of maxima in the score pass
 and the registered adder trees of the column sums in the weighting pass)
@@ -120,13 +120,13 @@ gives it. Back to back, queries over ``n_eff`` entries each, output always ready
 every ``interval`` cycles (:meth:`AttentionCore.interval`), the period of the slowest stage::
 
     output    = R + d_v + L_scale + 4
-    merge:    interval = max(rows + L_lane + top_k + 2, top_k + L_exp + 3, output)
-    counting: interval = max(rows + 4 + max(rows + L_lane + 1, top_k), top_k + L_exp + 3,
+    merge:    interval = max(rows + L_lane + top_k + 2, top_k + L_exp + 4, output)
+    counting: interval = max(rows + 4 + max(rows + L_lane + 1, top_k), top_k + L_exp + 4,
                              output)
     counting_overlapped:
-              interval = max(rows + L_lane + 4, top_k + L_exp + 3, output)
+              interval = max(rows + L_lane + 4, top_k + L_exp + 4, output)
     systolic: interval = max(rows + L_lane + 3, 2 * top_k + ceil(log2(lanes)) + 2,
-                             top_k + L_exp + 3, output)
+                             top_k + L_exp + 4, output)
     dense:    interval = max(cycles - (R + d_v + L_scale) - 2, output)
 
 (merge: the sparsifier takes the next query's rows once its slots are out; counting: the second
@@ -313,9 +313,9 @@ class AttentionCore(wiring.Component):
             self.latency_formula = ("cycles from query accepted to output valid = "
                                     "ceil(max(1, min(n, count)) / lanes) + 2 * top_k + L, "
                                     "L = ceil(log2(lanes)) + L_lane + L_exp + recip_bits + d_v"
-                                    f" + L_scale + 9 = {self.latency}")
+                                    f" + L_scale + 10 = {self.latency}")
         elif self.sparse and config.counting_topk:
-            c = 13 if config.topk_unit == "counting_overlapped" else 10
+            c = 14 if config.topk_unit == "counting_overlapped" else 11
             self.latency_formula = ("cycles from query accepted to output valid = "
                                     "2 * ceil(max(1, min(n, count)) / lanes) + top_k + L, "
                                     f"L = L_lane + L_exp + recip_bits + d_v + L_scale + {c} = "
@@ -323,13 +323,13 @@ class AttentionCore(wiring.Component):
         elif self.sparse:
             self.latency_formula = ("cycles from query accepted to output valid = "
                                     "ceil(max(1, min(n, count)) / lanes) + top_k + L, "
-                                    "L = L_lane + L_exp + recip_bits + d_v + L_scale + 7 = "
+                                    "L = L_lane + L_exp + recip_bits + d_v + L_scale + 8 = "
                                     f"{self.latency}")
         else:
             self.latency_formula = ("cycles from query accepted to output valid = "
                                     "2 * ceil(max(1, min(n, count)) / lanes) + L, "
                                     "L = 2 * ceil(log2(lanes)) + L_lane + L_exp + recip_bits + d_v"
-                                    f" + L_scale + 8 = {self.latency}")
+                                    f" + L_scale + 9 = {self.latency}")
         self.ctx_layout, self.q_layout, self.out_layout = self.layouts(config)
         self.runtime_table = config.runtime_temperature
         members = {
@@ -349,10 +349,10 @@ class AttentionCore(wiring.Component):
         tail = (SCORERS[cfg.scorer].latency(cfg) + EXPS[cfg.exp].latency + cfg.recip_bits
                 + cfg.d_v + Scaler.latency_of(cfg))
         if cfg.sparsifier == "topk" and cfg.topk_unit == "systolic":
-            return tail + ceil_log2(cfg.lanes) + 9
+            return tail + ceil_log2(cfg.lanes) + 10
         if cfg.sparsifier == "topk":
-            return tail + {"counting": 10, "counting_overlapped": 13}.get(cfg.topk_unit, 7)
-        return 2 * ceil_log2(cfg.lanes) + tail + 8
+            return tail + {"counting": 11, "counting_overlapped": 14}.get(cfg.topk_unit, 8)
+        return 2 * ceil_log2(cfg.lanes) + tail + 9
 
     @classmethod
     def cycles(cls, cfg, n_eff: int) -> int:
@@ -389,7 +389,7 @@ class AttentionCore(wiring.Component):
         output = tail + 4
         if cfg.sparsifier != "topk":
             return max(cls.cycles(cfg, n_eff) - tail - 2, output)
-        weighting = cfg.top_k + EXPS[cfg.exp].latency + 3
+        weighting = cfg.top_k + EXPS[cfg.exp].latency + 4
         if cfg.topk_unit == "systolic":
             front = max(rows + l_lane + 3, 2 * cfg.top_k + ceil_log2(cfg.lanes) + 2)
         elif cfg.topk_unit == "counting_overlapped":

@@ -12,10 +12,12 @@ multiplier separately.
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, Value, signed
+from amaranth import Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
+
+from hadware.hw.arith import Multiplier
 
 __all__ = ["ColumnSum", "MaxTree", "SlotWeightedSum", "WeightLane", "WeightMul", "delay"]
 
@@ -76,8 +78,14 @@ class MaxTree(wiring.Component):
 
 
 class WeightMul(wiring.Component):
-    """``p = e * v``: an unsigned weight times an int8 value (combinational; a module of its
-    own so that hierarchical synthesis maps each multiplier separately)."""
+    """``p = e * v``: an unsigned weight times an int8 value, in a module of its own (so that
+    hierarchical synthesis maps each multiplier separately). The weight is cut into pieces
+    that fit a DSP multiplier (:meth:`Multiplier._pieces <hadware.hw.arith.Multiplier>`), each
+    piece's product is registered, and ``p`` is their shifted sum: the product of the ``e``,
+    ``v`` presented the cycle before (``latency = 1``; a wide weight's DSP multipliers and the
+    adder of their products do not share a cycle)."""
+
+    latency = 1
 
     def __init__(self, e_width: int):
         self.e_width = e_width
@@ -89,7 +97,12 @@ class WeightMul(wiring.Component):
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        m.d.comb += self.p.eq(Cat(self.e, Const(0, 1)).as_signed() * self.v)
+        total = 0
+        for i, (piece, shift) in enumerate(Multiplier._pieces(self.e)):
+            pp = Signal(signed(len(piece) + 9), name=f"pp{i}", reset_less=True)
+            m.d.sync += pp.eq(piece * self.v)
+            total = total + (pp << shift)
+        m.d.comb += self.p.eq(total)
         return m
 
 
@@ -97,15 +110,16 @@ class WeightLane(wiring.Component):
     """One lane of the weighting pass: its weight and its ``d_v`` weighted values.
 
     ``delta`` and ``mask`` are presented at cycle t; the lane's value row ``v`` is sampled at
-    cycle ``t + L_exp``; the weight and the row are registered, then multiplied: ``e`` (0 where
-    masked) and ``p[c] = e * v[c]`` are registers valid at ``t + L_exp + 2`` (``latency =
-    L_exp + 2``; neither a memory read nor the exponential shares a cycle with a multiplier).
+    cycle ``t + L_exp``; the weight and the row are registered, then multiplied
+    (:class:`WeightMul`, one cycle): ``e`` (0 where masked) and ``p[c] = e * v[c]`` are
+    registers valid at ``t + L_exp + 3`` (``latency = L_exp + 3``; neither a memory read nor
+    the exponential shares a cycle with a multiplier, nor a multiplier with an adder).
     """
 
     def __init__(self, cfg, exp_unit: wiring.Component):
         self.cfg = cfg
         self.exp_unit = exp_unit
-        self.latency = exp_unit.latency + 2
+        self.latency = exp_unit.latency + 2 + WeightMul.latency
         ew = cfg.exp_width
         super().__init__({
             "delta": In(len(exp_unit.delta)),
@@ -122,10 +136,9 @@ class WeightLane(wiring.Component):
         m.d.comb += [exp.delta.eq(self.delta), exp.mask.eq(self.mask)]
         # Datapath registers: no reset (the core's valid bits say when they matter).
         e = Signal(cfg.exp_width, reset_less=True)
-        e2 = Signal(cfg.exp_width, reset_less=True)
         v = Signal(data.ArrayLayout(signed(8), cfg.d_v), reset_less=True)
-        m.d.sync += [e.eq(exp.e), e2.eq(e), v.eq(self.v)]
-        m.d.comb += self.e.eq(e2)
+        m.d.sync += [e.eq(exp.e), v.eq(self.v)]
+        m.d.comb += self.e.eq(delay(m, e, 1 + WeightMul.latency, "e", data=True)[-1])
         for c in range(cfg.d_v):
             mul = WeightMul(cfg.exp_width)
             m.submodules[f"wsum_mul{c}"] = mul
@@ -271,15 +284,16 @@ class SlotWeightedSum(wiring.Component):
         # The weight and the value row are registered, multiplied, and the products registered
         # before they are accumulated: the memory read, the multiplier and the accumulator
         # each have a cycle of their own.
-        acc_valid = delay(m, st_valid, 2, "acc_valid")[-1]
-        acc_first = delay(m, st_first, 2, "acc_first", data=True)[-1]
-        acc_last = delay(m, st_last, 2, "acc_last", data=True)[-1]
+        wait = 2 + WeightMul.latency
+        acc_valid = delay(m, st_valid, wait, "acc_valid")[-1]
+        acc_first = delay(m, st_first, wait, "acc_first", data=True)[-1]
+        acc_last = delay(m, st_last, wait, "acc_last", data=True)[-1]
         e = Signal(cfg.exp_width, reset_less=True)
-        e2 = Signal(cfg.exp_width, reset_less=True)
         v = Signal(8 * cfg.d_v, reset_less=True)
-        m.d.sync += [e.eq(exp.e), e2.eq(e), v.eq(self.v_data)]
+        m.d.sync += [e.eq(exp.e), v.eq(self.v_data)]
+        e_late = delay(m, e, 1 + WeightMul.latency, "e", data=True)[-1]
         with m.If(acc_valid):
-            m.d.sync += self.den.eq(Mux(acc_first, 0, self.den) + e2)
+            m.d.sync += self.den.eq(Mux(acc_first, 0, self.den) + e_late)
         for c in range(cfg.d_v):
             mul = WeightMul(cfg.exp_width)
             m.submodules[f"wsum_mul{c}"] = mul

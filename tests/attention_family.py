@@ -47,6 +47,13 @@ FRONT_BOUND = [
                                  topk_unit="systolic")),
 ]
 
+#: A configuration whose back-to-back queries are limited by the slot weighting (many slots,
+#: few rows, a short output stage).
+WEIGHTING_BOUND = [
+    ("attention", dict(d=16, n_max=64, top_k=48, d_v=1, lanes=8, exp_frac_bits=8,
+                       out_frac_bits=2, topk_unit="counting_overlapped")),
+]
+
 _INT8 = [
     dict(d=1, n_max=6, top_k=2, d_v=1, lanes=1, temperature=2**-12, exp_frac_bits=10,
          out_frac_bits=2, exp_table_bits=3, exp_interp_bits=0),

@@ -15,6 +15,7 @@ from amaranth.sim import Simulator
 from attention_family import (
     FRONT_BOUND,
     VARIANTS,
+    WEIGHTING_BOUND,
     cases,
     configs,
     extreme_arrays,
@@ -125,25 +126,25 @@ def expected_cycles(cfg, n: int) -> int:
     if cfg.sparsifier == "topk" and cfg.topk_unit == "counting":
         # the counting top-k: its first selection rows + 4 cycles after the last score beat,
         # where the merging one gives it the next cycle
-        return rows + cfg.top_k + tail + 7 + (rows + 3)
+        return rows + cfg.top_k + tail + 8 + (rows + 3)
     if cfg.sparsifier == "topk" and cfg.topk_unit == "counting_overlapped":
         # with its passes overlapped: rows + 6 (two cycles to complete the counts, one to
         # publish the selections into the output bank)
-        return rows + cfg.top_k + tail + 7 + (rows + 6)
+        return rows + cfg.top_k + tail + 8 + (rows + 6)
     if cfg.sparsifier == "topk" and cfg.topk_unit == "systolic":
         # the systolic top-k: its flush token enters the cycle after the last score beat and
         # passes the top_k cells, then a lane's drain buffer and the tree's ceil(log2(lanes))
         # levels, then the first output
         h = math.ceil(math.log2(cfg.lanes)) if cfg.lanes > 1 else 0
-        return rows + cfg.top_k + tail + 7 + (cfg.top_k + h + 2)
+        return rows + cfg.top_k + tail + 8 + (cfg.top_k + h + 2)
     if cfg.sparsifier == "topk":
-        # 7: the control and handshake cycles, the slot weighting's registered weight and
-        # value row and its product register
-        return rows + cfg.top_k + tail + 7
+        # 8: the control and handshake cycles, the slot weighting's registered weight and
+        # value row, its registered partial products and its product register
+        return rows + cfg.top_k + tail + 8
     # dense: the maximum tree of the score pass and the column sums' registered adder
     # trees, ceil(log2(lanes)) levels each; the weight lanes register the weight and the
-    # value row before the multipliers
-    return 2 * rows + 2 * (math.ceil(math.log2(cfg.lanes)) if cfg.lanes > 1 else 0) + tail + 8
+    # value row before the multipliers, and the partial products before their sum
+    return 2 * rows + 2 * (math.ceil(math.log2(cfg.lanes)) if cfg.lanes > 1 else 0) + tail + 9
 
 
 @pytest.mark.parametrize("case", cases(), ids=ident)
@@ -179,7 +180,9 @@ def expected_interval(cfg, n: int) -> int:
     output = cfg.recip_bits + 2 + cfg.d_v + l_scale + 1 + 1
     if cfg.sparsifier != "topk":  # the next query enters the cycle after the hand-over
         return max(expected_cycles(cfg, n) - (output - 1) + 1, output)
-    weighting = cfg.top_k + l_exp + 3
+    # the weighting: a slot a cycle, then the exponential, the weight and value registers,
+    # the partial products, the products and the sums, the release, the next first slot
+    weighting = cfg.top_k + l_exp + 4
     if cfg.topk_unit == "systolic":
         # the scan, ready again the cycle after the token entered; or the drain: a token
         # every 2 top_k + ceil(log2(lanes)) + 2 cycles (its cells, the drain buffer, the tree,
@@ -198,7 +201,8 @@ def expected_interval(cfg, n: int) -> int:
 
 
 @pytest.mark.parametrize("case", cases(index=0) + cases(index=1) + [
-    (name, BLOCKS[name].config_class()(**kw)) for name, kw in FRONT_BOUND], ids=ident)
+    (name, BLOCKS[name].config_class()(**kw)) for name, kw in FRONT_BOUND + WEIGHTING_BOUND],
+    ids=ident)
 def test_back_to_back_queries_leave_at_the_interval(case):
     """Queries back to back, output always ready: each is answered within its latency of the
     later of its acceptance and the stage it waits for, and from the third output on they
