@@ -14,7 +14,7 @@ class (:mod:`hadware.config.attention_core`):
   pass that buffers the scores and finds the maximum, then a weighting pass). The top-k unit
   is the config's ``topk_unit``: ``"merge"`` (:class:`~hadware.hw.topk.TopK`, its first
   selection the cycle after the last score beat) or, for binarized scores, ``"counting"``
-  (:class:`~hadware.hw.counting_topk.CountingTopK`, a counting sort: ``rows + 4`` cycles
+  (:class:`~hadware.hw.counting_topk.CountingTopK`, a counting sort: ``rows + 5`` cycles
   after the last score beat, no path that grows with ``top_k * lanes``) or, for any scores,
   ``"systolic"`` (:class:`~hadware.hw.systolic_topk.SystolicTopK`, an insertion array per lane
   and a merge tree: one key comparison per path; ``top_k + ceil(log2(lanes)) + 3`` cycles
@@ -105,8 +105,8 @@ the exponential's (1 table, 2 fixed), ``R = recip_bits`` and ``L_scale`` the out
 scaler's pipeline (:meth:`Scaler.latency_of`: 2 plus the levels of its adder tree)::
 
     top-k, merge:     cycles = rows + top_k + L_lane + L_exp + R + d_v + L_scale + 8
-    top-k, counting:  cycles = 2 * rows + top_k + L_lane + L_exp + R + d_v + L_scale + 11
-      counting_overlapped: cycles = the same with + 14 (the counts completed, the output bank)
+    top-k, counting:  cycles = 2 * rows + top_k + L_lane + L_exp + R + d_v + L_scale + 12
+      counting_overlapped: cycles = the same with + 15 (the counts completed, the output bank)
     top-k, systolic:  cycles = rows + 2 * top_k + ceil(log2(lanes)) + L_lane + L_exp + R + d_v
                                + L_scale + 10
     dense:            cycles = 2 * rows + 2 * ceil(log2(lanes)) + L_lane + L_exp + R + d_v
@@ -121,7 +121,7 @@ every ``interval`` cycles (:meth:`AttentionCore.interval`), the period of the sl
 
     output    = R + d_v + L_scale + 4
     merge:    interval = max(rows + L_lane + top_k + 2, top_k + L_exp + 4, output)
-    counting: interval = max(rows + 4 + max(rows + L_lane + 1, top_k), top_k + L_exp + 4,
+    counting: interval = max(rows + 5 + max(rows + L_lane + 1, top_k), top_k + L_exp + 4,
                              output)
     counting_overlapped:
               interval = max(rows + L_lane + 4, top_k + L_exp + 4, output)
@@ -315,7 +315,7 @@ class AttentionCore(wiring.Component):
                                     "L = ceil(log2(lanes)) + L_lane + L_exp + recip_bits + d_v"
                                     f" + L_scale + 10 = {self.latency}")
         elif self.sparse and config.counting_topk:
-            c = 14 if config.topk_unit == "counting_overlapped" else 11
+            c = 15 if config.topk_unit == "counting_overlapped" else 12
             self.latency_formula = ("cycles from query accepted to output valid = "
                                     "2 * ceil(max(1, min(n, count)) / lanes) + top_k + L, "
                                     f"L = L_lane + L_exp + recip_bits + d_v + L_scale + {c} = "
@@ -351,7 +351,7 @@ class AttentionCore(wiring.Component):
         if cfg.sparsifier == "topk" and cfg.topk_unit == "systolic":
             return tail + ceil_log2(cfg.lanes) + 10
         if cfg.sparsifier == "topk":
-            return tail + {"counting": 11, "counting_overlapped": 14}.get(cfg.topk_unit, 8)
+            return tail + {"counting": 12, "counting_overlapped": 15}.get(cfg.topk_unit, 8)
         return 2 * ceil_log2(cfg.lanes) + tail + 9
 
     @classmethod
@@ -395,7 +395,7 @@ class AttentionCore(wiring.Component):
         elif cfg.topk_unit == "counting_overlapped":
             front = rows + l_lane + 4
         elif cfg.topk_unit == "counting":
-            front = rows + 4 + max(rows + l_lane + 1, cfg.top_k)
+            front = rows + 5 + max(rows + l_lane + 1, cfg.top_k)
         else:
             front = rows + l_lane + 2 + cfg.top_k
         return max(front, weighting, output)

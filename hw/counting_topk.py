@@ -28,12 +28,13 @@ ones whose position is below ``top_k``. Neither is formed explicitly.)
   ``c[u] = above(u)``: the prefix of the histogram from the top, built while the scores stream
   in, so the threshold scan takes **zero cycles**.
 * **Pass 2**, one buffered row per cycle (a synchronous read, transparent so that row 0 is
-  read in the cycle of the last beat; the row register, with each lane's value decoded as a
-  one-hot beside it; the slot stage): lane ``j`` takes
+  read in the cycle of the last beat; the read register; the row register, with each lane's
+  value decoded as a one-hot beside it; the lookup stage; the slot stage): lane ``j`` takes
   ``pos_j = c[v_j] + r_j``, ``r_j`` the number of earlier valid lanes of the row with the
   same value, and keeps its candidate if ``pos_j < top_k``; every counter ``c[u]`` adds the
   number of the row's valid lanes with ``v = u`` (so it moves past the ties already placed).
-  The positions are registered; the slot stage writes each kept candidate into slot
+  The lookups ``c[v_j]`` are registered (the lookup stage), then the positions; the slot
+  stage writes each kept candidate into slot
   ``pos_j`` (up to ``lanes`` writes per cycle, to distinct slots). The last row clears the
   counters for the next query.
 * **Output**: the slots shift out one per cycle under ``o_stream.ready`` (slot 0 is the
@@ -73,21 +74,22 @@ With ``B = ceil(n / lanes)`` the beats of a query (at least 1; the testbench sen
   are allowed), so a query is collected while the previous one's selections shift out.
 * Latency: with the ``last`` beat transferred in cycle ``t`` and the slots empty by then (else
   ``t`` is the first cycle after the last beat in which they are), buffered row ``i`` is in the
-  row register in cycle ``t + 2 + i``, in the lookup stage in ``t + 3 + i`` and in the slot
-  stage in ``t + 4 + i``; the first output beat is valid in cycle ``t + B' + 4``: **latency =
-  B' + 4**. ``top_k`` output beats follow,
+  read register in cycle ``t + 2 + i``, in the row register in ``t + 3 + i``, in the lookup
+  stage in ``t + 4 + i`` and in the slot stage in ``t + 5 + i``; the first output beat is
+  valid in cycle ``t + B' + 5``: **latency = B' + 5**. ``top_k`` output beats follow,
   one per cycle when ``o_stream.ready`` is high; the input is ready again from that first
   output cycle.
 * **Cycles per query** without stalls (queries back to back, consumer always ready):
-  ``B' + 3 + max(B, top_k + 1)``: the next query's ``B`` beats are collected while the ``top_k``
+  ``B' + 4 + max(B, top_k + 1)``: the next query's ``B`` beats are collected while the ``top_k``
   selections leave; its pass 2 starts at its last beat or, when that comes sooner, the cycle
   after the final output transfer. (:class:`TopK`: ``B + top_k``.)
 * With ``overlap``: the first output beat of a query that finds pass 2 and the output bank
-  free is valid ``B' + 7`` cycles after its last beat (counts complete at ``t + 2``, the
-  hand-over then, the read, the row, lookup and slot stages, the publication); back to back,
-  a query every ``max(B + 2, B' + 4, top_k)`` cycles (the collector, pass 2, the output bank).
+  free is valid ``B' + 8`` cycles after its last beat (counts complete at ``t + 2``, the
+  hand-over then, the read and its register, the row, lookup and slot stages, the
+  publication); back to back, a query every ``max(B + 2, B' + 5, top_k)`` cycles (the
+  collector, pass 2, the output bank).
 * Worst case, consumer always ready, any input: the final output beat of a query comes at most
-  ``rows + top_k + 4`` cycles after its ``last`` input beat or, when the slots still held the
+  ``rows + top_k + 5`` cycles after its ``last`` input beat or, when the slots still held the
   previous query then, after that query's final output beat (:meth:`worst_case_cycles`); two
   queries are in flight at most (one leaving the slots, one collected behind it).
 
@@ -108,6 +110,7 @@ counter bits, ``pw = ceil(log2(k + L))`` position bits, ``rw = ceil(log2(rows + 
   the few that stay constant and adds the read port's transparency register):
   ``V * cw`` (counters) + ``k * (1 + w + iw)`` (slots) + ``L * (vw + 1 + V) + 3`` (row
   register and the lanes' decodes)
+  + ``L * (vw + 1) + 2`` (the read register: a buffered row, its valid and last bits)
   + ``L * (cw + lw + 1 + vw) + 2`` (lookup stage: each lane's lookup, rank and valid bit,
   ``lw = ceil(log2(L))`` rank bits (at least 1), its value, the pass and last bits)
   + ``L * (1 + pw + w + iw) + 1`` (slot stage register) + ``2 + 2 + 1 + 2 * rw + (iw + 1)
@@ -117,7 +120,8 @@ counter bits, ``pw = ceil(log2(k + L))`` position bits, ``rw = ceil(log2(rows + 
   write port and one synchronous read port.
 * With ``overlap``: the counters, the row register with its decodes and the slots twice
   (the output bank is the second set of slots), the buffer twice as deep; flip-flops
-  ``2 V cw + 2 k (1 + w + iw) + 2 L (vw + 1 + V) + 3 + L (cw + lw + 1 + vw) + 2
+  ``2 V cw + 2 k (1 + w + iw) + 2 L (vw + 1 + V) + 3 + L (vw + 1) + 2 + L (cw + lw + 1 + vw)
+  + 2
   + L (1 + pw + w + iw) + 1 + 10 + 3 rw
   + (iw + 1) + ceil(log2(k))`` (the control: collector and pass-2 states, banks, read valid
   and last, full, emitting; beat, row and read-row counters).
@@ -125,7 +129,7 @@ counter bits, ``pw = ceil(log2(k + L))`` position bits, ``rw = ceil(log2(rows + 
 Against :class:`TopK` (``k * L + L * (L - 1) / 2`` comparators of ``w + 1`` bits, rank adders
 of up to ``k + L - 1`` inputs and a ``(2L + 1)``-way multiplexer per slot, all on one cycle's
 path): the ``k * L`` compare array becomes ``V`` counters and constant decoders, at the price
-of the score buffer and a second pass (``B' + 3`` more cycles of latency; back to back, the
+of the score buffer and a second pass (``B' + 4`` more cycles of latency; back to back, the
 second pass of a query overlaps the output of the one before).
 """
 
@@ -353,9 +357,9 @@ class CountingTopK(wiring.Component):
         self.config = config
         self.latency = self.first_output_latency(config, config.n_max)
         self.latency_formula = (
-            "B = max(1, ceil(n / lanes)) input beats, B' = min(B, rows); first output B' + 4 "
+            "B = max(1, ceil(n / lanes)) input beats, B' = min(B, rows); first output B' + 5 "
             "cycles after the last input beat; cycles per query back to back = "
-            "B' + 3 + max(B, top_k + 1)")
+            "B' + 4 + max(B, top_k + 1)")
         self.in_layout, self.out_layout = self.layouts(config)
         super().__init__({
             "i_stream": In(stream.Signature(self.in_layout)),
@@ -374,8 +378,8 @@ class CountingTopK(wiring.Component):
     @classmethod
     def first_output_latency(cls, cfg: CountingTopKConfig, n: int) -> int:
         """Cycles from the ``last`` input beat's transfer to the first output beat's valid
-        (the stages after the collector free): ``B' + 4``, or ``B' + 7`` with ``overlap``."""
-        return min(cls.beats(cfg, n), cfg.rows) + (7 if cfg.overlap else 4)
+        (the stages after the collector free): ``B' + 5``, or ``B' + 8`` with ``overlap``."""
+        return min(cls.beats(cfg, n), cfg.rows) + (8 if cfg.overlap else 5)
 
     @classmethod
     def query_cycles(cls, cfg: CountingTopKConfig, n: int) -> int:
@@ -383,24 +387,24 @@ class CountingTopK(wiring.Component):
         while the selections leave)."""
         b = cls.beats(cfg, n)
         if cfg.overlap:
-            return max(b + 2, min(b, cfg.rows) + 4, cfg.top_k)
-        return min(b, cfg.rows) + 3 + max(b, cfg.top_k + 1)
+            return max(b + 2, min(b, cfg.rows) + 5, cfg.top_k)
+        return min(b, cfg.rows) + 4 + max(b, cfg.top_k + 1)
 
     @staticmethod
     def worst_case_cycles(cfg: CountingTopKConfig) -> int:
         """Most cycles from the later of a query's ``last`` input beat and the previous
         query's final output beat to the query's final output beat, consumer always ready,
-        whatever the input (longer queries than ``n_max`` included): ``rows + top_k + 3``
+        whatever the input (longer queries than ``n_max`` included): ``rows + top_k + 4``
         from the last beat when the slots are empty, one more from the previous output (pass 2
-        starts the cycle after it); with ``overlap``, ``rows + top_k + 6`` from the last beat."""
-        return cfg.rows + cfg.top_k + (6 if cfg.overlap else 4)
+        starts the cycle after it); with ``overlap``, ``rows + top_k + 7`` from the last beat."""
+        return cfg.rows + cfg.top_k + (7 if cfg.overlap else 5)
 
     @staticmethod
     def flip_flops(cfg: CountingTopKConfig) -> int:
         """Register bits of the RTL (module docstring, Area)."""
         lanes, k, w, iw = cfg.lanes, cfg.top_k, cfg.score_width, cfg.index_width
         vw, cw, pw, rw = cfg.value_width, cfg.count_width, cfg.position_width, cfg.row_width
-        lookup = lanes * (cw + _bits_for(lanes - 1) + 1 + vw) + 2
+        lookup = lanes * (vw + 1) + 2 + lanes * (cw + _bits_for(lanes - 1) + 1 + vw) + 2
         if cfg.overlap:
             return (2 * cfg.n_values * cw + 2 * k * (1 + w + iw) + lookup
                     + 2 * lanes * (vw + 1 + cfg.n_values) + 3 + lanes * (1 + pw + w + iw) + 1
@@ -479,16 +483,17 @@ class CountingTopK(wiring.Component):
             with m.If(out_pos == cfg.top_k - 1):
                 m.d.sync += [out_pos.eq(0), full.eq(0)]
 
-        # The row register: the input beat (pass 1) or the buffered row read (pass 2); the
-        # lanes register their value decodes beside it.
+        # The row register: the input beat (pass 1) or the buffered row read (pass 2, through
+        # the read register); the lanes register their value decodes beside it.
+        q_valid, q_last, q_data = self._read_register(m, rd, rd_valid, rd_last)
         beat = self._input_values(m, wr, nrows, take)
         nxt = Signal(row_layout)
-        m.d.comb += nxt.eq(Mux(take, beat, rd.data))
-        m.d.sync += [r_valid.eq(take | rd_valid), r_pass2.eq(~take), r_last.eq(rd_last)]
-        with m.If(take | rd_valid):
+        m.d.comb += nxt.eq(Mux(take, beat, q_data))
+        m.d.sync += [r_valid.eq(take | q_valid), r_pass2.eq(~take), r_last.eq(q_last)]
+        with m.If(take | q_valid):
             m.d.sync += row.eq(nxt)
 
-        lanes, _ = self._lanes(m, row, nxt, take, take | rd_valid, r_valid,
+        lanes, _ = self._lanes(m, row, nxt, take, take | q_valid, r_valid,
                                r_valid & r_pass2 & r_last)
         shift = Signal()
         m.d.comb += shift.eq(self.o_stream.valid & self.o_stream.ready)
@@ -570,12 +575,13 @@ class CountingTopK(wiring.Component):
                 m.d.sync += p2_state.eq(finish)
         with m.Elif((p2_state == finish) & c_last):
             m.d.sync += [p2_state.eq(idle), full.eq(1)]
+        q_valid, q_last, q_data = self._read_register(m, rd, rd_valid, rd_last)
         row2 = Signal(row_layout)
         r2_valid, r2_last = Signal(), Signal()
-        m.d.sync += [r2_valid.eq(rd_valid), r2_last.eq(rd_last)]
-        with m.If(rd_valid):
-            m.d.sync += row2.eq(rd.data)
-        lanes, _ = self._lanes(m, row2, rd.data, 0, rd_valid, r2_valid, 0, mode="equal",
+        m.d.sync += [r2_valid.eq(q_valid), r2_last.eq(q_last)]
+        with m.If(q_valid):
+            m.d.sync += row2.eq(q_data)
+        lanes, _ = self._lanes(m, row2, q_data, 0, q_valid, r2_valid, 0, mode="equal",
                                prefix="p2_", preset=(handoff, above))
         slots = self._slots(m, publish, chain=False)  # (published: emptied for the next)
         self._slot_stage(m, row2, lanes, slots, r2_valid, r2_last, c_last, full)
@@ -601,6 +607,16 @@ class CountingTopK(wiring.Component):
             self.o_stream.payload.last.eq(out_pos == k - 1),
         ]
         return m
+
+    def _read_register(self, m, rd, rd_valid, rd_last):
+        """The buffer's read data registered (a memory read and a value decode do not share a
+        cycle): returns the registered (valid, last, row)."""
+        q_valid, q_last = Signal(name="q_valid"), Signal(name="q_last")
+        q_data = Signal(self._row_layout(), name="q_data")
+        m.d.sync += [q_valid.eq(rd_valid), q_last.eq(rd_last)]
+        with m.If(rd_valid):
+            m.d.sync += q_data.eq(rd.data)
+        return q_valid, q_last, q_data
 
     def _input_values(self, m, wr, nrows, take, base=0) -> Value:
         """The input beat's values ``clamp(floor((s + d) / 2), 0, d)`` and mask, written into

@@ -102,8 +102,8 @@ def contract(name: str, component: Any) -> Contract:
         return Contract("i_stream", "o_stream", bound=component.latency,
                         in_flight=component.latency)
     if isinstance(cfg, CountingTopKConfig):
-        # TopK's streams; a query's final output beat at most rows + top_k + 4 cycles after
-        # its 'last' input beat or the previous query's final output beat (+ 6 from the last
+        # TopK's streams; a query's final output beat at most rows + top_k + 5 cycles after
+        # its 'last' input beat or the previous query's final output beat (+ 7 from the last
         # beat with overlapped passes), whatever the input; a query is collected while the
         # one before leaves: two in flight (overlapped: collector, pass 2, slots, output).
         return Contract("i_stream", "o_stream", bound=type(component).worst_case_cycles(cfg),

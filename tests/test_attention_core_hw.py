@@ -124,13 +124,13 @@ def expected_cycles(cfg, n: int) -> int:
     rows = math.ceil(max(1, n) / cfg.lanes)
     tail = l_lane + l_exp + cfg.recip_bits + cfg.d_v + l_scale
     if cfg.sparsifier == "topk" and cfg.topk_unit == "counting":
-        # the counting top-k: its first selection rows + 4 cycles after the last score beat,
+        # the counting top-k: its first selection rows + 5 cycles after the last score beat,
         # where the merging one gives it the next cycle
-        return rows + cfg.top_k + tail + 8 + (rows + 3)
+        return rows + cfg.top_k + tail + 8 + (rows + 4)
     if cfg.sparsifier == "topk" and cfg.topk_unit == "counting_overlapped":
-        # with its passes overlapped: rows + 6 (two cycles to complete the counts, one to
+        # with its passes overlapped: rows + 8 (two cycles to complete the counts, one to
         # publish the selections into the output bank)
-        return rows + cfg.top_k + tail + 8 + (rows + 6)
+        return rows + cfg.top_k + tail + 8 + (rows + 7)
     if cfg.sparsifier == "topk" and cfg.topk_unit == "systolic":
         # the systolic top-k: its flush token enters the cycle after the last score beat and
         # passes the top_k cells, then a lane's drain buffer and the tree's ceil(log2(lanes))
@@ -194,7 +194,7 @@ def expected_interval(cfg, n: int) -> int:
         # cycles after the last score beat
         front = rows + l_lane + 4
     elif cfg.topk_unit == "counting":
-        front = rows + 4 + max(rows + l_lane + 1, cfg.top_k)
+        front = rows + 5 + max(rows + l_lane + 1, cfg.top_k)
     else:
         front = rows + l_lane + 2 + cfg.top_k
     return max(front, weighting, output)

@@ -2,7 +2,7 @@
 yices) beyond the registry-wide ones of test_formal.py: stability by k-induction, and the
 contract's bound (a request is the ``last`` input beat, its response the output beat with
 ``last``, two queries in flight (four with overlapped passes), the bound ``worst_case_cycles
-= rows + top_k + 4`` (``+ 6`` overlapped) from the docstring; inputs are free, so over-long
+= rows + top_k + 5`` (``+ 7`` overlapped) from the docstring; inputs are free, so over-long
 queries and scores outside the binarized set are included) shown to hold and to be tight,
 for both units. (The other checks and the negative controls are
 test_formal.py's, which covers every registered block.)
@@ -30,7 +30,7 @@ def contract(cfg: CountingTopKConfig, bound: int | None = None) -> F.Contract:
     component = CountingTopK(cfg)
     component._MustUse__silence = True  # only its contract is wanted
     c = F.contract("counting_topk", component)
-    assert c.bound == cfg.rows + cfg.top_k + (6 if cfg.overlap else 4)
+    assert c.bound == cfg.rows + cfg.top_k + (7 if cfg.overlap else 5)
     return c if bound is None else dataclasses.replace(c, bound=bound)
 
 
@@ -45,9 +45,9 @@ def run(cfg, checks, mode, depth, tmp_path, mutation=None):
 @pytest.mark.parametrize("cfg", UNITS, ids=str)
 def test_stability_by_induction(cfg, tmp_path):
     """The stream rules of o_stream hold in every state reachable or not, by k-induction at
-    depth 6 (at depth 5 the induction step still starts from unreachable pipeline states;
+    depth 7 (at depth 6 the induction step still starts from unreachable pipeline states;
     test_formal.py checks them by BMC)."""
-    r = run(cfg, ("stable",), "prove", 6, tmp_path)
+    r = run(cfg, ("stable",), "prove", 7, tmp_path)
     assert r.status == "PASS", f"{r.status}, failed {r.induction_failed}\n{r.log[-3000:]}"
 
 

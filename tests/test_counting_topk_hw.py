@@ -133,13 +133,13 @@ def test_cycle_formulas(cfg):
     for q, n in enumerate(ns):
         b = max(1, -(-n // cfg.lanes))
         assert CountingTopK.beats(cfg, n) == b
-        assert CountingTopK.first_output_latency(cfg, n) == b + 4
-        assert CountingTopK.query_cycles(cfg, n) == b + 3 + max(b, cfg.top_k + 1)
+        assert CountingTopK.first_output_latency(cfg, n) == b + 5
+        assert CountingTopK.query_cycles(cfg, n) == b + 4 + max(b, cfg.top_k + 1)
         last_in = ins[first + b - 1]
         assert ins[first:first + b] == list(range(ins[first], ins[first] + b)), (n, q)
         start = last_in if slots_free is None else max(last_in, slots_free)
-        assert outs[q * cfg.top_k] == start + b + 4, (n, q)
-        assert outs[(q + 1) * cfg.top_k - 1] == start + b + 4 + cfg.top_k - 1, (n, q)
+        assert outs[q * cfg.top_k] == start + b + 5, (n, q)
+        assert outs[(q + 1) * cfg.top_k - 1] == start + b + 5 + cfg.top_k - 1, (n, q)
         if q + 1 < len(ns):
             assert ins[first + b] == outs[q * cfg.top_k], (n, q)  # collected meanwhile
             if q > 0:  # in the steady state (a query before it)
@@ -150,15 +150,16 @@ def test_cycle_formulas(cfg):
     # Query 0 covers n_max, into empty slots: from its last beat to its final output beat,
     # one cycle less than the worst case (which starts from the previous final output).
     assert outs[cfg.top_k - 1] - ins[cfg.rows - 1] + 1 == CountingTopK.worst_case_cycles(cfg) \
-        == cfg.rows + cfg.top_k + 4
+        == cfg.rows + cfg.top_k + 5
 
 
 @pytest.mark.parametrize("cfg", OVERLAPPED, ids=str)
 def test_overlapped_cycle_formulas(cfg):
-    """With both passes at once: a query into an empty unit answers B' + 7 cycles after its
-    last beat (two cycles to finish its counts, the read, the row, lookup and slot stages, the
+    """With both passes at once: a query into an empty unit answers B' + 8 cycles after its
+    last beat (two cycles to finish its counts, the read and its register, the row, lookup and
+    slot stages, the
     output bank); back to back, the next query is collected before the previous one's first output,
-    and from the third query on they leave every max(B + 2, B' + 4, top_k) cycles (the
+    and from the third query on they leave every max(B + 2, B' + 5, top_k) cycles (the
     collector, pass 2 or the output bank, whichever is slowest); top_k outputs in a row."""
     rng = np.random.default_rng(10)
     for n in sorted({1, max(1, cfg.n_max // 2), cfg.n_max}):
@@ -168,16 +169,16 @@ def test_overlapped_cycle_formulas(cfg):
         b = max(1, -(-n // cfg.lanes))
         first_in = [ins[q * b] for q in range(m)]
         first_out = [outs[q * cfg.top_k] for q in range(m)]
-        assert first_out[0] - ins[b - 1] == min(b, cfg.rows) + 7
-        assert CountingTopK.first_output_latency(cfg, n) == min(b, cfg.rows) + 7
-        period = max(b + 2, min(b, cfg.rows) + 4, cfg.top_k)
+        assert first_out[0] - ins[b - 1] == min(b, cfg.rows) + 8
+        assert CountingTopK.first_output_latency(cfg, n) == min(b, cfg.rows) + 8
+        period = max(b + 2, min(b, cfg.rows) + 5, cfg.top_k)
         assert CountingTopK.query_cycles(cfg, n) == period
         assert [first_out[q + 1] - first_out[q] for q in range(2, m - 1)] == [period] * 3, n
         assert first_in[1] < first_out[0]
         for q in range(m):
             assert outs[q * cfg.top_k:(q + 1) * cfg.top_k] == \
                 list(range(first_out[q], first_out[q] + cfg.top_k))
-    assert CountingTopK.worst_case_cycles(cfg) == cfg.rows + cfg.top_k + 6
+    assert CountingTopK.worst_case_cycles(cfg) == cfg.rows + cfg.top_k + 7
 
 
 def test_same_interface_and_results_as_topk():
@@ -236,7 +237,7 @@ def test_registered_block():
     assert b.tb_module().encode is encode
     component = CountingTopK(CountingTopKConfig())
     component._MustUse__silence = True  # (never elaborated)
-    assert component.latency == CountingTopKConfig().rows + 4
+    assert component.latency == CountingTopKConfig().rows + 5
 
 
 @pytest.mark.parametrize(("kwargs", "exc", "pattern"), [

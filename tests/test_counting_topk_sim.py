@@ -47,8 +47,8 @@ def test_verilator(cfg):
 
 @pytest.mark.sim
 @pytest.mark.parametrize("cfg, b, latency, period", [
-    (MEDIUM, 16, 16 + 4, 16 + 3 + 16),
-    pytest.param(README, 64, 64 + 4, 64 + 3 + 64, marks=pytest.mark.full),
+    (MEDIUM, 16, 16 + 5, 16 + 4 + 16),
+    pytest.param(README, 64, 64 + 5, 64 + 4 + 64, marks=pytest.mark.full),
 ], ids=["medium", "readme"])
 def test_verilator_cycles(cfg, b, latency, period):
     """Back-to-back queries over n_max candidates without stalls: the cycle formulas (the
