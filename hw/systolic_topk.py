@@ -32,9 +32,9 @@ the key 0, below everything.
   heads of its two inputs, sends the greater into its own two-entry buffer and pops it from
   its input. A buffer takes its input by its own registers' state alone, so a comparison
   never drives the shift of a whole lane, and no path runs through two levels. The root
-  feeds ``o_stream``; the ``top_k``-th output transfer ends the query, clears every buffer of
-  the tree and frees the drain registers for the next token (their entries that were not
-  needed are dropped).
+  feeds ``o_stream``; the ``top_k``-th output transfer ends the query, frees the drain
+  registers for the next token and, the next cycle, clears every buffer of the tree (the
+  entries that were not needed are dropped).
 
 Each cycle's logic is one key comparison and a two-way multiplexer between registers (a cell:
 the arriving key against the held one; a node: its two heads; a buffer's room enabling a
@@ -310,13 +310,18 @@ class SystolicTopK(wiring.Component):
             m.d.sync += [filling.eq(0), full.eq(1)]
         with m.If(tree_done):
             m.d.sync += full.eq(0)
+        # The tree's buffers are emptied the cycle after the final output, from a register
+        # (the output handshake drives no buffer of the tree); the root's leftovers are not
+        # offered meanwhile.
+        clearing = Signal()
+        m.d.sync += clearing.eq(tree_done)
 
-        root_valid, root_key, root_pop = self._tree(m, heads, pops, full, tree_done)
+        root_valid, root_key, root_pop = self._tree(m, heads, pops, full, clearing)
 
         out_pos = Signal(range(max(k, 2)))
         o = self.o_stream.payload
         m.d.comb += [
-            self.o_stream.valid.eq(root_valid),
+            self.o_stream.valid.eq(root_valid & ~clearing),
             o.sel.eq(root_key[-1]),
             o.score.eq(Cat(root_key[iw:iw + w - 1], ~root_key[iw + w - 1])),
             # (an empty slot's index would be all ones, beyond n_max: 0 keeps a consumer's
