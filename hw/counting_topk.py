@@ -111,6 +111,7 @@ counter bits, ``pw = ceil(log2(k + L))`` position bits, ``rw = ceil(log2(rows + 
   ``V * cw`` (counters) + ``k * (1 + w + iw)`` (slots) + ``L * (vw + 1 + V) + 3`` (row
   register and the lanes' decodes)
   + ``L * (vw + 1) + 2`` (the read register: a buffered row, its valid and last bits)
+  + ``L * (vw + 1) + 1`` (the last beat held for a one-row query, the bypass bit)
   + ``L * (cw + lw + 1 + vw) + 2`` (lookup stage: each lane's lookup, rank and valid bit,
   ``lw = ceil(log2(L))`` rank bits (at least 1), its value, the pass and last bits)
   + ``L * (1 + pw + w + iw) + 1`` (slot stage register) + ``2 + 2 + 1 + 2 * rw + (iw + 1)
@@ -120,11 +121,11 @@ counter bits, ``pw = ceil(log2(k + L))`` position bits, ``rw = ceil(log2(rows + 
   write port and one synchronous read port.
 * With ``overlap``: the counters, the row register with its decodes and the slots twice
   (the output bank is the second set of slots), the buffer twice as deep; flip-flops
-  ``2 V cw + 2 k (1 + w + iw) + 2 L (vw + 1 + V) + 3 + L (vw + 1) + 2 + L (cw + lw + 1 + vw)
-  + 2
-  + L (1 + pw + w + iw) + 1 + 10 + 3 rw
-  + (iw + 1) + ceil(log2(k))`` (the control: collector and pass-2 states, banks, read valid
-  and last, full, emitting; beat, row and read-row counters).
+  ``2 V cw + 2 k (1 + w + iw) + 2 L (vw + 1 + V) + 3 + L (vw + 1) + 2
+  + L (cw + lw + 1 + vw) + 2 + L (1 + pw + w + iw) + 1 + 10 + 3 rw + (iw + 1)
+  + ceil(log2(k))`` (the control: collector and pass-2 states, banks, read valid and last,
+  full, emitting; beat, row and read-row counters; no held beat: a row is never read as it is
+  written).
 
 Against :class:`TopK` (``k * L + L * (L - 1) / 2`` comparators of ``w + 1`` bits, rank adders
 of up to ``k + L - 1`` inputs and a ``(2L + 1)``-way multiplexer per slot, all on one cycle's
@@ -410,8 +411,8 @@ class CountingTopK(wiring.Component):
                     + 2 * lanes * (vw + 1 + cfg.n_values) + 3 + lanes * (1 + pw + w + iw) + 1
                     + 10 + 3 * rw + (iw + 1) + _bits_for(k - 1))
         return (cfg.n_values * cw + k * (1 + w + iw) + lanes * (vw + 1 + cfg.n_values) + 3
-                + lookup + lanes * (1 + pw + w + iw) + 1 + 2 + 2 + 1 + 2 * rw + (iw + 1)
-                + _bits_for(k - 1))
+                + lookup + lanes * (vw + 1) + 1 + lanes * (1 + pw + w + iw) + 1 + 2 + 2 + 1
+                + 2 * rw + (iw + 1) + _bits_for(k - 1))
 
     # -- elaboration --------------------------------------------------------------------------
 
@@ -428,7 +429,10 @@ class CountingTopK(wiring.Component):
         row_layout = self._row_layout()
         m.submodules.buf = buf = Memory(shape=row_layout, depth=cfg.rows, init=[])
         wr = buf.write_port()
-        rd = buf.read_port(transparent_for=(wr,))  # (row 0 is read as the last beat arrives)
+        # (Row 0 is read as the last beat arrives: when that beat is row 0 itself, the read
+        # register takes the beat instead of the read data. A transparent port would do the
+        # same, but synthesis folds the read register into such a port's memory block.)
+        rd = buf.read_port()
 
         take = Signal()  # an input beat transfers
         rd_valid, rd_last = Signal(), Signal()  # rd.data holds a buffered row (pass 2)
@@ -485,8 +489,13 @@ class CountingTopK(wiring.Component):
 
         # The row register: the input beat (pass 1) or the buffered row read (pass 2, through
         # the read register); the lanes register their value decodes beside it.
-        q_valid, q_last, q_data = self._read_register(m, rd, rd_valid, rd_last)
         beat = self._input_values(m, wr, nrows, take)
+        bypass, beat_held = Signal(), Signal(row_layout)
+        m.d.sync += bypass.eq(take & self.i_stream.payload.last & (nrows == 0))
+        with m.If(take):
+            m.d.sync += beat_held.eq(beat)
+        q_valid, q_last, q_data = self._read_register(m, rd, rd_valid, rd_last,
+                                                      bypass=(bypass, beat_held))
         nxt = Signal(row_layout)
         m.d.comb += nxt.eq(Mux(take, beat, q_data))
         m.d.sync += [r_valid.eq(take | q_valid), r_pass2.eq(~take), r_last.eq(q_last)]
@@ -608,14 +617,16 @@ class CountingTopK(wiring.Component):
         ]
         return m
 
-    def _read_register(self, m, rd, rd_valid, rd_last):
+    def _read_register(self, m, rd, rd_valid, rd_last, bypass=None):
         """The buffer's read data registered (a memory read and a value decode do not share a
-        cycle): returns the registered (valid, last, row)."""
+        cycle); ``bypass = (en, row)``: take ``row`` instead when ``en``. Returns the
+        registered (valid, last, row)."""
         q_valid, q_last = Signal(name="q_valid"), Signal(name="q_last")
-        q_data = Signal(self._row_layout(), name="q_data")
+        q_data = Signal(self._row_layout(), name="q_data", reset_less=True)
         m.d.sync += [q_valid.eq(rd_valid), q_last.eq(rd_last)]
         with m.If(rd_valid):
-            m.d.sync += q_data.eq(rd.data)
+            m.d.sync += q_data.eq(rd.data if bypass is None else Mux(bypass[0], bypass[1],
+                                                                     rd.data))
         return q_valid, q_last, q_data
 
     def _input_values(self, m, wr, nrows, take, base=0) -> Value:
