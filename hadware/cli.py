@@ -506,8 +506,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "first family's)")
     s.add_argument("--fpga", default="ice40,ecp5", metavar="FAMILIES",
                    help="synth BLOCK: the FPGA devices, comma-separated, of ice40 (HX8K), "
-                   "ecp5 (LFE5U-85F), up5k (iCE40UP5K, its multipliers used) (default "
-                   "ice40,ecp5)")
+                   "ecp5 (LFE5U-85F), ecp5_heap (the same, placed by nextpnr's HeAP placer "
+                   "instead of the static one), up5k (iCE40UP5K, its multipliers used) "
+                   "(default ice40,ecp5)")
     s.add_argument("--fit-lanes", action="store_true",
                    help="compare: a design too large for the ECP5 also gets its fmax at the "
                    "largest power-of-two fraction of lanes that fits")

@@ -147,7 +147,7 @@ def test_exceeds_device():
 
 def test_device_families():
     from hadware.errors import HadwareError
-    from hadware.synth.flow import check_families, synth_command
+    from hadware.synth.flow import DEVICES, check_families, synth_command
 
     assert synth_command("ice40", "b") == "synth_ice40 -top b"
     assert synth_command("ecp5", "w", "n.json") == "synth_ecp5 -top w -json n.json"
@@ -157,8 +157,13 @@ def test_device_families():
         "chtype -set $__soft_mul t:$mul c:*scale.* %i",
         "synth_ice40 -dsp -top w -run coarse: -json n.json"]
     check_families(("up5k", "ecp5"))
+    # the HeAP-placed ECP5: the same device and synthesis, another placer
+    assert DEVICES["ecp5_heap"]["args"] == [
+        "--85k", "--package", "CABGA381", "--lpf-allow-unconstrained", "--placer", "heap",
+        "--router", "router2"]
+    assert synth_command("ecp5_heap", "w") == synth_command("ecp5", "w")
     with pytest.raises(HadwareError, match=r"^FPGA families up5k,xc7: expected some of ice40, "
-                       r"up5k, ecp5; unknown: xc7$"):
+                       r"up5k, ecp5, ecp5_heap; unknown: xc7$"):
         check_families(("up5k", "xc7"))
     with pytest.raises(HadwareError, match=r"^FPGA families \(none\): expected some of"):
         check_families(())
@@ -384,7 +389,7 @@ def test_fpga_flow_flattens_only_the_module_abc9_fails_on(tmp_path, monkeypatch)
     (["--target-mhz", "50", "--no-fmax"], r"^--target-mhz 50 needs place and route"),
     (["--fit-lanes"], r"^--fit-lanes applies to 'synth compare' only, not to score_unit$"),
     (["--fpga", "up5k,xc7"], r"^FPGA families up5k,xc7: expected some of ice40, up5k, "
-                             r"ecp5; unknown: xc7$"),
+                             r"ecp5, ecp5_heap; unknown: xc7$"),
     (["--fpga", ","], r"^FPGA families \(none\): expected some of"),
 ])
 def test_synth_timing_options_refused(tmp_path, capsys, args, pattern):
