@@ -266,3 +266,23 @@ def test_config_widths_and_component_type():
     assert CountingTopKConfig(d=3, score_width=3).d == 3
     with pytest.raises(TypeError, match=r"^config must be a CountingTopKConfig, not TopKConfig"):
         CountingTopK(TopKConfig())
+
+
+@pytest.mark.synth
+@pytest.mark.parametrize("cfg", [CFGS[1], CFGS[2], OVERLAPPED[1], OVERLAPPED[2]], ids=str)
+def test_flip_flop_formula(cfg, tmp_path):
+    """CountingTopK.flip_flops against the register bits of the RTL (Yosys after ``proc``,
+    before any optimisation that could merge or drop a register), less the one constant bit
+    per lane (the valid bit of a slot-stage entry, which synthesis removes)."""
+    import json
+
+    from amaranth.back import rtlil
+
+    from hadware.synth.flow import yosys_script
+
+    (tmp_path / "a.il").write_text(rtlil.convert(CountingTopK(cfg)))
+    yosys_script("read_rtlil a.il\nhierarchy -auto-top\nproc\nflatten\nopt_clean\n"
+                 "tee -q -o s.json stat -json -width\n", tmp_path, "ff", 300)
+    cells = json.loads((tmp_path / "s.json").read_text())["design"]["num_cells_by_type"]
+    bits = sum(int(t.rsplit("_", 1)[1]) * n for t, n in cells.items() if t.startswith("$dff_"))
+    assert CountingTopK.flip_flops(cfg) == bits - cfg.lanes
