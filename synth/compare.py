@@ -75,8 +75,10 @@ _CATEGORY_PREFIXES = [
 
 def category(module: str) -> str:
     """Sub-block of a module, by the parts of its hierarchical name below the design, the
-    last part first (``attention.topk.row3`` is part of the top-k)."""
-    for part in reversed(module.split(".")[1:]):
+    outermost first: a sub-block owns everything below it (``attention.topk.row3`` and
+    ``attention.topk.lane3`` are part of the top-k, ``attention.scale.mul`` of the
+    normalisation)."""
+    for part in module.split(".")[1:]:
         for prefixes, name in _CATEGORY_PREFIXES:
             if part.startswith(prefixes):
                 return name

@@ -16,6 +16,9 @@ def test_categories():
     assert category("attention.lane3") == "scoring"
     assert category("attention.topk") == "top-k"
     assert category("int8_topk_attention.topk.row7") == "top-k"
+    # a top-k unit's own lanes and cells are the top-k's, not the scoring's
+    assert category("attention.topk.lane3") == "top-k"
+    assert category("int8_topk_attention.topk.lane4_cell0") == "top-k"
     assert category("std_attention.wsum0.exp.exp_scale") == "softmax + weighted sum"
     assert category("attention.wsum") == "softmax + weighted sum"
     assert category("attention.divider") == "normalisation"
