@@ -102,16 +102,25 @@ class SystolicTopKCell(wiring.Component):
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        held = Signal(self._kw)
+        kw = self._kw
+        # Only the valid bits (a key's top bit) are reset: the rest of a key means nothing
+        # while its valid bit is 0, and the drain register is read only after the token has
+        # written it, so reset reaches lanes * top_k * 2 flip-flops, not the whole array.
+        held_v, y_v = Signal(), Signal()
+        held_r = Signal(kw - 1, reset_less=True)
+        y_r = Signal(kw - 1, reset_less=True)
+        d = Signal(kw, reset_less=True)
+        held = Cat(held_r, held_v)
+        m.d.comb += [self.y_key.eq(Cat(y_r, y_v)), self.d.eq(d)]
         m.d.sync += self.y_flush.eq(self.x_flush)
         with m.If(self.x_flush):
-            m.d.sync += [self.d.eq(held), held.eq(0), self.y_key.eq(0)]
+            m.d.sync += [d.eq(held), held_v.eq(0), y_v.eq(0)]
         with m.Elif(self.x_key > held):
-            m.d.sync += [held.eq(self.x_key), self.y_key.eq(held)]
+            m.d.sync += [held.eq(self.x_key), Cat(y_r, y_v).eq(held)]
         with m.Else():
-            m.d.sync += self.y_key.eq(self.x_key)
+            m.d.sync += Cat(y_r, y_v).eq(self.x_key)
         with m.If(self.pop):
-            m.d.sync += self.d.eq(self.d_next)
+            m.d.sync += d.eq(self.d_next)
         return m
 
 
@@ -141,24 +150,26 @@ class SystolicTopKBuffer(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         count = Signal(range(3))
-        second = Signal(self._kw)
+        head = Signal(self._kw, reset_less=True)  # (meaningful only while count > 0)
+        second = Signal(self._kw, reset_less=True)
         take = self.i_take
         m.d.comb += [
             take.eq(self.i_valid & ~count[1] & ~self.clear),
             self.o_valid.eq(count != 0),
+            self.o_key.eq(head),
         ]
         with m.If(self.clear):
             m.d.sync += count.eq(0)
         with m.Elif(take & self.o_pop):  # count is 1: the new key becomes the head
-            m.d.sync += self.o_key.eq(self.i_key)
+            m.d.sync += head.eq(self.i_key)
         with m.Elif(take):
             with m.If(count == 0):
-                m.d.sync += self.o_key.eq(self.i_key)
+                m.d.sync += head.eq(self.i_key)
             with m.Else():
                 m.d.sync += second.eq(self.i_key)
             m.d.sync += count.eq(count + 1)
         with m.Elif(self.o_pop):
-            m.d.sync += [self.o_key.eq(second), count.eq(count - 1)]
+            m.d.sync += [head.eq(second), count.eq(count - 1)]
         return m
 
 
