@@ -34,11 +34,13 @@ def run_and_compare(cfg, arrays, **kw):
 #: The compare configuration's top-k (int8 dot products of d = 64: 22-bit scores).
 README = SystolicTopKConfig(top_k=32, lanes=8, n_max=512, score_width=22)
 MEDIUM = SystolicTopKConfig(top_k=8, lanes=5, n_max=64, score_width=12)
+#: The fast tier's geometry (the others build for longer: full tier).
+SMALL = SystolicTopKConfig(top_k=4, lanes=2, n_max=16, score_width=6)
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("cfg", [SystolicTopKConfig(top_k=4, lanes=2, n_max=16, score_width=6),
-                                 MEDIUM, pytest.param(README, marks=pytest.mark.full)], ids=str)
+@pytest.mark.parametrize("cfg", [SMALL, pytest.param(MEDIUM, marks=pytest.mark.full),
+                                 pytest.param(README, marks=pytest.mark.full)], ids=str)
 def test_verilator(cfg):
     # Few distinct values: many equal scores, so the tie rule is exercised throughout.
     run_and_compare(cfg, arrays_for(cfg, m=8, seed=1, distinct=4), seed=1, idle_prob=0.3,
@@ -47,9 +49,10 @@ def test_verilator(cfg):
 
 @pytest.mark.sim
 @pytest.mark.parametrize("cfg, b, latency, period", [
-    (MEDIUM, 13, 8 + 3 + 3, max(13 + 1, 2 * 8 + 3 + 2)),
+    (SMALL, 8, 4 + 1 + 3, max(8 + 1, 2 * 4 + 1 + 2)),
+    pytest.param(MEDIUM, 13, 8 + 3 + 3, max(13 + 1, 2 * 8 + 3 + 2), marks=pytest.mark.full),
     pytest.param(README, 64, 32 + 3 + 3, max(64 + 1, 2 * 32 + 3 + 2), marks=pytest.mark.full),
-], ids=["medium", "readme"])
+], ids=["small", "medium", "readme"])
 def test_verilator_cycles(cfg, b, latency, period):
     """Back-to-back queries over n_max candidates without stalls: the cycle formulas (the
     expected figures worked out by hand from the module docstring)."""
