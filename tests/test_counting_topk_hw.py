@@ -9,6 +9,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from topk_units import check_arbitrary_masks, check_same_as_topk
 
 from hadware.blocks import get_block
 from hadware.config.counting_topk import CountingTopKConfig
@@ -18,7 +19,7 @@ from hadware.hw.counting_topk import CountingTopK
 from hadware.hw.topk import TopK
 from hadware.tb.amsim import run_stream
 from hadware.tb.counting_topk import decode, encode
-from hadware.tb.payload import pack, unpack
+from hadware.tb.payload import pack
 
 CFGS = [
     CountingTopKConfig(top_k=1, lanes=1, n_max=8, score_width=4, d=7),  # top_k 1, lanes 1
@@ -88,34 +89,10 @@ def test_readme_size_n_max(overlap):
           stall=0.2, seed=7)
 
 
-def reference(scores, masks, lanes, top_k):
-    """Best first by (score descending, index ascending) over the unmasked lanes."""
-    cand = [(s, b * lanes + j) for b, (row, mk) in enumerate(zip(scores, masks, strict=True))
-            for j, s in enumerate(row) if mk >> j & 1]
-    chosen = sorted(cand, key=lambda c: (-c[0], c[1]))[:top_k]
-    return chosen + [None] * (top_k - len(chosen))
-
-
 @pytest.mark.parametrize("cfg", [CFGS[1], CFGS[2], CFGS[5], OVERLAPPED[2]], ids=str)
 def test_arbitrary_masks(cfg):
     """Masks need not be a prefix: any lane of any beat may be left out."""
-    rng = np.random.default_rng(21)
-    layout_in, layout_out = CountingTopK.layouts(cfg)
-    beats, want = [], []
-    for _ in range(6):
-        n_beats = int(rng.integers(1, cfg.rows + 1))
-        sc = values(cfg, rng, (n_beats, cfg.lanes), distinct=3)
-        masks = [int(x) for x in rng.integers(0, 2**cfg.lanes, n_beats)]
-        for b in range(n_beats):
-            beats.append(pack(layout_in, {"score": [int(x) for x in sc[b]], "mask": masks[b],
-                                          "last": int(b == n_beats - 1)}))
-        want += reference(sc.tolist(), masks, cfg.lanes, cfg.top_k)
-    got, _, _ = run_stream(CountingTopK(cfg), beats, len(want), idle=0.3, stall=0.3, seed=4)
-    for n, (word, w) in enumerate(zip(got, want, strict=True)):
-        b = unpack(layout_out, word)
-        assert b["last"] == int(n % cfg.top_k == cfg.top_k - 1)
-        assert (b["sel"], (b["score"], b["index"]) if b["sel"] else None) == \
-            (int(w is not None), w), f"output beat {n}"
+    check_arbitrary_masks(CountingTopK, cfg, values)
 
 
 @pytest.mark.parametrize("cfg", CFGS, ids=str)
@@ -184,23 +161,10 @@ def test_overlapped_cycle_formulas(cfg):
 def test_same_interface_and_results_as_topk():
     """The drop-in: TopK's layouts, and TopK's RTL gives the same output beats."""
     cfg = CFGS[1]
-    plain = TopKConfig(top_k=cfg.top_k, lanes=cfg.lanes, n_max=cfg.n_max,
-                       score_width=cfg.score_width)
-    assert CountingTopK.layouts(cfg) == TopK.layouts(plain)
-    ctk, ref = CountingTopK(cfg), TopK(plain)
-    assert ctk.signature == ref.signature
+    assert CountingTopK.layouts(cfg) == TopK.layouts(cfg)
     rng = np.random.default_rng(2)
-    arrays = {"scores": values(cfg, rng, (8, cfg.n_max), distinct=4),
-              "n_valid": rng.integers(0, cfg.n_max + 1, 8)}
-    enc = encode(cfg, arrays)
-    beats, n_out = enc["streams"]["i_stream"], enc["expected"]["o_stream"]
-    a, _, _ = run_stream(ctk, beats, n_out, idle=0.2, stall=0.2, seed=1)
-    b, _, _ = run_stream(ref, beats, n_out, idle=0.2, stall=0.2, seed=1)
-    # (score and index of an unselected slot are unspecified)
-    layout = TopK.layouts(plain)[1]
-    fields = [[(u["sel"], u["last"], *((u["score"], u["index"]) if u["sel"] else ()))
-               for u in (unpack(layout, w) for w in x)] for x in (a, b)]
-    assert fields[0] == fields[1]
+    check_same_as_topk(CountingTopK, cfg, {"scores": values(cfg, rng, (8, cfg.n_max), distinct=4),
+                                           "n_valid": rng.integers(0, cfg.n_max + 1, 8)})
 
 
 @pytest.mark.parametrize("cfg", [CFGS[1], OVERLAPPED[1]], ids=str)
