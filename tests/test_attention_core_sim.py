@@ -18,8 +18,8 @@ PAPER = dict(d=64, n_max=512, top_k=32, d_v=8, lanes=8, exp_frac_bits=22, out_fr
 
 
 #: Variants whose README-size Verilator build takes most of a minute: that case runs in the
-#: full tier (`make test-full`), the others at the README size in the fast tier too.
-SLOW_TO_BUILD = ("int8_topk_attention", "binary_dense_attention")
+#: full tier (`make test-full`); HAD runs at the README size in the fast tier too.
+SLOW_TO_BUILD = ("int8_topk_attention", "binary_dense_attention", "std_attention")
 
 
 def small(name):
