@@ -100,17 +100,17 @@ Timing (per query, no output stall)
 -----------------------------------
 From the cycle the query is accepted to the cycle its output is valid, with
 ``n_eff = max(1, min(n, count))``, ``rows = ceil(n_eff / lanes)``, ``L_lane`` the scorer's
-latency (``1 + ceil(log2(d / 8))`` for hamming, ``max(1, ceil(log2(d)))`` for int8), ``L_exp``
+latency (``1 + ceil(log2(d / 4))`` for hamming, ``max(1, ceil(log2(d)))`` for int8), ``L_exp``
 the exponential's (1 table, 2 fixed), ``R = recip_bits`` and ``L_scale`` the output
 scaler's pipeline (:meth:`Scaler.latency_of`: 2 plus the levels of its adder tree)::
 
-    top-k, merge:     cycles = rows + top_k + L_lane + L_exp + R + d_v + L_scale + 8
-    top-k, counting:  cycles = 2 * rows + top_k + L_lane + L_exp + R + d_v + L_scale + 12
-      counting_overlapped: cycles = the same with + 15 (the counts completed, the output bank)
+    top-k, merge:     cycles = rows + top_k + L_lane + L_exp + R + d_v + L_scale + 10
+    top-k, counting:  cycles = 2 * rows + top_k + L_lane + L_exp + R + d_v + L_scale + 14
+      counting_overlapped: cycles = the same with + 17 (the counts completed, the output bank)
     top-k, systolic:  cycles = rows + 2 * top_k + ceil(log2(lanes)) + L_lane + L_exp + R + d_v
-                               + L_scale + 10
+                               + L_scale + 12
     dense:            cycles = 2 * rows + 2 * ceil(log2(lanes)) + L_lane + L_exp + R + d_v
-                               + L_scale + 9
+                               + L_scale + 12
 
 (a dense core's ``ceil(log2(lanes))`` appears twice: the tree of maxima in the score pass
 and the registered adder trees of the column sums in the weighting pass)
@@ -120,13 +120,13 @@ gives it. Back to back, queries over ``n_eff`` entries each, output always ready
 every ``interval`` cycles (:meth:`AttentionCore.interval`), the period of the slowest stage::
 
     output    = R + d_v + L_scale + 4
-    merge:    interval = max(rows + L_lane + top_k + 2, top_k + L_exp + 4, output)
-    counting: interval = max(rows + 5 + max(rows + L_lane + 1, top_k), top_k + L_exp + 4,
+    merge:    interval = max(rows + L_lane + top_k + 3, top_k + L_exp + 5, output)
+    counting: interval = max(rows + 5 + max(rows + L_lane + 2, top_k), top_k + L_exp + 5,
                              output)
     counting_overlapped:
-              interval = max(rows + L_lane + 4, top_k + L_exp + 4, output)
-    systolic: interval = max(rows + L_lane + 3, 2 * top_k + ceil(log2(lanes)) + 2,
-                             top_k + L_exp + 4, output)
+              interval = max(rows + L_lane + 5, top_k + L_exp + 5, output)
+    systolic: interval = max(rows + L_lane + 4, 2 * top_k + ceil(log2(lanes)) + 2,
+                             top_k + L_exp + 5, output)
     dense:    interval = max(cycles - (R + d_v + L_scale) - 2, output)
 
 (merge: the sparsifier takes the next query's rows once its slots are out; counting: the second
@@ -313,9 +313,9 @@ class AttentionCore(wiring.Component):
             self.latency_formula = ("cycles from query accepted to output valid = "
                                     "ceil(max(1, min(n, count)) / lanes) + 2 * top_k + L, "
                                     "L = ceil(log2(lanes)) + L_lane + L_exp + recip_bits + d_v"
-                                    f" + L_scale + 10 = {self.latency}")
+                                    f" + L_scale + 12 = {self.latency}")
         elif self.sparse and config.counting_topk:
-            c = 15 if config.topk_unit == "counting_overlapped" else 12
+            c = 17 if config.topk_unit == "counting_overlapped" else 14
             self.latency_formula = ("cycles from query accepted to output valid = "
                                     "2 * ceil(max(1, min(n, count)) / lanes) + top_k + L, "
                                     f"L = L_lane + L_exp + recip_bits + d_v + L_scale + {c} = "
@@ -323,13 +323,13 @@ class AttentionCore(wiring.Component):
         elif self.sparse:
             self.latency_formula = ("cycles from query accepted to output valid = "
                                     "ceil(max(1, min(n, count)) / lanes) + top_k + L, "
-                                    "L = L_lane + L_exp + recip_bits + d_v + L_scale + 8 = "
+                                    "L = L_lane + L_exp + recip_bits + d_v + L_scale + 10 = "
                                     f"{self.latency}")
         else:
             self.latency_formula = ("cycles from query accepted to output valid = "
                                     "2 * ceil(max(1, min(n, count)) / lanes) + L, "
                                     "L = 2 * ceil(log2(lanes)) + L_lane + L_exp + recip_bits + d_v"
-                                    f" + L_scale + 9 = {self.latency}")
+                                    f" + L_scale + 12 = {self.latency}")
         self.ctx_layout, self.q_layout, self.out_layout = self.layouts(config)
         self.runtime_table = config.runtime_temperature
         members = {
@@ -349,10 +349,10 @@ class AttentionCore(wiring.Component):
         tail = (SCORERS[cfg.scorer].latency(cfg) + EXPS[cfg.exp].latency + cfg.recip_bits
                 + cfg.d_v + Scaler.latency_of(cfg))
         if cfg.sparsifier == "topk" and cfg.topk_unit == "systolic":
-            return tail + ceil_log2(cfg.lanes) + 10
+            return tail + ceil_log2(cfg.lanes) + 12
         if cfg.sparsifier == "topk":
-            return tail + {"counting": 12, "counting_overlapped": 15}.get(cfg.topk_unit, 8)
-        return 2 * ceil_log2(cfg.lanes) + tail + 9
+            return tail + {"counting": 14, "counting_overlapped": 17}.get(cfg.topk_unit, 10)
+        return 2 * ceil_log2(cfg.lanes) + tail + 12
 
     @classmethod
     def cycles(cls, cfg, n_eff: int) -> int:
@@ -389,15 +389,15 @@ class AttentionCore(wiring.Component):
         output = tail + 4
         if cfg.sparsifier != "topk":
             return max(cls.cycles(cfg, n_eff) - tail - 2, output)
-        weighting = cfg.top_k + EXPS[cfg.exp].latency + 4
+        weighting = cfg.top_k + EXPS[cfg.exp].latency + 5
         if cfg.topk_unit == "systolic":
-            front = max(rows + l_lane + 3, 2 * cfg.top_k + ceil_log2(cfg.lanes) + 2)
+            front = max(rows + l_lane + 4, 2 * cfg.top_k + ceil_log2(cfg.lanes) + 2)
         elif cfg.topk_unit == "counting_overlapped":
-            front = rows + l_lane + 4
+            front = rows + l_lane + 5
         elif cfg.topk_unit == "counting":
-            front = rows + 5 + max(rows + l_lane + 1, cfg.top_k)
+            front = rows + 5 + max(rows + l_lane + 2, cfg.top_k)
         else:
-            front = rows + l_lane + 2 + cfg.top_k
+            front = rows + l_lane + 3 + cfg.top_k
         return max(front, weighting, output)
 
     @classmethod
@@ -462,11 +462,11 @@ class AttentionCore(wiring.Component):
             den, num, done = self._dense_weighting(m, scan, v_rd, exp_units)
         if self.runtime_table:
             self._table_writes(m, idle, exp_units)
-        self._output(m, den, num, done, handoff)
+        handoff_late = self._output(m, den, num, done, handoff)
         if self.sparse:  # the selections, kept for the output stage
             for name in ("index", "score", "sel"):
                 held = Signal.like(getattr(wsum, name), name=f"out_{name}", reset_less=True)
-                with m.If(handoff):
+                with m.If(handoff_late):
                     m.d.sync += held.eq(getattr(wsum, name))
                 m.d.comb += getattr(self.o_stream.payload, name).eq(held)
         else:  # the front holds the sums until they are handed on
@@ -566,13 +566,16 @@ class AttentionCore(wiring.Component):
             m.d.comb += k_eff.eq(Mux(out_of_range, cfg.top_k, k_req))
         scanning, rd_row, mask, scan_last = self._row_walk(m, q_take, n_eff, "scan")
         m.d.comb += k_rd.addr.eq(rd_row)
-        # The key row arrives one cycle after its address, the lanes add their latency.
-        depth = 1 + self.scorer.latency(cfg)
+        # The key row arrives one cycle after its address and is registered (a memory block's
+        # read and a lane's first stage do not share a cycle), the lanes add their latency.
+        depth = 2 + self.scorer.latency(cfg)
+        k_row = Signal(lanes * kb, reset_less=True)
+        m.d.sync += k_row.eq(k_rd.data)
         scores = []
         for j in range(lanes):
             lane = self.scorer.lane(cfg)
             m.submodules[f"lane{j}"] = lane
-            m.d.comb += [lane.q.eq(q_reg), lane.k.eq(k_rd.data[j * kb:(j + 1) * kb])]
+            m.d.comb += [lane.q.eq(q_reg), lane.k.eq(k_row[j * kb:(j + 1) * kb])]
             if self.scorer.enable:
                 m.d.comb += lane.en.eq(1)
             scores.append(lane.s)
@@ -683,21 +686,25 @@ class AttentionCore(wiring.Component):
         ``exp_units``) and column sums; returns ``(den, num, done)``."""
         cfg = self.config
         lanes, sw = cfg.lanes, cfg.score_width
-        # Buffer data one cycle after its address; the value row L_exp cycles later.
-        b_valid = delay(m, weighing, 1, "b_valid")[-1]
-        b_mask = delay(m, w_mask, 1, "b_mask", data=True)[-1]
-        b_last = delay(m, w_last, 1, "b_last", data=True)[-1]
-        b_first = delay(m, w_row == 0, 1, "b_first", data=True)[-1]
-        m.d.comb += v_rd.addr.eq(delay(m, w_row, self.exp_class.latency, "v_row",
+        # Buffer data one cycle after its address, registered, then the differences
+        # registered (three cycles in all); the value row is addressed L_exp + 2 cycles after
+        # the buffer row, so that it arrives with the weights.
+        b_valid = delay(m, weighing, 3, "b_valid")[-1]
+        b_mask = delay(m, w_mask, 3, "b_mask", data=True)[-1]
+        b_last = delay(m, w_last, 3, "b_last", data=True)[-1]
+        b_first = delay(m, w_row == 0, 3, "b_first", data=True)[-1]
+        m.d.comb += v_rd.addr.eq(delay(m, w_row, self.exp_class.latency + 2, "v_row",
                                        data=True)[-1])
+        b_row = Signal(lanes * sw, reset_less=True)
+        m.d.sync += b_row.eq(buf_rd.data)
         wlanes = []
         for j in range(lanes):
             exp_units.append(self.exp_class(cfg))
             wl = WeightLane(cfg, exp_units[-1])
             m.submodules[f"wsum{j}"] = wl
-            diff = Signal(signed(sw + 1), name=f"diff{j}")
+            diff = Signal(signed(sw + 1), name=f"diff{j}", reset_less=True)
+            m.d.sync += diff.eq(smax - b_row[j * sw:(j + 1) * sw].as_signed())
             m.d.comb += [
-                diff.eq(smax - buf_rd.data[j * sw:(j + 1) * sw].as_signed()),
                 wl.delta.eq(diff[:len(wl.delta)]),  # >= 0 for every valid key
                 wl.mask.eq(b_mask[j] & b_valid),
                 wl.v.eq(v_rd.data[j * 8 * cfg.d_v:(j + 1) * 8 * cfg.d_v]),
@@ -728,7 +735,8 @@ class AttentionCore(wiring.Component):
     def _output(self, m, den, num, done, handoff):
         """The output stage: takes the weighting's sums (``handoff``: at ``done``, or once
         the stage is free), one reciprocal, then one output column per cycle; the output
-        handshake."""
+        handshake. Returns ``handoff`` one cycle late, the enable of the copies of the sums
+        and selections."""
         cfg = self.config
         r = cfg.recip_bits
         o_busy = Signal()  # the stage holds a query until its output transfer
@@ -738,8 +746,13 @@ class AttentionCore(wiring.Component):
             m.d.sync += waiting.eq(1)
         with m.If(handoff):
             m.d.sync += [waiting.eq(0), o_busy.eq(1)]
+        # The sums and selections are copied the cycle after the hand-off, from a register (the
+        # copy enables reach some two thousand flip-flops; the weighting stage keeps its sums
+        # and selections until the next query's first slot has passed its exponential).
+        handoff_late = Signal()
+        m.d.sync += handoff_late.eq(handoff)
         num_held = Signal.like(num, name="num_held", reset_less=True)
-        with m.If(handoff):
+        with m.If(handoff_late):
             m.d.sync += num_held.eq(num)
         num = num_held
         div = RestoringDivider(cfg.den_width, r + 1, quotient_width=cfg.recip_width)
@@ -778,3 +791,4 @@ class AttentionCore(wiring.Component):
         m.d.comb += [self.o_stream.valid.eq(out_valid), self.o_stream.payload.out.eq(out_regs)]
         with m.If(self.o_stream.valid & self.o_stream.ready):
             m.d.sync += [out_valid.eq(0), o_busy.eq(0)]
+        return handoff_late

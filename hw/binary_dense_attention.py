@@ -4,7 +4,10 @@ The attention core (:mod:`hadware.hw.attention_core`: streams, storage, timing) 
 ``hamming`` / ``table`` / none: the softmax runs over every valid key. Per query::
 
     cycles = 2 * ceil(n_eff / lanes) + L,
-    L = ceil(log2(lanes)) + 1 + ceil(log2(d / 8)) + 1 + R + d_v + 7
+    L = 2 * ceil(log2(lanes)) + L_lane + 1 + R + d_v + L_scale + 9,
+
+``L_lane = 1 + ceil(log2(d / 4))`` the score lane's pipeline, the table exponential's one
+cycle, ``R = recip_bits`` and ``L_scale`` the output scaler's pipeline.
 
 Arithmetic: exactly :mod:`hadware.golden.binary_dense_attention`.
 """

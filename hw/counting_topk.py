@@ -23,8 +23,9 @@ ones whose position is below ``top_k``. Neither is formed explicitly.)
 
 * **Pass 1**, one input beat per cycle: the beat's values and mask are written into the score
   buffer (row ``b``) and into the row register, each lane's value decoded as a thermometer into
-  a register beside it (bit ``u`` set for ``v > u``); the next cycle, counter ``c[u]`` of every
-  value ``u`` adds the number of the row's valid lanes with bit ``u`` set. After the last beat
+  a register beside it (bit ``u`` set for ``v > u``; all clear for a masked lane, so that no
+  valid bit gates the counters' inputs); the next cycle, counter ``c[u]`` of every value ``u``
+  adds the number of the row's lanes with bit ``u`` set. After the last beat
   ``c[u] = above(u)``: the prefix of the histogram from the top, built while the scores stream
   in, so the threshold scan takes **zero cycles**.
 * **Pass 2**, one buffered row per cycle (a synchronous read, transparent so that row 0 is
@@ -33,8 +34,8 @@ ones whose position is below ``top_k``. Neither is formed explicitly.)
   ``pos_j = c[v_j] + r_j``, ``r_j`` the number of earlier valid lanes of the row with the
   same value, and keeps its candidate if ``pos_j < top_k``; every counter ``c[u]`` adds the
   number of the row's valid lanes with ``v = u`` (so it moves past the ties already placed).
-  The lookups ``c[v_j]`` are registered (the lookup stage), then the positions; the slot
-  stage writes each kept candidate into slot
+  The lookups ``c[v_j]`` are registered (the lookup stage), then, decoded from the positions,
+  each lane's hit of each slot (the slot stage); a kept candidate is then written into slot
   ``pos_j`` (up to ``lanes`` writes per cycle, to distinct slots). The last row clears the
   counters for the next query.
 * **Output**: the slots shift out one per cycle under ``o_stream.ready`` (slot 0 is the
@@ -114,15 +115,17 @@ counter bits, ``pw = ceil(log2(k + L))`` position bits, ``rw = ceil(log2(rows + 
   + ``L * (vw + 1) + 1`` (the last beat held for a one-row query, the bypass bit)
   + ``L * (cw + lw + 1 + vw) + 2`` (lookup stage: each lane's lookup, rank and valid bit,
   ``lw = ceil(log2(L))`` rank bits (at least 1), its value, the pass and last bits)
-  + ``L * (1 + pw + w + iw) + 1`` (slot stage register) + ``2 + 2 + 1 + 2 * rw + (iw + 1)
+  + ``L * (w + iw + k) + 1`` (slot stage register: each lane's entry and its hit of every
+  slot) + ``2 + 2 + 1 + 2 * rw + (iw + 1)
   + ceil(log2(k))`` (read valid and last, phase, slots full, beat and read-row counters, row
   index, output position; ``ceil(log2(k))`` is at least 1).
 * Memory: ``rows * L * (vw + 1)`` bits (``rows`` words of ``L`` values and the mask), one
   write port and one synchronous read port.
-* With ``overlap``: the counters, the row register with its decodes and the slots twice
-  (the output bank is the second set of slots), the buffer twice as deep; flip-flops
-  ``2 V cw + 2 k (1 + w + iw) + 2 L (vw + 1 + V) + 3 + L (vw + 1) + 2
-  + L (cw + lw + 1 + vw) + 2 + L (1 + pw + w + iw) + 1 + 10 + 3 rw + (iw + 1)
+* With ``overlap``: the counters, the lanes' decodes and the slots twice (the output bank is
+  the second set of slots; pass 1 needs no row register: its decodes take the beat's mask),
+  the buffer twice as deep; flip-flops
+  ``2 V cw + 2 k (1 + w + iw) + L (vw + 1 + 2 V) + 2 + L (vw + 1) + 2
+  + L (cw + lw + 1 + vw) + 2 + L (w + iw + k) + 1 + 10 + 3 rw + (iw + 1)
   + ceil(log2(k))`` (the control: collector and pass-2 states, banks, read valid and last,
   full, emitting; beat, row and read-row counters; no held beat: a row is never read as it is
   written).
@@ -193,6 +196,8 @@ class CountingTopKLane(wiring.Component):
         2): as a one-hot (``v`` itself).
     load : In(1)
         The row register takes a row this cycle: register the decode.
+    next_mask : In(1)
+        The lane's mask bit in that row: a masked lane's decode is registered as 0.
     valid : In(1)
         The lane of the row register's row takes part this cycle (the row is present and its
         mask bit is set).
@@ -201,8 +206,9 @@ class CountingTopKLane(wiring.Component):
     rank : In(bits of lanes - 1)
         Earlier valid lanes of this row with the same value.
     hits : Out(n_values)
-        The registered decode of the row register's lane: bit ``u`` increments counter ``u``
-        if the lane is valid.
+        The registered decode of the row register's lane, 0 when the lane is masked or no row
+        was loaded: bit ``u`` increments counter ``u`` (the counters add the hits as they
+        are, with no gate on a valid bit).
     pos : Out(pw)
         ``counts[v] + rank`` of the row the row register held the cycle before (pass 2:
         ``hits`` is the one-hot of ``v``; the lookup and ``rank`` are registered), the lane's
@@ -218,6 +224,7 @@ class CountingTopKLane(wiring.Component):
             "next_value": In(_bits_for(n_values - 1)),
             "next_above": In(1),
             "load": In(1),
+            "next_mask": In(1),
             "valid": In(1),
             "counts": In(n_values * count_width),
             "rank": In(_bits_for(lanes - 1)),
@@ -234,8 +241,7 @@ class CountingTopKLane(wiring.Component):
             above, equal = _gt_const(self.next_value, u), self.next_value == u
             m.d.comb += decode[u].eq({"above": above, "equal": equal}.get(
                 self._mode, Mux(self.next_above, above, equal)))
-        with m.If(self.load):
-            m.d.sync += self.hits.eq(decode)
+        m.d.sync += self.hits.eq(Mux(self.load & self.next_mask, decode, 0))
         if self._mode == "above":
             return m
         # The lookup is registered with the rank and valid bit (the lookup stage), then added
@@ -404,14 +410,14 @@ class CountingTopK(wiring.Component):
     def flip_flops(cfg: CountingTopKConfig) -> int:
         """Register bits of the RTL (module docstring, Area)."""
         lanes, k, w, iw = cfg.lanes, cfg.top_k, cfg.score_width, cfg.index_width
-        vw, cw, pw, rw = cfg.value_width, cfg.count_width, cfg.position_width, cfg.row_width
+        vw, cw, rw = cfg.value_width, cfg.count_width, cfg.row_width
         lookup = lanes * (vw + 1) + 2 + lanes * (cw + _bits_for(lanes - 1) + 1 + vw) + 2
         if cfg.overlap:
             return (2 * cfg.n_values * cw + 2 * k * (1 + w + iw) + lookup
-                    + 2 * lanes * (vw + 1 + cfg.n_values) + 3 + lanes * (1 + pw + w + iw) + 1
+                    + lanes * (vw + 1 + 2 * cfg.n_values) + 2 + lanes * (w + iw + k) + 1
                     + 10 + 3 * rw + (iw + 1) + _bits_for(k - 1))
         return (cfg.n_values * cw + k * (1 + w + iw) + lanes * (vw + 1 + cfg.n_values) + 3
-                + lookup + lanes * (vw + 1) + 1 + lanes * (1 + pw + w + iw) + 1 + 2 + 2 + 1
+                + lookup + lanes * (vw + 1) + 1 + lanes * (w + iw + k) + 1 + 2 + 2 + 1
                 + 2 * rw + (iw + 1) + _bits_for(k - 1))
 
     # -- elaboration --------------------------------------------------------------------------
@@ -546,13 +552,9 @@ class CountingTopK(wiring.Component):
         with m.Elif(handoff):
             m.d.sync += [c_state.eq(collect), nrows.eq(0), wbank.eq(~wbank)]
         beat = self._input_values(m, wr, nrows, take, base=Mux(wbank, rows, 0))
-        row1 = Signal(row_layout)
-        r1_valid = Signal()
-        m.d.sync += r1_valid.eq(take)
-        with m.If(take):
-            m.d.sync += row1.eq(beat)
-        _, above = self._lanes(m, row1, beat, 1, take, r1_valid, handoff, mode="above",
-                               prefix="p1_")
+        # (no row register: the lanes register their thermometers of the beat, its mask folded
+        # in, and the counters add them the next cycle)
+        _, above = self._lanes(m, beat, beat, 1, take, 0, handoff, mode="above", prefix="p1_")
 
         # Pass 2: reads the counted query's bank, its counters preset to the counts above.
         idle, read, finish = range(3)
@@ -666,7 +668,8 @@ class CountingTopK(wiring.Component):
             m.submodules[f"{prefix}lane{j}"] = lane
             m.d.comb += [
                 lane.next_value.eq(nxt.value[j]), lane.next_above.eq(above),
-                lane.load.eq(load), lane.valid.eq(r_valid & row.mask[j]),
+                lane.load.eq(load), lane.next_mask.eq(nxt.mask[j]),
+                lane.valid.eq(r_valid & row.mask[j]),
             ]
             if mode != "above":
                 rank = Signal(len(lane.rank), name=f"{prefix}rank{j}")
@@ -675,11 +678,9 @@ class CountingTopK(wiring.Component):
                                 for i in range(j))),
                     lane.counts.eq(counts), lane.rank.eq(rank),
                 ]
-        valid = Signal(cfg.lanes, name=f"{prefix}valid")
-        m.d.comb += valid.eq(Cat(lane.valid for lane in lanes))
         for u, counter in enumerate(counters):
             m.submodules[f"{prefix}count{u}"] = counter
-            m.d.comb += [counter.hits.eq(Cat(lane.hits[u] for lane in lanes) & valid),
+            m.d.comb += [counter.hits.eq(Cat(lane.hits[u] for lane in lanes)),
                          counter.clear.eq(clear)]
             if preset is not None:
                 m.d.comb += [counter.preset.eq(preset[0]),
@@ -716,17 +717,18 @@ class CountingTopK(wiring.Component):
         with m.If(l_pass2):
             m.d.sync += base.eq(Mux(l_last, 0, base + cfg.lanes))
         m.d.sync += c_last.eq(l_pass2 & l_last)
+        # The slot stage registers each slot's hits (lane j writes slot p) rather than the
+        # positions: a slot's write enables come straight from registers.
         entries = Signal(cfg.lanes * ew)
         hits = [Signal(cfg.lanes, name=f"slot_hit{p}") for p in range(cfg.top_k)]
         for j, lane in enumerate(lanes):
             keep = Signal(name=f"c_keep{j}")
-            pos = Signal(cfg.position_width, name=f"c_pos{j}")
             score = Signal(signed(cfg.score_width), name=f"c_score{j}")
             entry = entries[j * ew:(j + 1) * ew]
-            m.d.comb += score.eq(Cat(Const(0, 1), l_value[j]) - cfg.d)
-            m.d.sync += [keep.eq(l_pass2 & lane.keep & ~full), pos.eq(lane.pos),
-                         entry.eq(Cat(Const(1, 1), score, (base + j)[:cfg.index_width]))]
+            m.d.comb += [score.eq(Cat(Const(0, 1), l_value[j]) - cfg.d),
+                         keep.eq(l_pass2 & lane.keep & ~full)]
+            m.d.sync += entry.eq(Cat(Const(1, 1), score, (base + j)[:cfg.index_width]))
             for p in range(cfg.top_k):
-                m.d.comb += hits[p][j].eq(keep & (pos == p))
+                m.d.sync += hits[p][j].eq(keep & (lane.pos == p))
         for p, slot in enumerate(slots):
             m.d.comb += [slot.hit.eq(hits[p]), slot.lane.eq(entries)]

@@ -12,7 +12,7 @@ multiplier separately.
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, Value, signed
+from amaranth import Cat, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -200,9 +200,10 @@ class SlotWeightedSum(wiring.Component):
     within a query it takes a slot every cycle. Slot 0's score is ``s_max``; each
     selected slot weighs ``e = E(s_max - s)`` from the exponential unit (``L_exp`` cycles), its
     value row is read so that it arrives with the weight, and ``den`` / ``num`` accumulate
-    exactly (the weight and the value row are registered, then multiplied, and the products
-    registered before they are added: ``done`` is high for one cycle ``L_exp + 3`` cycles after
-    the last slot). Only the first
+    exactly (the difference is registered before the exponential; the weight and the value row
+    are registered, then multiplied, and the products registered before they are added: ``done``
+    is high for one cycle ``L_exp + 4`` cycles after the last slot; the selections are written
+    one cycle after their slots). Only the first
     ``k`` slots of a query count as selected (the query's own top-k: the slots come sorted);
     the later ones weigh 0 and leave their ``sel`` bit clear.
 
@@ -261,25 +262,37 @@ class SlotWeightedSum(wiring.Component):
             sel.eq(s.sel & (pos < self.k)),
             top.eq(Mux(first, s.score, smax)),
             diff.eq(top - s.score),
-            exp.delta.eq(diff[:len(exp.delta)]),  # >= 0 for every selected slot
-            exp.mask.eq(sel),
         ]
-        # The value read takes one cycle: address it L_exp - 1 cycles after the slot.
-        m.d.comb += self.v_addr.eq(delay(m, s.index, lat - 1, "v_addr")[-1])
-        st_valid = delay(m, take, lat, "st_valid")[-1]
-        st_first = delay(m, first, lat, "st_first")[-1]
-        st_last = delay(m, s.last, lat, "st_last")[-1]
+        # The difference and the mask are registered before the exponential (a subtraction
+        # and a table read do not share a cycle): the weight comes L_exp + 1 cycles after its
+        # slot, and the value read (one cycle) is addressed L_exp cycles after the slot.
+        delta = Signal(len(exp.delta), reset_less=True)
+        mask = Signal(reset_less=True)
+        m.d.sync += [delta.eq(diff[:len(exp.delta)]),  # >= 0 for every selected slot
+                     mask.eq(sel)]
+        m.d.comb += [exp.delta.eq(delta), exp.mask.eq(mask)]
+        m.d.comb += self.v_addr.eq(delay(m, s.index, lat, "v_addr")[-1])
+        st_valid = delay(m, take, lat + 1, "st_valid")[-1]
+        st_first = delay(m, first, lat + 1, "st_first")[-1]
+        st_last = delay(m, s.last, lat + 1, "st_last")[-1]
 
+        # Slot p is written into entry p one cycle after it is taken, from registers: each
+        # entry's enable is a register of its own (the decode of the position, one cycle
+        # early), so no logic sits between the slot handshake and some 600 enables.
+        cap = Signal(k)
+        cap_index = Signal.like(s.index, reset_less=True)
+        cap_score = Signal.like(s.score, reset_less=True)
+        cap_sel = Signal(reset_less=True)
+        m.d.sync += [cap.eq(Cat(take & (pos == p) for p in range(k))),
+                     cap_index.eq(s.index), cap_score.eq(s.score), cap_sel.eq(sel)]
+        for p in range(k):
+            with m.If(cap[p]):
+                m.d.sync += [self.index[p].eq(cap_index), self.score[p].eq(cap_score),
+                             self.sel[p].eq(cap_sel)]
         with m.If(take):
             m.d.sync += [first.eq(s.last), pos.eq(Mux(s.last, 0, pos + 1))]
             with m.If(first):
                 m.d.sync += smax.eq(s.score)
-            # Slot p is written into entry p: each entry's enable is its own decode of the
-            # position (a shift of every entry would hang all of them on one enable net).
-            for p in range(k):
-                with m.If(pos == p):
-                    m.d.sync += [self.index[p].eq(s.index), self.score[p].eq(s.score),
-                                 self.sel[p].eq(sel)]
 
         # The weight and the value row are registered, multiplied, and the products registered
         # before they are accumulated: the memory read, the multiplier and the accumulator

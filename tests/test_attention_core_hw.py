@@ -102,7 +102,7 @@ def test_context_cleared_and_refilled(name):
 def latencies(cfg) -> tuple[int, int, int]:
     """(L_lane, L_exp, L_scale) as the module docstring of hw/attention_core.py gives them."""
     if cfg.scorer == "hamming":
-        l_lane = 1 + math.ceil(math.log2(cfg.d // 8)) if cfg.d > 8 else 1
+        l_lane = 1 + math.ceil(math.log2(cfg.d // 4))
     else:
         l_lane = max(1, math.ceil(math.log2(cfg.d))) if cfg.d > 1 else 1
     l_exp = {"table": 1, "fixed": 2}[cfg.exp]
@@ -126,25 +126,28 @@ def expected_cycles(cfg, n: int) -> int:
     if cfg.sparsifier == "topk" and cfg.topk_unit == "counting":
         # the counting top-k: its first selection rows + 5 cycles after the last score beat,
         # where the merging one gives it the next cycle
-        return rows + cfg.top_k + tail + 8 + (rows + 4)
+        return rows + cfg.top_k + tail + 10 + (rows + 4)
     if cfg.sparsifier == "topk" and cfg.topk_unit == "counting_overlapped":
         # with its passes overlapped: rows + 8 (two cycles to complete the counts, one to
         # publish the selections into the output bank)
-        return rows + cfg.top_k + tail + 8 + (rows + 7)
+        return rows + cfg.top_k + tail + 10 + (rows + 7)
     if cfg.sparsifier == "topk" and cfg.topk_unit == "systolic":
         # the systolic top-k: its flush token enters the cycle after the last score beat and
         # passes the top_k cells, then a lane's drain buffer and the tree's ceil(log2(lanes))
         # levels, then the first output
         h = math.ceil(math.log2(cfg.lanes)) if cfg.lanes > 1 else 0
-        return rows + cfg.top_k + tail + 8 + (cfg.top_k + h + 2)
+        return rows + cfg.top_k + tail + 10 + (cfg.top_k + h + 2)
     if cfg.sparsifier == "topk":
-        # 8: the control and handshake cycles, the slot weighting's registered weight and
-        # value row, its registered partial products and its product register
-        return rows + cfg.top_k + tail + 8
+        # 10: the control and handshake cycles, the key row's register after the memory, the
+        # slot weighting's registered difference, its registered weight and value row, its
+        # registered partial products and its product register
+        return rows + cfg.top_k + tail + 10
     # dense: the maximum tree of the score pass and the column sums' registered adder
-    # trees, ceil(log2(lanes)) levels each; the weight lanes register the weight and the
-    # value row before the multipliers, and the partial products before their sum
-    return 2 * rows + 2 * (math.ceil(math.log2(cfg.lanes)) if cfg.lanes > 1 else 0) + tail + 9
+    # trees, ceil(log2(lanes)) levels each; the key row's register after the memory, the
+    # score buffer's row and the differences registered before the weight lanes, which
+    # register the weight and the value row before the multipliers, and the partial products
+    # before their sum
+    return 2 * rows + 2 * (math.ceil(math.log2(cfg.lanes)) if cfg.lanes > 1 else 0) + tail + 12
 
 
 @pytest.mark.parametrize("case", cases(), ids=ident)
@@ -180,23 +183,25 @@ def expected_interval(cfg, n: int) -> int:
     output = cfg.recip_bits + 2 + cfg.d_v + l_scale + 1 + 1
     if cfg.sparsifier != "topk":  # the next query enters the cycle after the hand-over
         return max(expected_cycles(cfg, n) - (output - 1) + 1, output)
-    # the weighting: a slot a cycle, then the exponential, the weight and value registers,
-    # the partial products, the products and the sums, the release, the next first slot
-    weighting = cfg.top_k + l_exp + 4
+    # the weighting: a slot a cycle, then the difference register, the exponential, the weight
+    # and value registers, the partial products, the products and the sums, the release, the
+    # next first slot
+    weighting = cfg.top_k + l_exp + 5
     if cfg.topk_unit == "systolic":
         # the scan, ready again the cycle after the token entered; or the drain: a token
         # every 2 top_k + ceil(log2(lanes)) + 2 cycles (its cells, the drain buffer, the tree,
         # top_k outputs)
         h = math.ceil(math.log2(cfg.lanes)) if cfg.lanes > 1 else 0
-        front = max(rows + l_lane + 3, 2 * cfg.top_k + h + 2)
+        front = max(rows + l_lane + 4, 2 * cfg.top_k + h + 2)
     elif cfg.topk_unit == "counting_overlapped":
         # the next query's scan starts once the collector has handed the counts on, three
         # cycles after the last score beat
-        front = rows + l_lane + 4
+        front = rows + l_lane + 5
     elif cfg.topk_unit == "counting":
-        front = rows + 5 + max(rows + l_lane + 1, cfg.top_k)
+        front = rows + 5 + max(rows + l_lane + 2, cfg.top_k)
     else:
-        front = rows + l_lane + 2 + cfg.top_k
+        # the key row's read and its register, the lanes, the sparsifier's input
+        front = rows + l_lane + 3 + cfg.top_k
     return max(front, weighting, output)
 
 

@@ -18,11 +18,10 @@ def test_score_unit_report(tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert "CMOS transistor estimate" in md and "fmax" in md
     area = r["area_cmos"]
-    # Pipeline registers: per lane 4 byte scores (5 bits) + 2 sums (6 bits) + 1 sum (7 bits)
-    # = 39 bits, less the 7 least significant bits, which are always 0 (every partial sum of
-    # byte scores 2*popcount - 8 is even) and are removed by synthesis; plus one valid bit per
-    # pipeline level (latency 3).
-    assert area["flip_flops"] == 2 * (39 - 7) + 3
+    # Pipeline registers: per lane 8 nibble values popcount - 2 (3 bits) + 4 sums (4 bits)
+    # + 2 sums (5 bits) + 1 sum (6 bits) = 56 bits (the score is twice the last sum: wiring);
+    # plus one valid bit per pipeline level (latency 4).
+    assert area["flip_flops"] == 2 * 56 + 4
     # Two lane instances (Amaranth writes the lanes' ports differently, so they stay two
     # modules here; see test_shared_modules_keep_the_area for merged ones).
     lanes = [m for name, m in area["per_module"].items() if name.endswith((".lane0", ".lane1"))]
@@ -259,13 +258,15 @@ def test_shared_modules_keep_the_area(tmp_path):
         m = stat["design"] if module is None else stat["modules"][module]
         return int(str(m["estimated_num_transistors"]).rstrip("+"))
 
-    # Every submodule maps exactly as before, and the lanes merged into lane0 are copies of it.
-    # The top module's own logic may differ by a few gates: ABC's result depends a little on
-    # the order of the netlist, which the renamed instances change.
+    # Every submodule maps as before, and the lanes merged into lane0 are copies of it. A
+    # module may differ by a few gates: ABC's result depends a little on the order of the
+    # netlist, and Yosys numbers its internal wires with one counter for the whole design, so
+    # a module's internal names (and their order) depend on what was processed before it.
     plain, merged_stat = stats
     for name in plain["modules"]:
         if name != "\\attention" and name not in merged:
-            assert transistors(merged_stat, name) == transistors(plain, name), name
+            got, want = transistors(merged_stat, name), transistors(plain, name)
+            assert abs(got - want) <= 0.005 * want, (name, got, want)
     lanes = [transistors(plain, f"\\attention.lane{j}") for j in range(3)]
     assert lanes == [lanes[0]] * 3
     assert abs(transistors(merged_stat) - transistors(plain)) < 0.005 * transistors(plain)
