@@ -22,10 +22,10 @@ with ``above(T) < top_k <= above(T) + count(T)``; its first ``top_k - above(T)``
 ones whose position is below ``top_k``. Neither is formed explicitly.)
 
 * **Pass 1**, one input beat per cycle: the beat's values and mask are written into the score
-  buffer (row ``b``) and into the row register, each lane's value decoded as a thermometer into
-  a register beside it (bit ``u`` set for ``v > u``; all clear for a masked lane, so that no
-  valid bit gates the counters' inputs); the next cycle, counter ``c[u]`` of every value ``u``
-  adds the number of the row's lanes with bit ``u`` set. After the last beat
+  buffer (row ``b``), each lane's score decoded as a thermometer into a register (bit ``u`` set
+  for ``v > u``, compared on the score itself: ``s >= 2 u + 2 - d``; all clear for a masked
+  lane, so that no valid bit gates the counters' inputs); the next cycle, counter ``c[u]`` of
+  every value ``u`` adds the number of the row's lanes with bit ``u`` set. After the last beat
   ``c[u] = above(u)``: the prefix of the histogram from the top, built while the scores stream
   in, so the threshold scan takes **zero cycles**.
 * **Pass 2**, one buffered row per cycle (a synchronous read, transparent so that row 0 is
@@ -190,10 +190,15 @@ class CountingTopKLane(wiring.Component):
     Members
     -------
     next_value : In(vw)
-        The value ``v = (s + d) / 2`` of the lane in the row entering the row register.
+        The value ``v = (s + d) / 2`` of the lane in the buffered row entering the row
+        register (pass 2).
+    next_score : In(signed(w))
+        The lane's score ``s`` in the input beat (pass 1).
     next_above : In(1)
-        1 (pass 1): decode ``next_value`` as a thermometer (every value below ``v``); 0 (pass
-        2): as a one-hot (``v`` itself).
+        1 (pass 1): decode ``next_score`` as a thermometer (bit ``u`` set for
+        ``clamp(floor((s + d) / 2), 0, d) > u``, that is ``s >= 2 u + 2 - d`` for ``u < d``:
+        constant comparisons of the score, with no adder before them); 0 (pass 2): decode
+        ``next_value`` as a one-hot (``v`` itself).
     load : In(1)
         The row register takes a row this cycle: register the decode.
     next_mask : In(1)
@@ -218,10 +223,11 @@ class CountingTopKLane(wiring.Component):
     """
 
     def __init__(self, n_values: int, lanes: int, top_k: int, count_width: int, pos_width: int,
-                 mode: str = "both"):
+                 score_width: int, mode: str = "both"):
         self._nv, self._k, self._cw, self._mode = n_values, top_k, count_width, mode
         super().__init__({
             "next_value": In(_bits_for(n_values - 1)),
+            "next_score": In(signed(score_width)),
             "next_above": In(1),
             "load": In(1),
             "next_mask": In(1),
@@ -237,8 +243,12 @@ class CountingTopKLane(wiring.Component):
         m = Module()
         nv, cw = self._nv, self._cw
         decode = Signal(nv)
+        d, s = nv - 1, self.next_score
+        offset = Cat(s[:-1], ~s[-1])  # s + 2**(w-1): the signed order as an unsigned one
         for u in range(nv):
-            above, equal = _gt_const(self.next_value, u), self.next_value == u
+            # s >= 2u + 2 - d, i.e. offset > 2u + 1 - d + 2**(w-1) (never for u = d)
+            above = _gt_const(offset, 2 * u + 1 - d + 2 ** (len(s) - 1)) if u < d else Const(0)
+            equal = self.next_value == u
             m.d.comb += decode[u].eq({"above": above, "equal": equal}.get(
                 self._mode, Mux(self.next_above, above, equal)))
         m.d.sync += self.hits.eq(Mux(self.load & self.next_mask, decode, 0))
@@ -493,8 +503,9 @@ class CountingTopK(wiring.Component):
             with m.If(out_pos == cfg.top_k - 1):
                 m.d.sync += [out_pos.eq(0), full.eq(0)]
 
-        # The row register: the input beat (pass 1) or the buffered row read (pass 2, through
-        # the read register); the lanes register their value decodes beside it.
+        # The lanes register their decodes of the input beat (pass 1) or of the buffered row read
+        # (pass 2, through the read register); the row register keeps the pass-2 row beside
+        # them.
         beat = self._input_values(m, wr, nrows, take)
         bypass, beat_held = Signal(), Signal(row_layout)
         m.d.sync += bypass.eq(take & self.i_stream.payload.last & (nrows == 0))
@@ -502,11 +513,14 @@ class CountingTopK(wiring.Component):
             m.d.sync += beat_held.eq(beat)
         q_valid, q_last, q_data = self._read_register(m, rd, rd_valid, rd_last,
                                                       bypass=(bypass, beat_held))
+        # (pass 1 decodes the beat's scores, pass 2 the buffered values: only pass 2 needs the
+        # row itself, and the mask is the beat's or the row's)
         nxt = Signal(row_layout)
-        m.d.comb += nxt.eq(Mux(take, beat, q_data))
+        m.d.comb += [nxt.value.eq(q_data.value),
+                     nxt.mask.eq(Mux(take, self.i_stream.payload.mask, q_data.mask))]
         m.d.sync += [r_valid.eq(take | q_valid), r_pass2.eq(~take), r_last.eq(q_last)]
-        with m.If(take | q_valid):
-            m.d.sync += row.eq(nxt)
+        with m.If(q_valid):
+            m.d.sync += row.eq(q_data)
 
         lanes, _ = self._lanes(m, row, nxt, take, take | q_valid, r_valid,
                                r_valid & r_pass2 & r_last)
@@ -655,7 +669,8 @@ class CountingTopK(wiring.Component):
         ``preset = (en, counts)`` loads them. Returns the lanes and the counts."""
         cfg = self.config
         lanes = [CountingTopKLane(cfg.n_values, cfg.lanes, cfg.top_k, cfg.count_width,
-                                  cfg.position_width, mode) for _ in range(cfg.lanes)]
+                                  cfg.position_width, cfg.score_width, mode)
+                 for _ in range(cfg.lanes)]
         counters = [CountingTopKCounter(cfg.lanes, cfg.top_k, cfg.count_width,
                                         presettable=preset is not None)
                     for _ in range(cfg.n_values)]
@@ -668,6 +683,7 @@ class CountingTopK(wiring.Component):
             m.submodules[f"{prefix}lane{j}"] = lane
             m.d.comb += [
                 lane.next_value.eq(nxt.value[j]), lane.next_above.eq(above),
+                lane.next_score.eq(self.i_stream.payload.score[j] if mode != "equal" else 0),
                 lane.load.eq(load), lane.next_mask.eq(nxt.mask[j]),
                 lane.valid.eq(r_valid & row.mask[j]),
             ]
