@@ -7,16 +7,14 @@ vectors (bit 1 = +1, bit 0 = -1, element j at bit j).
 Structure
 ---------
 Each lane is a :class:`ScoreLane` submodule (so hierarchical synthesis reports one lane and
-multiplies it by ``lanes``). A lane splits the XNOR vector into ``d/4`` nibbles; the first
-pipeline stage registers each nibble's ``popcount - 2`` (in [-2, 2], three bits, each written as
-a boolean function of the nibble's eight input bits so that it maps to two levels of lookup
-tables and no carry chain); each following stage adds pairs of partial sums (a signed binary
-adder tree, an odd leftover passing through a register), until one sum ``t`` is left, and the
-score is ``2 t`` (``sum(popcount - 2) = popcount(x) - d/2``; the doubling is wiring).
+multiplies it by ``lanes``). A lane splits the XNOR vector into ``d/8`` bytes; the first pipeline
+stage registers the signed byte score ``2*popcount(byte) - 8`` (in [-8, 8]); each following stage
+adds pairs of partial sums (a signed binary adder tree, an odd leftover passing through a
+register), until one sum, the score, is left.
 
 Timing
 ------
-* Latency: ``L = 1 + ceil(log2(d / 4))`` cycles from the input transfer to the output being
+* Latency: ``L = 1 + ceil(log2(d / 8))`` cycles from the input transfer to the output being
   valid, independent of ``lanes`` (the lanes work side by side).
 * Throughput: one input beat (one query, ``lanes`` keys) per cycle when the output is not
   stalled. ``N`` back-to-back beats leave the unit in ``N + L - 1`` cycles after the first
@@ -39,12 +37,12 @@ __all__ = ["ScoreLane", "ScoreUnit", "score_lane_latency", "score_unit_latency"]
 
 
 def score_lane_latency(d: int) -> int:
-    """Cycles of a :class:`ScoreLane` of ``d`` bits: ``1 + ceil(log2(d / 4))``."""
-    return 1 + ceil_log2(d // 4)
+    """Cycles of a :class:`ScoreLane` of ``d`` bits: ``1 + ceil(log2(d / 8))``."""
+    return 1 + ceil_log2(d // 8)
 
 
 def score_unit_latency(cfg: ScoreUnitConfig) -> int:
-    """Cycles from input transfer to output valid: ``1 + ceil(log2(d / 4))``."""
+    """Cycles from input transfer to output valid: ``1 + ceil(log2(d / 8))``."""
     return score_lane_latency(cfg.d)
 
 
@@ -77,16 +75,14 @@ class ScoreLane(wiring.Component):
         x = Signal(d)
         m.d.comb += x.eq(~(self.q ^ self.k))
 
-        # Stage 1: per nibble, popcount - 2 in [-2, 2] (three-bit two's complement: 0 -> 110,
-        # 1 -> 111, 2 -> 000, 3 -> 001, 4 -> 010), as logic rather than an adder chain.
+        # Stage 1: signed byte scores 2*popcount - 8, in [-8, 8].
         level: list[Signal] = []
-        for b in range(d // 4):
-            x0, x1, x2, x3 = (x[4 * b + i] for i in range(4))
-            at_most_one = ~((x0 & x1) | (x0 & x2) | (x0 & x3) | (x1 & x2) | (x1 & x3) | (x2 & x3))
-            r = Signal(signed(3), name=f"nibble{b}", reset_less=True)
+        for b in range(d // 8):
+            byte = x[8 * b: 8 * b + 8]
+            pc = sum(byte[i] for i in range(8))
+            r = Signal(signed(5), name=f"byte{b}", reset_less=True)
             with m.If(self.en):
-                m.d.sync += r.eq(Cat(x0 ^ x1 ^ x2 ^ x3, at_most_one | (x0 & x1 & x2 & x3),
-                                     at_most_one))
+                m.d.sync += r.eq(Cat(0, pc) - 8)  # 2*pc - 8
             level.append(r)
 
         # Following stages: pairwise signed sums, one register level each.
@@ -102,7 +98,7 @@ class ScoreLane(wiring.Component):
                     m.d.sync += r.eq(pair[0] + pair[1] if len(pair) == 2 else pair[0])
                 nxt.append(r)
             level = nxt
-        m.d.comb += self.s.eq(level[0] << 1)
+        m.d.comb += self.s.eq(level[0])
         return m
 
 
@@ -135,7 +131,7 @@ class ScoreUnit(wiring.Component):
             raise TypeError(f"config must be a ScoreUnitConfig, not {config!r}")
         self.config = config
         self.latency = score_unit_latency(config)
-        self.latency_formula = "1 + ceil(log2(d / 4)); one beat per cycle"
+        self.latency_formula = "1 + ceil(log2(d / 8)); one beat per cycle"
         self.in_layout, self.out_layout = self.layouts(config)
         super().__init__({
             "i_stream": In(stream.Signature(self.in_layout)),

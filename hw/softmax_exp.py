@@ -8,7 +8,7 @@ weighting stages take either (:data:`hadware.hw.attention_core.EXPS`):
   read, ``latency = 1``;
 * :class:`Exp2Unit` (``exp = "fixed"``): the fixed-point ``2**(-u)`` of
   :mod:`hadware.golden.attention_core` (range reduction, a node table, linear interpolation,
-  a rounding shift), two stages, ``latency = 2``.
+  a rounding shift), four stages, ``latency = 4``.
 """
 
 from __future__ import annotations
@@ -111,11 +111,11 @@ class InterpMul(wiring.Component):
 class Exp2Unit(wiring.Component):
     """The fixed-point exponential ``E(delta)`` of :mod:`hadware.golden.attention_core`.
 
-    Stage 1 (combinational from ``delta``): ``x = delta * c``, ``t`` (``x`` rounded to ``H``
-    fractional bits), its integer part saturated at ``F + 2``, the node ``j`` and the position
-    ``r``; the table (``2**P`` words of node and slope, synchronous read) is addressed with
-    ``j``. Stage 2: ``Y = T[j] * 2**Q - (T[j] - T[j+1]) * r``, then the rounding right shift by
-    ``Q + i``; the result is registered.
+    Four registered stages, one operation of the chain each: (1) ``x = delta * c``; (2) ``t``
+    (``x`` rounded to ``H`` fractional bits), its integer part saturated at ``F + 2``, the node
+    ``j`` and the position ``r``, the table (``2**P`` words of node and slope, synchronous read)
+    addressed with ``j``; (3) ``Y = T[j] * 2**Q - (T[j] - T[j+1]) * r``; (4) the rounding right
+    shift by ``Q + i``. One ``delta`` per cycle.
 
     Members
     -------
@@ -123,7 +123,7 @@ class Exp2Unit(wiring.Component):
         ``s_max - s`` in ``[0, delta_max]``.
     mask : In(1)
     e : Out(exp_width)
-        ``E(delta)``, 0 where ``mask`` was low; valid :attr:`latency` = 2 cycles after
+        ``E(delta)``, 0 where ``mask`` was low; valid :attr:`latency` = 4 cycles after
         ``delta``.
     scale, shift : In
         With ``cfg.runtime_temperature`` only: ``c`` and ``G`` of the current temperature
@@ -131,7 +131,7 @@ class Exp2Unit(wiring.Component):
         by ``G - H`` is then a barrel shifter.
     """
 
-    latency = 2
+    latency = 4
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -153,20 +153,28 @@ class Exp2Unit(wiring.Component):
         m.submodules.exp_table = rom
         rd = rom.read_port()
 
-        # Stage 1.
+        # Stage 1: the product x = delta * c, registered. (Datapath registers have no reset:
+        # the core's valid bits say when the weight matters.)
         m.submodules.exp_scale = scale = ScaleMul(cfg)
         m.d.comb += scale.delta.eq(self.delta)
         if cfg.runtime_temperature:
             m.d.comb += scale.c.eq(self.scale)
+        x = Signal.like(scale.x, name="x", reset_less=True)
+        mask1 = Signal(reset_less=True)
+        m.d.sync += [x.eq(scale.x), mask1.eq(self.mask)]
+
+        # Stage 2: t (x rounded to H fractional bits), the shift, the node address (the table
+        # read registers the node and its slope).
+        if cfg.runtime_temperature:
             # (x + 2**(s-1)) >> s for s = G - H >= 1; a half beyond x's width adds nothing
             # to a result that is 0 anyway, so it is cut to x's width plus one.
             sh1 = Signal(range(cfg.exp_scale_shift_max + 1))  # s - 1
-            half = Signal(len(scale.x) + 1)
+            half = Signal(len(x) + 1)
             m.d.comb += [sh1.eq(self.shift - (h + 1)), half.eq(Const(1, 1) << sh1)]
-            rounded = Signal(len(scale.x) + 2)
-            m.d.comb += rounded.eq((scale.x + half) >> (sh1 + 1))
+            rounded = Signal(len(x) + 2)
+            m.d.comb += rounded.eq((x + half) >> (sh1 + 1))
         else:
-            rounded = (scale.x + (1 << (g - h - 1))) >> (g - h)
+            rounded = (x + (1 << (g - h - 1))) >> (g - h)
         t = Signal(max(len(rounded), h + 1))
         m.d.comb += t.eq(rounded)
         ipart = t[h:]
@@ -176,25 +184,29 @@ class Exp2Unit(wiring.Component):
             shift.eq(Mux(ipart >= cfg.exp_shift_max, cfg.exp_shift_max, ipart[:shw])),
             rd.addr.eq(t[q:h]),
         ]
-        # Datapath registers: no reset (the core's valid bits say when the weight matters).
-        shift1 = Signal(shw, reset_less=True)
-        mask1 = Signal(reset_less=True)
-        m.d.sync += [shift1.eq(shift), mask1.eq(self.mask)]
+        shift2 = Signal(shw, reset_less=True)
+        mask2 = Signal(reset_less=True)
+        m.d.sync += [shift2.eq(shift), mask2.eq(mask1)]
 
-        # Stage 2.
+        # Stage 3: Y = T[j] * 2**Q - (T[j] - T[j+1]) * r, registered.
         node = rd.data[:tw]
         if q:
-            r1 = Signal(q, reset_less=True)
-            m.d.sync += r1.eq(t[:q])
+            r2 = Signal(q, reset_less=True)
+            m.d.sync += r2.eq(t[:q])
             m.submodules.exp_interp = interp = InterpMul(cfg)
-            m.d.comb += [interp.t.eq(node), interp.slope.eq(rd.data[tw:]), interp.r.eq(r1)]
-            y = interp.y
+            m.d.comb += [interp.t.eq(node), interp.slope.eq(rd.data[tw:]), interp.r.eq(r2)]
+            y_next = interp.y
         else:
-            y = node
-        # round(Y / 2**k), halves up, k = Q + shift: floor((floor(2Y / 2**k) + 1) / 2).
+            y_next = node
+        y = Signal(len(y_next), name="y", reset_less=True)
+        shift3 = Signal(shw, reset_less=True)
+        mask3 = Signal(reset_less=True)
+        m.d.sync += [y.eq(y_next), shift3.eq(shift2), mask3.eq(mask2)]
+
+        # Stage 4: round(Y / 2**k), halves up, k = Q + shift: floor((floor(2Y / 2**k) + 1) / 2).
         shifted = Signal(f + 2)
-        m.d.comb += shifted.eq(Cat(Const(0, 1), y)[q:] >> shift1)
+        m.d.comb += shifted.eq(Cat(Const(0, 1), y)[q:] >> shift3)
         e = Signal(f + 1, reset_less=True)
-        m.d.sync += e.eq(Mux(mask1, (shifted + 1) >> 1, 0))
+        m.d.sync += e.eq(Mux(mask3, (shifted + 1) >> 1, 0))
         m.d.comb += self.e.eq(e)
         return m
