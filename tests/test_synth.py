@@ -160,7 +160,7 @@ def test_device_families():
     # the HeAP-placed ECP5: the same device and synthesis, another placer
     assert DEVICES["ecp5_heap"]["args"] == [
         "--85k", "--package", "CABGA381", "--lpf-allow-unconstrained", "--placer", "heap",
-        "--router", "router2"]
+        "--router", "router1"]
     assert synth_command("ecp5_heap", "w") == synth_command("ecp5", "w")
     with pytest.raises(HadwareError, match=r"^FPGA families up5k,xc7: expected some of ice40, "
                        r"up5k, ecp5, ecp5_heap; unknown: xc7$"):
