@@ -309,13 +309,13 @@ class AttentionCore(wiring.Component):
                 self._MustUse__silence = True
                 raise ValueError(f"{config.block} hardware: {e}") from None
         self.latency = self.latency_constant(config)
+        c = self._extra(config)  # the constant of L, from the one place that defines it
         if self.sparse and config.topk_unit == "systolic":
             self.latency_formula = ("cycles from query accepted to output valid = "
                                     "ceil(max(1, min(n, count)) / lanes) + 2 * top_k + L, "
                                     "L = ceil(log2(lanes)) + L_lane + L_exp + recip_bits + d_v"
-                                    f" + L_scale + 12 = {self.latency}")
+                                    f" + L_scale + {c} = {self.latency}")
         elif self.sparse and config.counting_topk:
-            c = 17 if config.topk_unit == "counting_overlapped" else 14
             self.latency_formula = ("cycles from query accepted to output valid = "
                                     "2 * ceil(max(1, min(n, count)) / lanes) + top_k + L, "
                                     f"L = L_lane + L_exp + recip_bits + d_v + L_scale + {c} = "
@@ -323,13 +323,13 @@ class AttentionCore(wiring.Component):
         elif self.sparse:
             self.latency_formula = ("cycles from query accepted to output valid = "
                                     "ceil(max(1, min(n, count)) / lanes) + top_k + L, "
-                                    "L = L_lane + L_exp + recip_bits + d_v + L_scale + 10 = "
+                                    f"L = L_lane + L_exp + recip_bits + d_v + L_scale + {c} = "
                                     f"{self.latency}")
         else:
             self.latency_formula = ("cycles from query accepted to output valid = "
                                     "2 * ceil(max(1, min(n, count)) / lanes) + L, "
                                     "L = 2 * ceil(log2(lanes)) + L_lane + L_exp + recip_bits + d_v"
-                                    f" + L_scale + 12 = {self.latency}")
+                                    f" + L_scale + {c} = {self.latency}")
         self.ctx_layout, self.q_layout, self.out_layout = self.layouts(config)
         self.runtime_table = config.runtime_temperature
         members = {
@@ -349,10 +349,17 @@ class AttentionCore(wiring.Component):
         tail = (SCORERS[cfg.scorer].latency(cfg) + EXPS[cfg.exp].latency + cfg.recip_bits
                 + cfg.d_v + Scaler.latency_of(cfg))
         if cfg.sparsifier == "topk" and cfg.topk_unit == "systolic":
-            return tail + ceil_log2(cfg.lanes) + 12
+            return tail + ceil_log2(cfg.lanes) + cls._extra(cfg)
         if cfg.sparsifier == "topk":
-            return tail + {"counting": 14, "counting_overlapped": 17}.get(cfg.topk_unit, 10)
-        return 2 * ceil_log2(cfg.lanes) + tail + 12
+            return tail + cls._extra(cfg)
+        return 2 * ceil_log2(cfg.lanes) + tail + cls._extra(cfg)
+
+    @staticmethod
+    def _extra(cfg) -> int:
+        """The control, handshake and pipeline-register cycles of L (module docstring)."""
+        if cfg.sparsifier != "topk":
+            return 12
+        return {"systolic": 12, "counting": 14, "counting_overlapped": 17}.get(cfg.topk_unit, 10)
 
     @classmethod
     def cycles(cls, cfg, n_eff: int) -> int:
