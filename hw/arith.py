@@ -72,21 +72,24 @@ class Multiplier(wiring.Component):
                           "p": Out(p_shape)})
 
     @classmethod
-    def piece_count(cls, width: int) -> int:
-        """Pieces of a ``width``-bit operand: 1 up to ``PIECE + 1`` bits, else
-        ``1 + ceil((width - PIECE - 1) / PIECE)``."""
-        return 1 if width <= cls.PIECE + 1 else 1 - (-(width - cls.PIECE - 1) // cls.PIECE)
+    def piece_count(cls, width: int, piece: int = PIECE) -> int:
+        """Pieces of a ``width``-bit operand cut into ``piece``-bit pieces: 1 up to ``piece + 1``
+        bits, else ``1 + ceil((width - piece - 1) / piece)``."""
+        return 1 if width <= piece + 1 else 1 - (-(width - piece - 1) // piece)
 
     @classmethod
-    def _pieces(cls, v) -> list[tuple[Any, int]]:
+    def pieces(cls, v, piece: int = PIECE) -> list[tuple[Any, int]]:
+        """``v`` cut into ``(value, shift)`` pieces, lowest first: unsigned ``piece``-bit pieces,
+        the top one up to ``piece + 1`` bits with ``v``'s signedness, so that
+        ``v == sum(value << shift)`` (:meth:`piece_count` of them)."""
         shape = v.shape()
-        if shape.width <= cls.PIECE + 1:
+        if shape.width <= piece + 1:
             return [(v, 0)]
         out = []
         pos = 0
-        while shape.width - pos > cls.PIECE + 1:
-            out.append((v[pos:pos + cls.PIECE], pos))
-            pos += cls.PIECE
+        while shape.width - pos > piece + 1:
+            out.append((v[pos:pos + piece], pos))
+            pos += piece
         top = v[pos:]
         out.append((top.as_signed() if shape.signed else top, pos))
         return out
@@ -94,8 +97,8 @@ class Multiplier(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         total = 0
-        for i, (pa, sa) in enumerate(self._pieces(self.a)):
-            for j, (pb, sb) in enumerate(self._pieces(self.b)):
+        for i, (pa, sa) in enumerate(self.pieces(self.a)):
+            for j, (pb, sb) in enumerate(self.pieces(self.b)):
                 prod = pa * pb
                 r = Signal(prod.shape(), name=f"pp{i}_{j}", reset_less=True)
                 with m.If(self.en):

@@ -202,9 +202,10 @@ class Scaler(wiring.Component):
     """``out = (num * recip + 2**(S-1)) >> S`` for one value column, pipelined: the one wide
     multiplication of the output normalisation, in its own module.
 
-    The operands are registered, cut into pieces that fit an 18 x 18 DSP multiplier
-    (:attr:`Multiplier.PIECE <hadware.hw.arith.Multiplier.PIECE>` bits; the partial products
-    are registered), and the shifted partial products and the rounding constant are added by
+    The operands are registered, cut into ``cfg.scale_piece``-bit pieces (:meth:`Multiplier.pieces
+    <hadware.hw.arith.Multiplier.pieces>`; the default, 17, fits an 18 x 18 DSP multiplier, a
+    smaller piece makes each partial product a small multiplier in logic), the partial products
+    are registered, and the shifted partial products and the rounding constant are added by
     a tree of two-input adders with a register after each level, so that no cycle holds more
     than one multiplier piece or one adder. One column per cycle; ``out`` is the result for the
     ``num``, ``recip`` presented :attr:`latency` cycles earlier (``2 + ceil(log2(terms))``,
@@ -223,9 +224,11 @@ class Scaler(wiring.Component):
     @staticmethod
     def latency_of(cfg) -> int:
         """``2 + ceil(log2(pieces(num_width) * pieces(recip_width) + 1))``, ``pieces(w)`` the
-        DSP-sized pieces of a ``w``-bit operand: 1 up to 18 bits, else
-        ``1 + ceil((w - 18) / 17)``."""
-        terms = Multiplier.piece_count(cfg.num_width) * Multiplier.piece_count(cfg.recip_width)
+        pieces of a ``w``-bit operand (``P = scale_piece``): 1 up to ``P + 1`` bits, else
+        ``1 + ceil((w - P - 1) / P)``."""
+        p = cfg.scale_piece
+        terms = (Multiplier.piece_count(cfg.num_width, p)
+                 * Multiplier.piece_count(cfg.recip_width, p))
         return 2 + ceil_log2(terms + 1)
 
     def elaborate(self, platform) -> Module:
@@ -235,24 +238,32 @@ class Scaler(wiring.Component):
         num = Signal(signed(cfg.num_width), reset_less=True)
         recip = Signal(cfg.recip_width, reset_less=True)
         m.d.sync += [num.eq(self.num), recip.eq(self.recip)]
-        level: list[Value] = [Const(1 << (cfg.out_shift - 1), cfg.out_shift)]
-        for i, (pa, sa) in enumerate(Multiplier._pieces(num)):
-            for j, (pb, sb) in enumerate(Multiplier._pieces(recip)):
+        # The terms as (value, shift): the rounding constant 2**(S-1) and the partial products.
+        # A sum keeps the lower shift of its two terms and only the bits its terms can reach.
+        terms: list[tuple[Value, int]] = [(Const(1, 1), cfg.out_shift - 1)]
+        for i, (pa, sa) in enumerate(Multiplier.pieces(num, cfg.scale_piece)):
+            for j, (pb, sb) in enumerate(Multiplier.pieces(recip, cfg.scale_piece)):
                 pp = Signal((pa * pb).shape(), name=f"pp{i}_{j}", reset_less=True)
                 m.d.sync += pp.eq(pa * pb)
-                level.append(pp << (sa + sb) if sa + sb else pp)
+                terms.append((pp, sa + sb))
         depth = 0
-        while len(level) > 1:
+        while len(terms) > 1:
             depth += 1
-            nxt: list[Value] = []
-            for k in range(0, len(level), 2):
-                total = level[k] if k + 1 == len(level) else level[k] + level[k + 1]
-                r = Signal(signed(cfg.product_width + 1), name=f"sum{depth}_{k // 2}",
-                           reset_less=True)
+            terms.sort(key=lambda t: t[1])  # neighbours in weight, so that the sums stay narrow
+            nxt: list[tuple[Value, int]] = []
+            for k in range(0, len(terms), 2):
+                if k + 1 == len(terms):
+                    total, shift = terms[k]
+                else:
+                    (va, sa), (vb, sb) = terms[k], terms[k + 1]
+                    shift = min(sa, sb)
+                    total = (va << (sa - shift)) + (vb << (sb - shift))
+                r = Signal(total.shape(), name=f"sum{depth}_{k // 2}", reset_less=True)
                 m.d.sync += r.eq(total)
-                nxt.append(r)
-            level = nxt
-        m.d.comb += self.out.eq(level[0] >> cfg.out_shift)
+                nxt.append((r, shift))
+            terms = nxt
+        total, shift = terms[0]
+        m.d.comb += self.out.eq(total >> (cfg.out_shift - shift))
         return m
 
 

@@ -116,19 +116,19 @@ counter bits, ``pw = ceil(log2(k + L))`` position bits, ``rw = ceil(log2(rows + 
   + ``L * (cw + lw + 1 + vw) + 2`` (lookup stage: each lane's lookup, rank and valid bit,
   ``lw = ceil(log2(L))`` rank bits (at least 1), its value, the pass and last bits)
   + ``L * (w + iw + k) + 1`` (slot stage register: each lane's entry and its hit of every
-  slot) + ``2 + 2 + 1 + 2 * rw + (iw + 1)
-  + ceil(log2(k))`` (read valid and last, phase, slots full, beat and read-row counters, row
-  index, output position; ``ceil(log2(k))`` is at least 1).
+  slot) + ``2 + 3 + 1 + 2 * rw + (iw + 1)
+  + ceil(log2(k))`` (read valid and last, phase and its collecting bit, slots full, beat and
+  read-row counters, row index, output position; ``ceil(log2(k))`` is at least 1).
 * Memory: ``rows * L * (vw + 1)`` bits (``rows`` words of ``L`` values and the mask), one
   write port and one synchronous read port.
 * With ``overlap``: the counters, the lanes' decodes and the slots twice (the output bank is
   the second set of slots; pass 1 needs no row register: its decodes take the beat's mask),
   the buffer twice as deep; flip-flops
   ``2 V cw + 2 k (1 + w + iw) + L (vw + 1 + 2 V) + 2 + L (vw + 1) + 2
-  + L (cw + lw + 1 + vw) + 2 + L (w + iw + k) + 1 + 10 + 3 rw + (iw + 1)
-  + ceil(log2(k))`` (the control: collector and pass-2 states, banks, read valid and last,
-  full, emitting; beat, row and read-row counters; no held beat: a row is never read as it is
-  written).
+  + L (cw + lw + 1 + vw) + 2 + L (w + iw + k) + 1 + 11 + 3 rw + (iw + 1)
+  + ceil(log2(k))`` (the control: collector and pass-2 states, the collecting bit, banks,
+  read valid and last, full, emitting; beat, row and read-row counters; no held beat: a row
+  is never read as it is written).
 
 Against :class:`TopK` (``k * L + L * (L - 1) / 2`` comparators of ``w + 1`` bits, rank adders
 of up to ``k + L - 1`` inputs and a ``(2L + 1)``-way multiplexer per slot, all on one cycle's
@@ -425,9 +425,9 @@ class CountingTopK(wiring.Component):
         if cfg.overlap:
             return (2 * cfg.n_values * cw + 2 * k * (1 + w + iw) + lookup
                     + lanes * (vw + 1 + 2 * cfg.n_values) + 2 + lanes * (w + iw + k) + 1
-                    + 10 + 3 * rw + (iw + 1) + _bits_for(k - 1))
+                    + 11 + 3 * rw + (iw + 1) + _bits_for(k - 1))
         return (cfg.n_values * cw + k * (1 + w + iw) + lanes * (vw + 1 + cfg.n_values) + 3
-                + lookup + lanes * (vw + 1) + 1 + lanes * (w + iw + k) + 1 + 2 + 2 + 1
+                + lookup + lanes * (vw + 1) + 1 + lanes * (w + iw + k) + 1 + 2 + 3 + 1
                 + 2 * rw + (iw + 1) + _bits_for(k - 1))
 
     # -- elaboration --------------------------------------------------------------------------
@@ -466,6 +466,9 @@ class CountingTopK(wiring.Component):
         # empty themselves ('full', under o_stream.ready) while the next query is collected.
         collect, wait, read, finish = range(4)
         phase = Signal(2)
+        # phase == collect as a register of its own: the input handshake, and with it each
+        # lane's choice of decode and the hits' load, start at a flip-flop, not a comparison.
+        collecting = Signal(init=1)
         full = Signal()  # the slots hold a query's selections, not all shifted out
 
         def start_pass2(rows):
@@ -477,12 +480,13 @@ class CountingTopK(wiring.Component):
                 m.d.sync += [nrows.eq(0), rd_row.eq(0)]
 
         m.d.sync += rd_valid.eq(0)
-        with m.If(phase == collect):
+        with m.If(collecting):
             beats = Mux(nrows == cfg.rows, nrows, nrows + 1)
             m.d.comb += self.i_stream.ready.eq(1)
             with m.If(take):
                 m.d.sync += nrows.eq(beats)
                 with m.If(self.i_stream.payload.last):
+                    m.d.sync += collecting.eq(0)
                     with m.If(full):
                         m.d.sync += phase.eq(wait)
                     with m.Else():
@@ -496,7 +500,7 @@ class CountingTopK(wiring.Component):
             with m.If(last_row):
                 m.d.sync += [rd_row.eq(0), nrows.eq(0), phase.eq(finish)]
         with m.Else(), m.If(c_last):
-            m.d.sync += [phase.eq(collect), full.eq(1)]
+            m.d.sync += [phase.eq(collect), collecting.eq(1), full.eq(1)]
         m.d.comb += self.o_stream.valid.eq(full)
         with m.If(full & self.o_stream.ready):
             m.d.sync += out_pos.eq(out_pos + 1)
@@ -555,16 +559,17 @@ class CountingTopK(wiring.Component):
         nrows = Signal(cfg.row_width)
         wbank = Signal()
         handoff = Signal()  # the counted query goes to pass 2; the collector is free again
-        with m.If(c_state == collect):
+        collecting = Signal(init=1)  # c_state == collect, a register (see the single unit)
+        with m.If(collecting):
             m.d.comb += self.i_stream.ready.eq(1)
             with m.If(take):
                 m.d.sync += nrows.eq(Mux(nrows == rows, nrows, nrows + 1))
                 with m.If(self.i_stream.payload.last):
-                    m.d.sync += c_state.eq(drain)
+                    m.d.sync += [c_state.eq(drain), collecting.eq(0)]
         with m.Elif(c_state == drain):  # (the last row's counts are added this cycle)
             m.d.sync += c_state.eq(counted)
         with m.Elif(handoff):
-            m.d.sync += [c_state.eq(collect), nrows.eq(0), wbank.eq(~wbank)]
+            m.d.sync += [c_state.eq(collect), collecting.eq(1), nrows.eq(0), wbank.eq(~wbank)]
         beat = self._input_values(m, wr, nrows, take, base=Mux(wbank, rows, 0))
         # (no row register: the lanes register their thermometers of the beat, its mask folded
         # in, and the counters add them the next cycle)

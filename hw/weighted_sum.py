@@ -80,7 +80,7 @@ class MaxTree(wiring.Component):
 class WeightMul(wiring.Component):
     """``p = e * v``: an unsigned weight times an int8 value, in a module of its own (so that
     hierarchical synthesis maps each multiplier separately). The weight is cut into pieces
-    that fit a DSP multiplier (:meth:`Multiplier._pieces <hadware.hw.arith.Multiplier>`), each
+    that fit a DSP multiplier (:meth:`Multiplier.pieces <hadware.hw.arith.Multiplier.pieces>`), each
     piece's product is registered, and ``p`` is their shifted sum: the product of the ``e``,
     ``v`` presented the cycle before (``latency = 1``; a wide weight's DSP multipliers and the
     adder of their products do not share a cycle)."""
@@ -98,7 +98,7 @@ class WeightMul(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         total = 0
-        for i, (piece, shift) in enumerate(Multiplier._pieces(self.e)):
+        for i, (piece, shift) in enumerate(Multiplier.pieces(self.e)):
             pp = Signal(signed(len(piece) + 9), name=f"pp{i}", reset_less=True)
             m.d.sync += pp.eq(piece * self.v)
             total = total + (pp << shift)

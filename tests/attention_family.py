@@ -18,12 +18,13 @@ VARIANTS = [name for name, b in BLOCKS.items()
 #: Geometries exercised for every variant (fields a variant lacks are dropped): one lane,
 #: lanes not dividing n_max, top_k = n_max, lanes = n_max; the binarized top-k core with each
 #: of its top-k units (merge, counting, counting with overlapped passes); a run-time table
-#: (RAM, its initial content) in the third.
+#: (RAM, its initial content) in the third; the output scaler cut into small pieces (as built
+#: from logic) in the second.
 _HAMMING = [
     dict(d=8, n_max=6, top_k=2, d_v=1, lanes=1, temperature=0.3, exp_frac_bits=10,
          out_frac_bits=2),
     dict(d=16, n_max=10, top_k=3, d_v=2, lanes=3, temperature=0.2, exp_frac_bits=14,
-         out_frac_bits=4, topk_unit="counting"),
+         out_frac_bits=4, topk_unit="counting", scale_piece=4),
     dict(d=24, n_max=16, top_k=16, d_v=3, lanes=4, temperature=0.05, exp_frac_bits=12,
          out_frac_bits=6, runtime_temperature=True, topk_unit="counting_overlapped"),
     dict(d=32, n_max=12, top_k=4, d_v=4, lanes=12, temperature=0.1, exp_frac_bits=16,
@@ -58,7 +59,8 @@ _INT8 = [
     dict(d=1, n_max=6, top_k=2, d_v=1, lanes=1, temperature=2**-12, exp_frac_bits=10,
          out_frac_bits=2, exp_table_bits=3, exp_interp_bits=0),
     dict(d=5, n_max=10, top_k=3, d_v=2, lanes=3, temperature=2**-13, exp_frac_bits=14,
-         out_frac_bits=4, exp_table_bits=4, exp_interp_bits=6, topk_unit="systolic"),
+         out_frac_bits=4, exp_table_bits=4, exp_interp_bits=6, topk_unit="systolic",
+         scale_piece=5),
     dict(d=16, n_max=16, top_k=16, d_v=3, lanes=4, temperature=2**-14, exp_frac_bits=19,
          out_frac_bits=8),
     dict(d=8, n_max=12, top_k=4, d_v=2, lanes=12, temperature=0.001, exp_frac_bits=16,

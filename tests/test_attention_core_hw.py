@@ -5,6 +5,7 @@ their own (exponential units, divider), clear errors, lint."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from fractions import Fraction
 
@@ -107,11 +108,13 @@ def latencies(cfg) -> tuple[int, int, int]:
         l_lane = max(1, math.ceil(math.log2(cfg.d))) if cfg.d > 1 else 1
     l_exp = {"table": 1, "fixed": 4}[cfg.exp]
 
-    # The output scaler: registered operands, registered partial products of DSP-sized
-    # pieces (17 bits, the top piece up to 18), a registered two-input adder tree over them
-    # and the rounding constant.
+    # The output scaler: registered operands, registered partial products of pieces of
+    # P = scale_piece bits (the top piece up to P + 1), a registered two-input adder tree over
+    # them and the rounding constant.
+    p = cfg.scale_piece
+
     def pieces(w):
-        return 1 if w <= 18 else 1 + math.ceil((w - 18) / 17)
+        return 1 if w <= p + 1 else 1 + math.ceil((w - p - 1) / p)
 
     l_scale = 2 + math.ceil(math.log2(pieces(cfg.num_width) * pieces(cfg.recip_width) + 1))
     return l_lane, l_exp, l_scale
@@ -341,8 +344,10 @@ def test_divider_rounds_the_reciprocal_half_up(name):
 @pytest.mark.parametrize("cfg", [configs("attention")[1], configs("std_attention")[0],
                                  BLOCKS["std_attention"].config_class()(
                                      d=1024, n_max=4096, d_v=2, lanes=2, exp_frac_bits=24,
-                                     out_frac_bits=16)],
-                         ids=["had", "std", "widest"])
+                                     out_frac_bits=16),
+                                 dataclasses.replace(configs("std_attention")[0], scale_piece=2),
+                                 dataclasses.replace(configs("attention")[1], scale_piece=7)],
+                         ids=["had", "std", "widest", "std-piece2", "had-piece7"])
 def test_scaler_rounds_half_up(cfg):
     """out = floor((num * recip + 2**(S-1)) / 2**S) at the extremes of num and recip, one
     column per cycle through the pipeline."""

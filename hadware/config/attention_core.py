@@ -455,6 +455,13 @@ class AttentionCoreConfig(BlockConfig):
         F, fractional bits of a softmax weight (``2**F`` stands for 1.0); 1 to 24.
     out_frac_bits : int
         O, fractional bits of the output: ``out`` is in units of ``2**-O``; 0 to 16.
+    scale_piece : int
+        Bits of the operand pieces of the output scaler's multiplication ``num * recip``; 2 to
+        17. The default, 17, fits an 18 x 18 DSP multiplier (one partial product per pair of
+        pieces); a smaller piece suits a device that builds the scaler from logic (the UP5K,
+        whose multiplier blocks the weight multipliers take): each partial product is then a
+        small, shallow multiplier, and the registered adder tree one level deeper per doubling
+        of their number. Changes timing and area only, never a result.
 
     Every weight lies in ``[0, 2**F]`` and the largest weight of a query is exactly ``2**F``, so
     ``2**F <= den <= n_weights * 2**F``.
@@ -483,6 +490,7 @@ class AttentionCoreConfig(BlockConfig):
     temperature: float = 0.125
     exp_frac_bits: int = 19
     out_frac_bits: int = 8
+    scale_piece: int = 17
 
     def validate(self) -> None:
         check_int("d", self.d, lo=self.d_multiple, hi=1024, multiple_of=self.d_multiple,
@@ -503,6 +511,7 @@ class AttentionCoreConfig(BlockConfig):
         object.__setattr__(self, "temperature", tau)
         check_int("exp_frac_bits", self.exp_frac_bits, lo=1, hi=24)
         check_int("out_frac_bits", self.out_frac_bits, lo=0, hi=16)
+        check_int("scale_piece", self.scale_piece, lo=2, hi=17)
         self.validate_exp()
 
     # Supplied by the parts.
