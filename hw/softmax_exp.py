@@ -63,8 +63,11 @@ class TableExp(wiring.Component):
         rd = lut.read_port()
         mask_d = Signal(reset_less=True)
         m.d.sync += mask_d.eq(self.mask)
+        # (the mask acts on the registered entry only: the address is the difference itself, so
+        # that no select precedes the table, which a device without a memory block builds from
+        # several levels of logic)
         m.d.comb += [
-            rd.addr.eq(Mux(self.mask, self.delta[1:], 0)),
+            rd.addr.eq(self.delta[1:]),
             self.e.eq(Mux(mask_d, rd.data, 0)),
         ]
         return m
