@@ -116,19 +116,21 @@ counter bits, ``pw = ceil(log2(k + L))`` position bits, ``rw = ceil(log2(rows + 
   + ``L * (cw + lw + 1 + vw) + 2`` (lookup stage: each lane's lookup, rank and valid bit,
   ``lw = ceil(log2(L))`` rank bits (at least 1), its value, the pass and last bits)
   + ``L * (w + iw + k) + 1`` (slot stage register: each lane's entry and its hit of every
-  slot) + ``2 + 3 + 1 + 2 * rw + (iw + 1)
+  slot) + ``2 + 3 + 1 + 3 * rw + (iw + 1)
   + ceil(log2(k))`` (read valid and last, phase and its collecting bit, slots full, beat and
-  read-row counters, row index, output position; ``ceil(log2(k))`` is at least 1).
+  read-row counters, the read row plus one, row index, output position; ``ceil(log2(k))`` is
+  at least 1).
 * Memory: ``rows * L * (vw + 1)`` bits (``rows`` words of ``L`` values and the mask), one
   write port and one synchronous read port.
 * With ``overlap``: the counters, the lanes' decodes and the slots twice (the output bank is
   the second set of slots; pass 1 needs no row register: its decodes take the beat's mask),
   the buffer twice as deep; flip-flops
   ``2 V cw + 2 k (1 + w + iw) + L (vw + 1 + 2 V) + 2 + L (vw + 1) + 2
-  + L (cw + lw + 1 + vw) + 2 + L (w + iw + k) + 1 + 11 + 3 rw + (iw + 1)
+  + L (cw + lw + 1 + vw) + 2 + L (w + iw + k) + 1 + 12 + 4 rw + (iw + 1)
   + ceil(log2(k))`` (the control: collector and pass-2 states, the collecting bit, banks,
-  read valid and last, full, emitting; beat, row and read-row counters; no held beat: a row
-  is never read as it is written).
+  read valid and last, full, emitting, the last output position's bit; beat, row and
+  read-row counters, the read row plus one; no held beat: a row is never read as it is
+  written).
 
 Against :class:`TopK` (``k * L + L * (L - 1) / 2`` comparators of ``w + 1`` bits, rank adders
 of up to ``k + L - 1`` inputs and a ``(2L + 1)``-way multiplexer per slot, all on one cycle's
@@ -155,10 +157,16 @@ def _bits_for(n: int) -> int:
 
 
 def _one_hot_or(terms) -> Value:
-    acc = Const(0)
-    for sel, value in terms:
-        acc = acc | Mux(sel, value, 0)
-    return acc
+    """The OR of ``value`` over the ``(sel, value)`` terms whose ``sel`` is set (the selected
+    value when at most one is), as a balanced tree: ``ceil(log2(terms))`` OR levels rather
+    than a chain that synthesis would have to rebalance."""
+    level = [Mux(sel, value, 0) for sel, value in terms]
+    if not level:
+        return Const(0)
+    while len(level) > 1:
+        level = [level[i] | level[i + 1] if i + 1 < len(level) else level[i]
+                 for i in range(0, len(level), 2)]
+    return level[0]
 
 
 def _gt_const(x: Value, c: int) -> Value:
@@ -425,10 +433,10 @@ class CountingTopK(wiring.Component):
         if cfg.overlap:
             return (2 * cfg.n_values * cw + 2 * k * (1 + w + iw) + lookup
                     + lanes * (vw + 1 + 2 * cfg.n_values) + 2 + lanes * (w + iw + k) + 1
-                    + 11 + 3 * rw + (iw + 1) + _bits_for(k - 1))
+                    + 12 + 4 * rw + (iw + 1) + _bits_for(k - 1))
         return (cfg.n_values * cw + k * (1 + w + iw) + lanes * (vw + 1 + cfg.n_values) + 3
                 + lookup + lanes * (vw + 1) + 1 + lanes * (w + iw + k) + 1 + 2 + 3 + 1
-                + 2 * rw + (iw + 1) + _bits_for(k - 1))
+                + 3 * rw + (iw + 1) + _bits_for(k - 1))
 
     # -- elaboration --------------------------------------------------------------------------
 
@@ -457,6 +465,7 @@ class CountingTopK(wiring.Component):
         c_last = Signal()  # the slot stage writes the query's last row
         nrows = Signal(cfg.row_width)  # beats of the query so far, saturating at rows
         rd_row = Signal(cfg.row_width)
+        rd_next = Signal(cfg.row_width)  # rd_row + 1 in the read phase, a register of its own
         out_pos = Signal(_bits_for(cfg.top_k - 1))
         m.d.comb += take.eq(self.i_stream.valid & self.i_stream.ready)
 
@@ -474,7 +483,7 @@ class CountingTopK(wiring.Component):
         def start_pass2(rows):
             # (rd.addr is 0 outside the read phase: row 0 arrives the next cycle; in the cycle
             # of the last beat the read is transparent to that beat's write)
-            m.d.sync += [rd_valid.eq(1), rd_last.eq(rows == 1), rd_row.eq(1),
+            m.d.sync += [rd_valid.eq(1), rd_last.eq(rows == 1), rd_row.eq(1), rd_next.eq(2),
                          phase.eq(Mux(rows == 1, finish, read))]
             with m.If(rows == 1):
                 m.d.sync += [nrows.eq(0), rd_row.eq(0)]
@@ -494,9 +503,12 @@ class CountingTopK(wiring.Component):
         with m.Elif(phase == wait), m.If(~full):
             start_pass2(nrows)
         with m.Elif(phase == read):
-            last_row = rd_row + 1 >= nrows
+            # (rows >= 2 here, and rd_row counts up from 1: rd_row + 1 meets nrows exactly, so an
+            # equality of two registers finds the last row, with no adder before it)
+            last_row = rd_next == nrows
             m.d.comb += rd.addr.eq(rd_row)
-            m.d.sync += [rd_valid.eq(1), rd_last.eq(last_row), rd_row.eq(rd_row + 1)]
+            m.d.sync += [rd_valid.eq(1), rd_last.eq(last_row), rd_row.eq(rd_next),
+                         rd_next.eq(rd_next + 1)]
             with m.If(last_row):
                 m.d.sync += [rd_row.eq(0), nrows.eq(0), phase.eq(finish)]
         with m.Else(), m.If(c_last):
@@ -581,26 +593,32 @@ class CountingTopK(wiring.Component):
         rbank, rd_valid, rd_last = Signal(), Signal(), Signal()
         rows2 = Signal(cfg.row_width)
         rd_row = Signal(cfg.row_width)
+        rd_next = Signal(cfg.row_width)  # rd_row + 1 in the read state (see the single unit)
         c_last = Signal()  # the slot stage writes the query's last row
         full = Signal()  # the slots hold a query's selections, not yet published
         emitting = Signal()  # the output bank holds selections that have not all left
         out_pos = Signal(_bits_for(k - 1))
+        # out_pos == k - 1 as a register of its own: 'final' and with it 'publish', which
+        # empties every slot, start at a flip-flop
+        at_last = Signal(init=int(k == 1))
         o_take, final, publish = Signal(), Signal(), Signal()
         m.d.comb += [
             o_take.eq(self.o_stream.valid & self.o_stream.ready),
-            final.eq(o_take & (out_pos == k - 1)),
+            final.eq(o_take & at_last),
             publish.eq(full & (~emitting | final)),
             handoff.eq((c_state == counted) & (p2_state == idle) & (~full | publish)),
         ]
         m.d.sync += rd_valid.eq(0)
         with m.If(handoff):  # row 0 of the bank just written is read now
             m.d.comb += rd.addr.eq(Mux(wbank, rows, 0))
-            m.d.sync += [rbank.eq(wbank), rows2.eq(nrows), rd_row.eq(1), rd_valid.eq(1),
-                         rd_last.eq(nrows == 1), p2_state.eq(Mux(nrows == 1, finish, read))]
+            m.d.sync += [rbank.eq(wbank), rows2.eq(nrows), rd_row.eq(1), rd_next.eq(2),
+                         rd_valid.eq(1), rd_last.eq(nrows == 1),
+                         p2_state.eq(Mux(nrows == 1, finish, read))]
         with m.Elif(p2_state == read):
-            last_row = rd_row + 1 >= rows2
+            last_row = rd_next == rows2
             m.d.comb += rd.addr.eq(Mux(rbank, rows, 0) + rd_row)
-            m.d.sync += [rd_valid.eq(1), rd_last.eq(last_row), rd_row.eq(rd_row + 1)]
+            m.d.sync += [rd_valid.eq(1), rd_last.eq(last_row), rd_row.eq(rd_next),
+                         rd_next.eq(rd_next + 1)]
             with m.If(last_row):
                 m.d.sync += p2_state.eq(finish)
         with m.Elif((p2_state == finish) & c_last):
@@ -627,14 +645,15 @@ class CountingTopK(wiring.Component):
             with m.If(final):
                 m.d.sync += emitting.eq(0)
         with m.If(o_take):
-            m.d.sync += out_pos.eq(Mux(out_pos == k - 1, 0, out_pos + 1))
+            m.d.sync += [out_pos.eq(Mux(at_last, 0, out_pos + 1)),
+                         at_last.eq(Mux(at_last, int(k == 1), out_pos == k - 2))]
         head = out[0]
         m.d.comb += [
             self.o_stream.valid.eq(emitting),
             self.o_stream.payload.sel.eq(head[0]),
             self.o_stream.payload.score.eq(head[1:1 + cfg.score_width]),
             self.o_stream.payload.index.eq(head[1 + cfg.score_width:]),
-            self.o_stream.payload.last.eq(out_pos == k - 1),
+            self.o_stream.payload.last.eq(at_last),
         ]
         return m
 

@@ -260,9 +260,16 @@ def compare(cfg: AttentionConfig, out_dir: str | Path, *, queries: int = 4, seed
     results: dict[str, dict[str, Any]] = {}
     with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
         # Two tasks per design, area + energy and the FPGA flows, submitted roughly longest
-        # first: the FPGA flows of the binarized designs (they fit, so they are placed and
-        # routed), then the int8 designs' area and energy (the largest netlists).
+        # first: with fit_lanes the int8 designs' FPGA flows (a full-size synthesis, then
+        # another at fewer lanes, placed and routed), then the FPGA flows of the binarized
+        # designs (they fit, so they are placed and routed), then the int8 designs' area and
+        # energy (the largest netlists).
         fpga_futs, area_futs = {}, {}
+        if fit_lanes:
+            for block, _, binary, _ in chosen:
+                if not binary:
+                    fpga_futs[block] = pool.submit(run_fpga, block, cfg_dict, str(out_dir), fmax,
+                                                   pnr_timeout, seeds, fit_lanes)
         for block, _, binary, _ in sorted(chosen, key=lambda d: not d[2]):
             if binary:
                 fpga_futs[block] = pool.submit(run_fpga, block, cfg_dict, str(out_dir), fmax,
@@ -270,7 +277,7 @@ def compare(cfg: AttentionConfig, out_dir: str | Path, *, queries: int = 4, seed
         for block, _, binary, _ in sorted(chosen, key=lambda d: d[2]):
             area_futs[block] = pool.submit(run_design, block, cfg_dict, binary, w,
                                            str(out_dir), False, pnr_timeout, False, True)
-            if not binary:
+            if not binary and block not in fpga_futs:
                 fpga_futs[block] = pool.submit(run_fpga, block, cfg_dict, str(out_dir), fmax,
                                                pnr_timeout, seeds, fit_lanes)
         for block, _, _, _ in chosen:
