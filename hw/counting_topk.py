@@ -485,8 +485,6 @@ class CountingTopK(wiring.Component):
             # of the last beat the read is transparent to that beat's write)
             m.d.sync += [rd_valid.eq(1), rd_last.eq(rows == 1), rd_row.eq(1), rd_next.eq(2),
                          phase.eq(Mux(rows == 1, finish, read))]
-            with m.If(rows == 1):
-                m.d.sync += [nrows.eq(0), rd_row.eq(0)]
 
         m.d.sync += rd_valid.eq(0)
         with m.If(collecting):
@@ -510,9 +508,11 @@ class CountingTopK(wiring.Component):
             m.d.sync += [rd_valid.eq(1), rd_last.eq(last_row), rd_row.eq(rd_next),
                          rd_next.eq(rd_next + 1)]
             with m.If(last_row):
-                m.d.sync += [rd_row.eq(0), nrows.eq(0), phase.eq(finish)]
+                m.d.sync += phase.eq(finish)
         with m.Else(), m.If(c_last):
-            m.d.sync += [phase.eq(collect), collecting.eq(1), full.eq(1)]
+            # (the beat counter is cleared here, on the way back to collecting, and nowhere
+            # else: its enable is the input handshake or this one condition)
+            m.d.sync += [phase.eq(collect), collecting.eq(1), full.eq(1), nrows.eq(0)]
         m.d.comb += self.o_stream.valid.eq(full)
         with m.If(full & self.o_stream.ready):
             m.d.sync += out_pos.eq(out_pos + 1)
