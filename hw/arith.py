@@ -11,6 +11,8 @@ from amaranth import Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from hadware.spec.widths import DSP_PIECE
+
 __all__ = ["IntSqrt", "Multiplier", "bitlen", "rhu_const", "saturate", "upto"]
 
 
@@ -62,7 +64,7 @@ class Multiplier(wiring.Component):
     """
 
     #: Widest operand piece (an 18 x 18 signed DSP multiplier takes 17 unsigned bits + sign).
-    PIECE = 17
+    PIECE = DSP_PIECE
 
     def __init__(self, a_shape, b_shape):
         a_shape, b_shape = Shape.cast(a_shape), Shape.cast(b_shape)

@@ -161,8 +161,6 @@ def _one_hot_or(terms) -> Value:
     value when at most one is), as a balanced tree: ``ceil(log2(terms))`` OR levels rather
     than a chain that synthesis would have to rebalance."""
     level = [Mux(sel, value, 0) for sel, value in terms]
-    if not level:
-        return Const(0)
     while len(level) > 1:
         level = [level[i] | level[i + 1] if i + 1 < len(level) else level[i]
                  for i in range(0, len(level), 2)]

@@ -29,7 +29,7 @@ from typing import ClassVar
 
 from hadware.config.base import BlockConfig, check_bool, check_float, check_int
 from hadware.spec import softmax
-from hadware.spec.widths import ceil_log2, signed_width, unsigned_width
+from hadware.spec.widths import DSP_PIECE, ceil_log2, signed_width, unsigned_width
 
 __all__ = [
     "V_MAX",
@@ -490,7 +490,7 @@ class AttentionCoreConfig(BlockConfig):
     temperature: float = 0.125
     exp_frac_bits: int = 19
     out_frac_bits: int = 8
-    scale_piece: int = 17
+    scale_piece: int = DSP_PIECE
 
     def validate(self) -> None:
         check_int("d", self.d, lo=self.d_multiple, hi=1024, multiple_of=self.d_multiple,
@@ -511,7 +511,7 @@ class AttentionCoreConfig(BlockConfig):
         object.__setattr__(self, "temperature", tau)
         check_int("exp_frac_bits", self.exp_frac_bits, lo=1, hi=24)
         check_int("out_frac_bits", self.out_frac_bits, lo=0, hi=16)
-        check_int("scale_piece", self.scale_piece, lo=2, hi=17)
+        check_int("scale_piece", self.scale_piece, lo=2, hi=DSP_PIECE)
         self.validate_exp()
 
     # Supplied by the parts.

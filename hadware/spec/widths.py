@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-__all__ = ["ceil_log2", "signed_width", "unsigned_width"]
+__all__ = ["DSP_PIECE", "ceil_log2", "signed_width", "unsigned_width"]
+
+#: Widest unsigned operand piece of an 18 x 18 signed DSP multiplier (17 bits + sign): the
+#: hardware's multipliers cut wider operands into pieces of this size, and the output
+#: scaler's default ``scale_piece``.
+DSP_PIECE = 17
 
 
 def ceil_log2(n: int) -> int:
