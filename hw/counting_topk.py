@@ -41,10 +41,13 @@ ones whose position is below ``top_k``. Neither is formed explicitly.)
 * **Output**: the slots shift out one per cycle under ``o_stream.ready`` (slot 0 is the
   payload), as in :class:`TopK`; shifting empties them for the next query.
 
-Every counter saturates at ``top_k`` (a position of ``top_k`` or more is dropped whatever its
-exact value), so each recurrence is one counter of ``ceil(log2(top_k + 1))`` bits plus a
-``lanes``-input count. No path grows with ``top_k * lanes``: each cycle's logic is one of a
-lane's value decoder (before the row register), a lane's ``(d + 1)``-way one-hot lookup, a
+A position of ``top_k`` or more is dropped whatever its exact value, so a counter need only
+be exact below ``top_k``: each cycle it adds its hits to ``min(count, top_k)`` (the clamp on the
+register, in parallel with the hits' count, not after the sum), and holds at most
+``top_k + lanes``. Each recurrence is one counter of ``ceil(log2(top_k + lanes + 1))`` bits
+plus a ``lanes``-input count (a balanced tree) and one adder. No path grows with
+``top_k * lanes``: each cycle's logic is one of a lane's value decoder (before the row
+register), a lane's ``(d + 1)``-way one-hot lookup, a
 counter's ``lanes``-input count, or a slot's ``lanes``-way write multiplexer, each between
 registers (constant comparisons are written as logic, not as carry chains). Repeated structures
 are submodules (``lane0..``: :class:`CountingTopKLane`; ``count0..``:
@@ -95,10 +98,10 @@ With ``B = ceil(n / lanes)`` the beats of a query (at least 1; the testbench sen
   queries are in flight at most (one leaving the slots, one collected behind it).
 
 Area (as formulas; ``V = d + 1`` values, ``L = lanes``, ``k = top_k``, ``w = score_width``,
-``iw = index_width``, ``vw = ceil(log2(d + 1))`` value bits, ``cw = ceil(log2(k + 1))``
-counter bits, ``pw = ceil(log2(k + L))`` position bits, ``rw = ceil(log2(rows + 1))``)
+``iw = index_width``, ``vw = ceil(log2(d + 1))`` value bits, ``cw = ceil(log2(k + L + 1))``
+counter bits, ``pw = ceil(log2(k + 2 L))`` position bits, ``rw = ceil(log2(rows + 1))``)
 ----------------------------------------------------------------------------------------
-* Counters: ``V`` saturating counters of ``cw`` bits, each with an ``L``-input population count.
+* Counters: ``V`` clamped counters of ``cw`` bits, each with an ``L``-input population count.
 * Comparators: ``2 * V * L`` constant comparisons of ``vw`` bits (each lane's thermometer and
   one-hot value decoders), ``L * (L - 1) / 2`` equality comparators of ``vw`` bits (tie
   ranks), ``L`` position adders (``cw`` + ``ceil(log2(L))`` bits) with a constant comparison
@@ -163,6 +166,16 @@ def _one_hot_or(terms) -> Value:
     level = [Mux(sel, value, 0) for sel, value in terms]
     while len(level) > 1:
         level = [level[i] | level[i + 1] if i + 1 < len(level) else level[i]
+                 for i in range(0, len(level), 2)]
+    return level[0]
+
+
+def _popcount(bits: list[Value]) -> Value:
+    """The number of set bits among ``bits``, as a balanced tree of additions (pairs of equal
+    width at each level) rather than the chain a Python ``sum`` would build."""
+    level: list[Value] = list(bits)
+    while len(level) > 1:
+        level = [level[i] + level[i + 1] if i + 1 < len(level) else level[i]
                  for i in range(0, len(level), 2)]
     return level[0]
 
@@ -278,7 +291,7 @@ class CountingTopKLane(wiring.Component):
 
 
 class CountingTopKCounter(wiring.Component):
-    """One value's counter: adds the lanes that hit it, saturating at ``top_k``.
+    """One value's counter: adds the lanes that hit it, clamped at ``top_k`` before adding.
 
     Members
     -------
@@ -289,7 +302,10 @@ class CountingTopKCounter(wiring.Component):
     preset, preset_value : In(1), In(cw)
         With ``presettable``: set the counter to ``preset_value`` instead (after ``clear``).
     count : Out(cw)
-        The registered count, ``min(count + popcount(hits), top_k)`` after each cycle.
+        The registered count, ``min(count, top_k) + popcount(hits)`` after each cycle: the
+        number of hits so far while it is below ``top_k``, at least ``top_k`` from then on (at
+        most ``top_k + lanes``, ``cw = ceil(log2(top_k + lanes + 1))``), which is all a
+        position test ``< top_k`` needs.
     """
 
     def __init__(self, lanes: int, top_k: int, count_width: int, presettable: bool = False):
@@ -301,15 +317,17 @@ class CountingTopKCounter(wiring.Component):
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        total = Signal(_bits_for(self._k + self._lanes))
-        m.d.comb += total.eq(self.count + sum(self.hits[j] for j in range(self._lanes)))
+        # The clamp acts on the register (beside the hits' count, not after the addition), so
+        # the recurrence is one count tree and one adder.
+        held = Mux(_lt_const(self.count, self._k), self.count, self._k)
         with m.If(self.clear):
             m.d.sync += self.count.eq(0)
         if self._preset:
             with m.Elif(self.preset):
                 m.d.sync += self.count.eq(self.preset_value)
         with m.Else():
-            m.d.sync += self.count.eq(Mux(_lt_const(total, self._k), total, self._k))
+            m.d.sync += self.count.eq(held + _popcount([self.hits[j]
+                                                        for j in range(self._lanes)]))
         return m
 
 

@@ -7,14 +7,16 @@ vectors (bit 1 = +1, bit 0 = -1, element j at bit j).
 Structure
 ---------
 Each lane is a :class:`ScoreLane` submodule (so hierarchical synthesis reports one lane and
-multiplies it by ``lanes``). A lane splits the XNOR vector into ``d/8`` bytes; the first pipeline
-stage registers the signed byte score ``2*popcount(byte) - 8`` (in [-8, 8]); each following stage
-adds pairs of partial sums (a signed binary adder tree, an odd leftover passing through a
-register), until one sum, the score, is left.
+multiplies it by ``lanes``). The first pipeline stage registers the XNOR vector (one lookup
+table per bit, so a key read from block RAM reaches a register through one level of logic); the
+second splits it into ``d/8`` bytes and registers the signed byte score ``2*popcount(byte) - 8``
+(in [-8, 8], each bit a function of eight register outputs); each following stage adds pairs of
+partial sums (a signed binary adder tree, an odd leftover passing through a register), until
+one sum, the score, is left.
 
 Timing
 ------
-* Latency: ``L = 1 + ceil(log2(d / 8))`` cycles from the input transfer to the output being
+* Latency: ``L = 2 + ceil(log2(d / 8))`` cycles from the input transfer to the output being
   valid, independent of ``lanes`` (the lanes work side by side).
 * Throughput: one input beat (one query, ``lanes`` keys) per cycle when the output is not
   stalled. ``N`` back-to-back beats leave the unit in ``N + L - 1`` cycles after the first
@@ -37,12 +39,12 @@ __all__ = ["ScoreLane", "ScoreUnit", "score_lane_latency", "score_unit_latency"]
 
 
 def score_lane_latency(d: int) -> int:
-    """Cycles of a :class:`ScoreLane` of ``d`` bits: ``1 + ceil(log2(d / 8))``."""
-    return 1 + ceil_log2(d // 8)
+    """Cycles of a :class:`ScoreLane` of ``d`` bits: ``2 + ceil(log2(d / 8))``."""
+    return 2 + ceil_log2(d // 8)
 
 
 def score_unit_latency(cfg: ScoreUnitConfig) -> int:
-    """Cycles from input transfer to output valid: ``1 + ceil(log2(d / 8))``."""
+    """Cycles from input transfer to output valid: ``2 + ceil(log2(d / 8))``."""
     return score_lane_latency(cfg.d)
 
 
@@ -72,10 +74,12 @@ class ScoreLane(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         d = self._d
-        x = Signal(d)
-        m.d.comb += x.eq(~(self.q ^ self.k))
+        # Stage 1: the XNOR vector.
+        x = Signal(d, reset_less=True)
+        with m.If(self.en):
+            m.d.sync += x.eq(~(self.q ^ self.k))
 
-        # Stage 1: signed byte scores 2*popcount - 8, in [-8, 8].
+        # Stage 2: signed byte scores 2*popcount - 8, in [-8, 8].
         level: list[Signal] = []
         for b in range(d // 8):
             byte = x[8 * b: 8 * b + 8]
@@ -131,7 +135,7 @@ class ScoreUnit(wiring.Component):
             raise TypeError(f"config must be a ScoreUnitConfig, not {config!r}")
         self.config = config
         self.latency = score_unit_latency(config)
-        self.latency_formula = "1 + ceil(log2(d / 8)); one beat per cycle"
+        self.latency_formula = "2 + ceil(log2(d / 8)); one beat per cycle"
         self.in_layout, self.out_layout = self.layouts(config)
         super().__init__({
             "i_stream": In(stream.Signature(self.in_layout)),

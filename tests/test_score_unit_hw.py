@@ -96,7 +96,7 @@ def test_extreme_scores():
 def test_latency_formula(d):
     cfg = ScoreUnitConfig(d=d, lanes=1)
     latency = score_unit_latency(cfg)
-    assert latency == 1 + int(np.ceil(np.log2(d // 8)))
+    assert latency == 2 + int(np.ceil(np.log2(d // 8)))
     n = 12
     beats, _ = random_beats(cfg, n, seed=d)
     _, ins, outs = run(cfg, beats, idle=0, stall=0, seed=0)

@@ -66,10 +66,12 @@ class CountingTopKConfig(TopKConfig):
 
     @property
     def count_width(self) -> int:
-        """Bits of a per-value counter, saturating at ``top_k``: ``[0, top_k]``."""
-        return unsigned_width(self.top_k)
+        """Bits of a per-value counter, clamped at ``top_k`` before it adds up to ``lanes``
+        hits: ``[0, top_k + lanes]``."""
+        return unsigned_width(self.top_k + self.lanes)
 
     @property
     def position_width(self) -> int:
-        """Bits of a slot position before the keep test: ``[0, top_k + lanes - 1]``."""
-        return unsigned_width(self.top_k + self.lanes - 1)
+        """Bits of a slot position before the keep test: a count plus a rank,
+        ``[0, top_k + 2 lanes - 1]``."""
+        return unsigned_width(self.top_k + 2 * self.lanes - 1)
