@@ -769,10 +769,14 @@ class AttentionCore(wiring.Component):
         # and selections until the next query's first slot has passed its exponential).
         handoff_late = Signal()
         m.d.sync += handoff_late.eq(handoff)
+        # The held sums shift toward column 0 while they are scaled, so the scaler takes
+        # num_held[0] and no d_v-way selection stands before it.
         num_held = Signal.like(num, name="num_held", reset_less=True)
+        scaling = Signal()
         with m.If(handoff_late):
             m.d.sync += num_held.eq(num)
-        num = num_held
+        with m.Elif(scaling):
+            m.d.sync += [num_held[c].eq(num_held[c + 1]) for c in range(cfg.d_v - 1)]
         div = RestoringDivider(cfg.den_width, r + 1, quotient_width=cfg.recip_width)
         m.submodules.divider = div
         # recip = floor((2**R + floor(den / 2)) / den): dividend 2**R + floor(den/2), R+1 bits
@@ -780,15 +784,9 @@ class AttentionCore(wiring.Component):
         m.d.comb += [div.start.eq(handoff), div.rem0.eq(0), div.divisor.eq(den),
                      div.low.eq((Const(1, r + 1) << r) | (den >> 1))]
         col = Signal(range(cfg.d_v + 1))
-        scaling = Signal()
-        num_sel = Signal(signed(cfg.num_width))
-        m.d.comb += num_sel.eq(num[0])
-        for c in range(1, cfg.d_v):
-            with m.If(col == c):
-                m.d.comb += num_sel.eq(num[c])
         scaler = Scaler(cfg)
         m.submodules.scale = scaler
-        m.d.comb += [scaler.num.eq(num_sel), scaler.recip.eq(div.quotient)]
+        m.d.comb += [scaler.num.eq(num_held[0]), scaler.recip.eq(div.quotient)]
         out_valid = Signal()
         out_regs = Signal(data.ArrayLayout(signed(cfg.out_width), cfg.d_v))
         with m.If(div.done):

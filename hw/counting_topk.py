@@ -61,8 +61,9 @@ The two passes run at once for successive queries, each on its own row register,
 and counters (``p1_count0..``; ``p2_count0..``, presettable): the collector counts a query's
 values above into its counters while writing its rows into one bank of a score buffer of
 two; two cycles after its last beat the counts are complete, and as soon as pass 2 and the
-slots are free they are **handed over** (pass 2's counters take them, the collector's are
-cleared, the banks swap) and the collector takes the next query. Pass 2 reads the bank back
+slots are free they are **handed over** (pass 2's counters, which copy the collector's
+every cycle while pass 2 is idle, keep the copy of that cycle; the collector's are cleared the
+cycle after; the banks swap) and the collector takes the next query. Pass 2 reads the bank back
 as above; when it has placed its last row, the slots are **published** into an output bank
 (``top_k`` registers that shift out under ``o_stream.ready``) once the previous selections
 have left it (or as the last of them leaves), and emptied for the next pass 2.
@@ -129,9 +130,10 @@ counter bits, ``pw = ceil(log2(k + 2 L))`` position bits, ``rw = ceil(log2(rows 
   the second set of slots; pass 1 needs no row register: its decodes take the beat's mask),
   the buffer twice as deep; flip-flops
   ``2 V cw + 2 k (1 + w + iw) + L (vw + 1 + 2 V) + 2 + L (vw + 1) + 2
-  + L (cw + lw + 1 + vw) + 2 + L (w + iw + k) + 1 + 12 + 4 rw + (iw + 1)
+  + L (cw + lw + 1 + vw) + 2 + L (w + iw + k) + 1 + 13 + 4 rw + (iw + 1)
   + ceil(log2(k))`` (the control: collector and pass-2 states, the collecting bit, banks,
-  read valid and last, full, emitting, the last output position's bit; beat, row and
+  read valid and last, full, emitting, the last output position's bit, the hand-over
+  delayed a cycle; beat, row and
   read-row counters, the read row plus one; no held beat: a row is never read as it is
   written).
 
@@ -449,7 +451,7 @@ class CountingTopK(wiring.Component):
         if cfg.overlap:
             return (2 * cfg.n_values * cw + 2 * k * (1 + w + iw) + lookup
                     + lanes * (vw + 1 + 2 * cfg.n_values) + 2 + lanes * (w + iw + k) + 1
-                    + 12 + 4 * rw + (iw + 1) + _bits_for(k - 1))
+                    + 13 + 4 * rw + (iw + 1) + _bits_for(k - 1))
         return (cfg.n_values * cw + k * (1 + w + iw) + lanes * (vw + 1 + cfg.n_values) + 3
                 + lookup + lanes * (vw + 1) + 1 + lanes * (w + iw + k) + 1 + 2 + 3 + 1
                 + 3 * rw + (iw + 1) + _bits_for(k - 1))
@@ -600,8 +602,13 @@ class CountingTopK(wiring.Component):
             m.d.sync += [c_state.eq(collect), collecting.eq(1), nrows.eq(0), wbank.eq(~wbank)]
         beat = self._input_values(m, wr, nrows, take, base=Mux(wbank, rows, 0))
         # (no row register: the lanes register their thermometers of the beat, its mask folded
-        # in, and the counters add them the next cycle)
-        _, above = self._lanes(m, beat, beat, 1, take, 0, handoff, mode="above", prefix="p1_")
+        # in, and the counters add them the next cycle.) The collector's counters are cleared
+        # the cycle after the hand-over, from a register: the next query's first hits reach
+        # them a cycle later still.
+        handoff_q = Signal()
+        m.d.sync += handoff_q.eq(handoff)
+        _, above = self._lanes(m, beat, beat, 1, take, 0, handoff_q, mode="above",
+                               prefix="p1_")
 
         # Pass 2: reads the counted query's bank, its counters preset to the counts above.
         idle, read, finish = range(3)
@@ -645,8 +652,11 @@ class CountingTopK(wiring.Component):
         m.d.sync += [r2_valid.eq(q_valid), r2_last.eq(q_last)]
         with m.If(q_valid):
             m.d.sync += row2.eq(q_data)
+        # Pass 2's counters copy the collector's while pass 2 is idle, so the copy that counts,
+        # the one at the hand-over (the counts complete), needs no path from the hand-over's
+        # conditions (the output handshake among them) to the counters.
         lanes, _ = self._lanes(m, row2, q_data, 0, q_valid, r2_valid, 0, mode="equal",
-                               prefix="p2_", preset=(handoff, above))
+                               prefix="p2_", preset=(p2_state == idle, above))
         slots = self._slots(m, publish, chain=False)  # (published: emptied for the next)
         self._slot_stage(m, row2, lanes, slots, r2_valid, r2_last, c_last, full)
 
