@@ -79,28 +79,56 @@ class MaxTree(wiring.Component):
 
 class WeightMul(wiring.Component):
     """``p = e * v``: an unsigned weight times an int8 value, in a module of its own (so that
-    hierarchical synthesis maps each multiplier separately). The weight is cut into pieces
-    that fit a DSP multiplier (:meth:`Multiplier.pieces <hadware.hw.arith.Multiplier.pieces>`), each
-    piece's product is registered, and ``p`` is their shifted sum: the product of the ``e``,
-    ``v`` presented the cycle before (``latency = 1``; a wide weight's DSP multipliers and the
-    adder of their products do not share a cycle)."""
+    hierarchical synthesis maps each multiplier separately), with ``latency = 1``: the product
+    of the ``e``, ``v`` presented the cycle before. Two partial products are registered and
+    ``p`` is their shifted sum (a wide weight's multipliers and the adder of their products do
+    not share a cycle):
+
+    * ``adders = False``: the weight cut into pieces that fit a DSP multiplier
+      (:meth:`Multiplier.pieces <hadware.hw.arith.Multiplier.pieces>`), each piece times ``v``;
+    * ``adders = True``: ``v`` cut into its low four bits (unsigned) and its high four
+      (signed), each half's product the sum of ``e`` shifted by the half's set bits (the sign
+      bit's term subtracted), a balanced tree of two adder levels: no multiplication for
+      synthesis to map onto a DSP block.
+    """
 
     latency = 1
 
-    def __init__(self, e_width: int):
+    def __init__(self, e_width: int, adders: bool = False):
         self.e_width = e_width
+        self.adders = adders
         super().__init__({
             "e": In(e_width),
             "v": In(signed(8)),
             "p": Out(signed(e_width + 9)),
         })
 
+    @staticmethod
+    def _shift_add(e: Value, half: Value) -> Value:
+        """``e * half`` as a balanced sum of ``e`` shifted by each set bit of ``half`` (the
+        top bit's term negative when ``half`` is signed)."""
+        top = len(half) - 1
+        terms = [Mux(half[i], (-(e << i) if half.shape().signed and i == top else e << i), 0)
+                 for i in range(len(half))]
+        while len(terms) > 1:
+            terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
+                     for i in range(0, len(terms), 2)]
+        return terms[0]
+
     def elaborate(self, platform) -> Module:
         m = Module()
         total = 0
-        for i, (piece, shift) in enumerate(Multiplier.pieces(self.e)):
-            pp = Signal(signed(len(piece) + 9), name=f"pp{i}", reset_less=True)
-            m.d.sync += pp.eq(piece * self.v)
+        if self.adders:
+            # e * [0, 15] fits e_width + 4 bits, e * [-8, 7] a signed e_width + 4
+            parts = [(self._shift_add(self.e, half), shift,
+                      signed(self.e_width + 4) if half.shape().signed else self.e_width + 4)
+                     for half, shift in Multiplier.pieces(self.v, 4)]
+        else:
+            parts = [(piece * self.v, shift, (piece * self.v).shape())
+                     for piece, shift in Multiplier.pieces(self.e)]
+        for i, (prod, shift, shape) in enumerate(parts):
+            pp = Signal(shape, name=f"pp{i}", reset_less=True)
+            m.d.sync += pp.eq(prod)
             total = total + (pp << shift)
         m.d.comb += self.p.eq(total)
         return m
@@ -140,7 +168,7 @@ class WeightLane(wiring.Component):
         m.d.sync += [e.eq(exp.e), v.eq(self.v)]
         m.d.comb += self.e.eq(delay(m, e, 1 + WeightMul.latency, "e", data=True)[-1])
         for c in range(cfg.d_v):
-            mul = WeightMul(cfg.exp_width)
+            mul = WeightMul(cfg.exp_width, adders=cfg.weight_mul == "adders")
             m.submodules[f"wsum_mul{c}"] = mul
             p = Signal(signed(cfg.exp_width + 9), name=f"p{c}", reset_less=True)
             m.d.comb += [mul.e.eq(e), mul.v.eq(v[c]), self.p[c].eq(p)]
@@ -308,7 +336,7 @@ class SlotWeightedSum(wiring.Component):
         with m.If(acc_valid):
             m.d.sync += self.den.eq(Mux(acc_first, 0, self.den) + e_late)
         for c in range(cfg.d_v):
-            mul = WeightMul(cfg.exp_width)
+            mul = WeightMul(cfg.exp_width, adders=cfg.weight_mul == "adders")
             m.submodules[f"wsum_mul{c}"] = mul
             p = Signal(signed(cfg.exp_width + 9), name=f"p{c}", reset_less=True)
             m.d.comb += [mul.e.eq(e), mul.v.eq(v[8 * c: 8 * c + 8])]

@@ -19,14 +19,15 @@ VARIANTS = [name for name, b in BLOCKS.items()
 #: lanes not dividing n_max, top_k = n_max, lanes = n_max; the binarized top-k core with each
 #: of its top-k units (merge, counting, counting with overlapped passes); a run-time table
 #: (RAM, its initial content) in the third; the output scaler cut into small pieces (as built
-#: from logic) in the second.
+#: from logic) in the second; the weight multipliers built from adders in the third.
 _HAMMING = [
     dict(d=8, n_max=6, top_k=2, d_v=1, lanes=1, temperature=0.3, exp_frac_bits=10,
          out_frac_bits=2),
     dict(d=16, n_max=10, top_k=3, d_v=2, lanes=3, temperature=0.2, exp_frac_bits=14,
          out_frac_bits=4, topk_unit="counting", scale_piece=4),
     dict(d=24, n_max=16, top_k=16, d_v=3, lanes=4, temperature=0.05, exp_frac_bits=12,
-         out_frac_bits=6, runtime_temperature=True, topk_unit="counting_overlapped"),
+         out_frac_bits=6, runtime_temperature=True, topk_unit="counting_overlapped",
+         weight_mul="adders"),
     dict(d=32, n_max=12, top_k=4, d_v=4, lanes=12, temperature=0.1, exp_frac_bits=16,
          out_frac_bits=8, topk_unit="systolic"),
 ]
@@ -62,7 +63,7 @@ _INT8 = [
          out_frac_bits=4, exp_table_bits=4, exp_interp_bits=6, topk_unit="systolic",
          scale_piece=5),
     dict(d=16, n_max=16, top_k=16, d_v=3, lanes=4, temperature=2**-14, exp_frac_bits=19,
-         out_frac_bits=8),
+         out_frac_bits=8, weight_mul="adders"),
     dict(d=8, n_max=12, top_k=4, d_v=2, lanes=12, temperature=0.001, exp_frac_bits=16,
          out_frac_bits=8),
 ]

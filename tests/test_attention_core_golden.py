@@ -229,7 +229,8 @@ def test_every_variant_is_under_test() -> None:
 # -- configuration ---------------------------------------------------------------------------
 
 COMMON_FIELDS = [
-    "d", "n_max", "d_v", "lanes", "temperature", "exp_frac_bits", "out_frac_bits", "scale_piece"]
+    "d", "n_max", "d_v", "lanes", "temperature", "exp_frac_bits", "out_frac_bits", "scale_piece",
+    "weight_mul"]
 
 # Worked out by hand for the defaults (d = 64, n_max = 64, d_v = 8, F = 19, O = 8; top_k = 8):
 # HAD: R = 8 + 19 + 3 + 10 = 40, S = 32, den <= 8 * 2**19 = 2**22 (23 bits), recip in
@@ -335,6 +336,8 @@ CONFIG_ERRORS = [
      r"^scale_piece must be an integer between 2 and 17, not 1$"),
     ("*", {"scale_piece": 18}, ValueError,
      r"^scale_piece must be an integer between 2 and 17, not 18$"),
+    ("*", {"weight_mul": "lut"}, ValueError, r"^weight_mul must be one of dsp, adders, not 'lut'$"),
+    ("*", {"weight_mul": 1}, TypeError, r"^weight_mul must be a string, not 1 \(int\)$"),
     ("hamming", {"d": 12}, ValueError,
      r"^d must be a positive multiple of 8, at most 1024, not 12$"),
     ("hamming", {"d": 0}, ValueError, r"^d must be a positive multiple of 8, at most 1024, not 0$"),

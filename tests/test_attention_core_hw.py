@@ -361,3 +361,24 @@ def test_scaler_rounds_half_up(cfg):
     got = run_pipeline(dut, [{"num": n, "recip": rec} for n, rec in pairs], "out")
     s = cfg.out_shift
     assert got == [math.floor(Fraction(n * r, 2**s) + Fraction(1, 2)) for n, r in pairs]
+
+
+@pytest.mark.synth
+def test_weight_mul_adders_leave_no_multiplication(tmp_path):
+    """``weight_mul = "adders"``: the weight multiplier's RTL holds no multiplication for
+    synthesis to map onto a DSP block; the default holds one per weight piece."""
+    import json
+
+    from amaranth.back import rtlil
+
+    from hadware.hw.weighted_sum import WeightMul
+    from hadware.synth.flow import yosys_script
+
+    muls = {}
+    for adders in (False, True):
+        (tmp_path / "a.il").write_text(rtlil.convert(WeightMul(23, adders=adders)))
+        yosys_script("read_rtlil a.il\nhierarchy -auto-top\nproc\nopt\n"
+                     "tee -q -o s.json stat -json\n", tmp_path, "mul", 300)
+        cells = json.loads((tmp_path / "s.json").read_text())["design"]["num_cells_by_type"]
+        muls[adders] = cells.get("$mul", 0)
+    assert muls == {False: 2, True: 0}

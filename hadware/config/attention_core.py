@@ -27,7 +27,7 @@ import math
 import sys
 from typing import ClassVar
 
-from hadware.config.base import BlockConfig, check_bool, check_float, check_int
+from hadware.config.base import BlockConfig, check_bool, check_choice, check_float, check_int
 from hadware.spec import softmax
 from hadware.spec.widths import DSP_PIECE, ceil_log2, signed_width, unsigned_width
 
@@ -380,12 +380,7 @@ class TopKSelection:
     def validate_sparsifier(self) -> None:
         check_int("top_k", self.top_k, lo=1, hi=self.n_max,
                   what=f"an integer between 1 and n_max ({self.n_max})")
-        if not isinstance(self.topk_unit, str):
-            raise TypeError(f"topk_unit must be a string, not {self.topk_unit!r} "
-                            f"({type(self.topk_unit).__name__})")
-        if self.topk_unit not in self.TOPK_UNITS:
-            raise ValueError(f"topk_unit must be one of {', '.join(self.TOPK_UNITS)}, not "
-                             f"{self.topk_unit!r}")
+        check_choice("topk_unit", self.topk_unit, self.TOPK_UNITS)
         if self.counting_topk and self.scorer != "hamming":
             raise ValueError(f"topk_unit {self.topk_unit!r} needs binarized scores (scorer "
                              f"hamming); {self.block} has {self.scorer} scores: use 'merge' "
@@ -462,6 +457,14 @@ class AttentionCoreConfig(BlockConfig):
         whose multiplier blocks the weight multipliers take): each partial product is then a
         small, shallow multiplier, and the registered adder tree one level deeper per doubling
         of their number. Changes timing and area only, never a result.
+    weight_mul : str
+        How each weight is multiplied by an int8 value (``d_v`` multipliers per weighing lane):
+        ``"dsp"`` (the default) as a ``*`` that synthesis maps onto DSP multiplier blocks, the
+        weight cut into pieces of up to 17 bits; ``"adders"`` as the sum of the weight shifted
+        by the value's set bits, in two registered halves (the value's low and high four bits:
+        two levels of adders each), so that no DSP block is used (an FPGA whose DSP blocks are
+        slow to reach without their registers, or too few). Changes timing and area only,
+        never a result.
 
     Every weight lies in ``[0, 2**F]`` and the largest weight of a query is exactly ``2**F``, so
     ``2**F <= den <= n_weights * 2**F``.
@@ -491,6 +494,10 @@ class AttentionCoreConfig(BlockConfig):
     exp_frac_bits: int = 19
     out_frac_bits: int = 8
     scale_piece: int = DSP_PIECE
+    weight_mul: str = "dsp"
+
+    #: The choices of ``weight_mul``.
+    WEIGHT_MULS: ClassVar[tuple[str, ...]] = ("dsp", "adders")
 
     def validate(self) -> None:
         check_int("d", self.d, lo=self.d_multiple, hi=1024, multiple_of=self.d_multiple,
@@ -512,6 +519,7 @@ class AttentionCoreConfig(BlockConfig):
         check_int("exp_frac_bits", self.exp_frac_bits, lo=1, hi=24)
         check_int("out_frac_bits", self.out_frac_bits, lo=0, hi=16)
         check_int("scale_piece", self.scale_piece, lo=2, hi=DSP_PIECE)
+        check_choice("weight_mul", self.weight_mul, self.WEIGHT_MULS)
         self.validate_exp()
 
     # Supplied by the parts.

@@ -72,6 +72,14 @@ def check_int(
         raise ValueError(f"{name} must be {what}, not {value!r}")
 
 
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    """Check that ``value`` is one of the strings ``choices``."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, not {value!r} ({type(value).__name__})")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+
+
 def check_bool(name: str, value: object) -> None:
     """Check that ``value`` is ``True`` or ``False`` (not 0, 1 or a string)."""
     if not isinstance(value, bool):
