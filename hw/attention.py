@@ -9,7 +9,7 @@ pipeline (:meth:`hadware.hw.attention_core.Scaler.latency_of`)::
     counting top-k:  cycles = 2 rows + top_k + L + 4
     systolic top-k:  cycles = rows + 2 top_k + L + ceil(log2(lanes)) + 2
 
-with ``L_lane = 2 + ceil(log2(d / 8))`` (:func:`hadware.hw.score_unit.score_lane_latency`) and
+with ``L_lane = 1 + ceil(log2(d / 8))`` (:func:`hadware.hw.score_unit.score_lane_latency`) and
 the table exponential's one cycle; the steady-state interval of back-to-back queries is
 :meth:`~hadware.hw.attention_core.AttentionCore.interval`.
 

@@ -100,7 +100,7 @@ Timing (per query, no output stall)
 -----------------------------------
 From the cycle the query is accepted to the cycle its output is valid, with
 ``n_eff = max(1, min(n, count))``, ``rows = ceil(n_eff / lanes)``, ``L_lane`` the scorer's
-latency (``2 + ceil(log2(d / 8))`` for hamming, ``max(1, ceil(log2(d)))`` for int8), ``L_exp``
+latency (``1 + ceil(log2(d / 8))`` for hamming, ``max(1, ceil(log2(d)))`` for int8), ``L_exp``
 the exponential's (1 table, 4 fixed), ``R = recip_bits`` and ``L_scale`` the output
 scaler's pipeline (:meth:`Scaler.latency_of`: 2 plus the levels of its adder tree)::
 

@@ -6,7 +6,7 @@ The attention core (:mod:`hadware.hw.attention_core`: streams, storage, timing) 
     cycles = 2 * ceil(n_eff / lanes) + L,
     L = 2 * ceil(log2(lanes)) + L_lane + 1 + R + d_v + L_scale + 9,
 
-``L_lane = 2 + ceil(log2(d / 8))`` the score lane's pipeline, the table exponential's one
+``L_lane = 1 + ceil(log2(d / 8))`` the score lane's pipeline, the table exponential's one
 cycle, ``R = recip_bits`` and ``L_scale`` the output scaler's pipeline.
 
 Arithmetic: exactly :mod:`hadware.golden.binary_dense_attention`.

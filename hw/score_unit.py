@@ -7,12 +7,14 @@ vectors (bit 1 = +1, bit 0 = -1, element j at bit j).
 Structure
 ---------
 Each lane is a :class:`ScoreLane` submodule (so hierarchical synthesis reports one lane and
-multiplies it by ``lanes``). The first pipeline stage registers the XNOR vector (one lookup
-table per bit, so a key read from block RAM reaches a register through one level of logic); the
-second splits it into ``d/8`` bytes and registers the signed byte score ``2*popcount(byte) - 8``
-(in [-8, 8], each bit a function of eight register outputs); each following stage adds pairs of
-partial sums (a signed binary adder tree, an odd leftover passing through a register), until
-one sum, the score, is left.
+multiplies it by ``lanes``). The unit's lanes first register the XNOR vector (one lookup table
+per bit: an input, or a key read from block RAM, reaches a register through one level of
+logic); then a lane splits it into ``d/8`` bytes and registers the signed byte score
+``2*popcount(byte) - 8`` (in [-8, 8], each bit a function of eight register outputs); each
+following stage adds pairs of partial sums (a signed binary adder tree, an odd leftover passing
+through a register), until one sum, the score, is left. (The attention cores build their lanes
+without the XNOR register, ``xnor_stage = False``: their critical paths lie elsewhere, and
+its ``lanes * d`` flip-flops would cost them area and about a tenth of their switching energy.)
 
 Timing
 ------
@@ -38,14 +40,15 @@ from hadware.config.score_unit import ScoreUnitConfig
 __all__ = ["ScoreLane", "ScoreUnit", "score_lane_latency", "score_unit_latency"]
 
 
-def score_lane_latency(d: int) -> int:
-    """Cycles of a :class:`ScoreLane` of ``d`` bits: ``2 + ceil(log2(d / 8))``."""
-    return 2 + ceil_log2(d // 8)
+def score_lane_latency(d: int, xnor_stage: bool = False) -> int:
+    """Cycles of a :class:`ScoreLane` of ``d`` bits: ``1 + ceil(log2(d / 8))``, one more with
+    ``xnor_stage``."""
+    return 1 + int(xnor_stage) + ceil_log2(d // 8)
 
 
 def score_unit_latency(cfg: ScoreUnitConfig) -> int:
     """Cycles from input transfer to output valid: ``2 + ceil(log2(d / 8))``."""
-    return score_lane_latency(cfg.d)
+    return score_lane_latency(cfg.d, xnor_stage=True)
 
 
 class ScoreLane(wiring.Component):
@@ -57,13 +60,16 @@ class ScoreLane(wiring.Component):
         Query and key bits.
     en : In(1)
         Pipeline enable; every register of the lane loads only when it is high.
+
+    With ``xnor_stage`` the XNOR vector is registered before the byte scores (one more cycle).
     s : Out(signed(score_width))
         The score of the inputs presented ``latency`` enabled cycles earlier.
     """
 
-    def __init__(self, d: int, score_width: int):
+    def __init__(self, d: int, score_width: int, xnor_stage: bool = False):
         self._d = d
         self._sw = score_width
+        self._xnor_stage = xnor_stage
         super().__init__({
             "q": In(d),
             "k": In(d),
@@ -74,12 +80,15 @@ class ScoreLane(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         d = self._d
-        # Stage 1: the XNOR vector.
+        # With xnor_stage, the XNOR vector is a register of its own.
         x = Signal(d, reset_less=True)
-        with m.If(self.en):
-            m.d.sync += x.eq(~(self.q ^ self.k))
+        if self._xnor_stage:
+            with m.If(self.en):
+                m.d.sync += x.eq(~(self.q ^ self.k))
+        else:
+            m.d.comb += x.eq(~(self.q ^ self.k))
 
-        # Stage 2: signed byte scores 2*popcount - 8, in [-8, 8].
+        # Signed byte scores 2*popcount - 8, in [-8, 8].
         level: list[Signal] = []
         for b in range(d // 8):
             byte = x[8 * b: 8 * b + 8]
@@ -165,7 +174,7 @@ class ScoreUnit(wiring.Component):
         m.d.comb += self.o_stream.valid.eq(valid[-1])
 
         for i in range(cfg.lanes):
-            lane = ScoreLane(cfg.d, cfg.score_width)
+            lane = ScoreLane(cfg.d, cfg.score_width, xnor_stage=True)
             m.submodules[f"lane{i}"] = lane
             m.d.comb += [
                 lane.q.eq(self.i_stream.payload.q),

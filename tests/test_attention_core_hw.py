@@ -103,7 +103,7 @@ def test_context_cleared_and_refilled(name):
 def latencies(cfg) -> tuple[int, int, int]:
     """(L_lane, L_exp, L_scale) as the module docstring of hw/attention_core.py gives them."""
     if cfg.scorer == "hamming":
-        l_lane = 2 + math.ceil(math.log2(cfg.d // 8)) if cfg.d > 8 else 2
+        l_lane = 1 + math.ceil(math.log2(cfg.d // 8)) if cfg.d > 8 else 1
     else:
         l_lane = max(1, math.ceil(math.log2(cfg.d))) if cfg.d > 1 else 1
     l_exp = {"table": 1, "fixed": 4}[cfg.exp]
