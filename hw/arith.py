@@ -31,6 +31,17 @@ def bitlen(v):
     return Mux(v[h:].any(), bitlen(v[h:]) + h, bitlen(v[:h]))
 
 
+def tree(terms: list, op):
+    """``terms`` combined pairwise by ``op`` level by level, a balanced tree of
+    ``ceil(log2(len(terms)))`` levels (an odd term passes up to the next level) rather than the
+    chain a left fold would build for synthesis to rebalance."""
+    level = list(terms)
+    while len(level) > 1:
+        level = [op(level[i], level[i + 1]) if i + 1 < len(level) else level[i]
+                 for i in range(0, len(level), 2)]
+    return level[0]
+
+
 def saturate(v, v_bits: int, bits: int):
     """``SAT(v, bits)`` of a signed ``v_bits``-bit value (no logic when it always fits)."""
     if bits >= v_bits:

@@ -146,12 +146,15 @@ second pass of a query overlaps the output of the one before).
 
 from __future__ import annotations
 
+import operator
+
 from amaranth import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hadware.config.counting_topk import CountingTopKConfig
+from hadware.hw.arith import tree
 from hadware.hw.topk import TopK
 
 __all__ = ["CountingTopK", "CountingTopKCounter", "CountingTopKLane", "CountingTopKSlot"]
@@ -165,21 +168,7 @@ def _one_hot_or(terms) -> Value:
     """The OR of ``value`` over the ``(sel, value)`` terms whose ``sel`` is set (the selected
     value when at most one is), as a balanced tree: ``ceil(log2(terms))`` OR levels rather
     than a chain that synthesis would have to rebalance."""
-    level = [Mux(sel, value, 0) for sel, value in terms]
-    while len(level) > 1:
-        level = [level[i] | level[i + 1] if i + 1 < len(level) else level[i]
-                 for i in range(0, len(level), 2)]
-    return level[0]
-
-
-def _popcount(bits: list[Value]) -> Value:
-    """The number of set bits among ``bits``, as a balanced tree of additions (pairs of equal
-    width at each level) rather than the chain a Python ``sum`` would build."""
-    level: list[Value] = list(bits)
-    while len(level) > 1:
-        level = [level[i] + level[i + 1] if i + 1 < len(level) else level[i]
-                 for i in range(0, len(level), 2)]
-    return level[0]
+    return tree([Mux(sel, value, 0) for sel, value in terms], operator.or_)
 
 
 def _gt_const(x: Value, c: int) -> Value:
@@ -328,8 +317,8 @@ class CountingTopKCounter(wiring.Component):
             with m.Elif(self.preset):
                 m.d.sync += self.count.eq(self.preset_value)
         with m.Else():
-            m.d.sync += self.count.eq(held + _popcount([self.hits[j]
-                                                        for j in range(self._lanes)]))
+            m.d.sync += self.count.eq(held + tree([self.hits[j] for j in range(self._lanes)],
+                                                  operator.add))
         return m
 
 

@@ -14,7 +14,7 @@ logic); then a lane splits it into ``d/8`` bytes and registers the signed byte s
 following stage adds pairs of partial sums (a signed binary adder tree, an odd leftover passing
 through a register), until one sum, the score, is left. (The attention cores build their lanes
 without the XNOR register, ``xnor_stage = False``: their critical paths lie elsewhere, and
-its ``lanes * d`` flip-flops would cost them area and about a tenth of their switching energy.)
+its ``lanes * d`` flip-flops would cost them area and some 8 % of their switching energy.)
 
 Timing
 ------
@@ -60,10 +60,10 @@ class ScoreLane(wiring.Component):
         Query and key bits.
     en : In(1)
         Pipeline enable; every register of the lane loads only when it is high.
-
-    With ``xnor_stage`` the XNOR vector is registered before the byte scores (one more cycle).
     s : Out(signed(score_width))
         The score of the inputs presented ``latency`` enabled cycles earlier.
+
+    With ``xnor_stage`` the XNOR vector is registered before the byte scores (one more cycle).
     """
 
     def __init__(self, d: int, score_width: int, xnor_stage: bool = False):

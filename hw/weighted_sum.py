@@ -12,12 +12,14 @@ multiplier separately.
 
 from __future__ import annotations
 
+import operator
+
 from amaranth import Cat, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from hadware.hw.arith import Multiplier
+from hadware.hw.arith import Multiplier, tree
 
 __all__ = ["ColumnSum", "MaxTree", "SlotWeightedSum", "WeightLane", "WeightMul", "delay"]
 
@@ -108,12 +110,8 @@ class WeightMul(wiring.Component):
         """``e * half`` as a balanced sum of ``e`` shifted by each set bit of ``half`` (the
         top bit's term negative when ``half`` is signed)."""
         top = len(half) - 1
-        terms = [Mux(half[i], (-(e << i) if half.shape().signed and i == top else e << i), 0)
-                 for i in range(len(half))]
-        while len(terms) > 1:
-            terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
-                     for i in range(0, len(terms), 2)]
-        return terms[0]
+        return tree([Mux(half[i], (-(e << i) if half.shape().signed and i == top else e << i), 0)
+                     for i in range(len(half))], operator.add)
 
     def elaborate(self, platform) -> Module:
         m = Module()
