@@ -66,7 +66,8 @@ every cycle while pass 2 is idle, keep the copy of that cycle; the collector's a
 cycle after; the banks swap) and the collector takes the next query. Pass 2 reads the bank back
 as above; when it has placed its last row, the slots are **published** into an output bank
 (``top_k`` registers that shift out under ``o_stream.ready``) once the previous selections
-have left it (or as the last of them leaves), and emptied for the next pass 2.
+have left it (the cycle after the last of them leaves, at the earliest), and emptied for the
+next pass 2.
 
 Timing
 ------
@@ -91,8 +92,8 @@ With ``B = ceil(n / lanes)`` the beats of a query (at least 1; the testbench sen
 * With ``overlap``: the first output beat of a query that finds pass 2 and the output bank
   free is valid ``B' + 8`` cycles after its last beat (counts complete at ``t + 2``, the
   hand-over then, the read and its register, the row, lookup and slot stages, the
-  publication); back to back, a query every ``max(B + 2, B' + 5, top_k)`` cycles (the
-  collector, pass 2, the output bank).
+  publication); back to back, a query every ``max(B + 2, B' + 5, top_k + 1)`` cycles (the
+  collector, pass 2, the output bank and its publication).
 * Worst case, consumer always ready, any input: the final output beat of a query comes at most
   ``rows + top_k + 5`` cycles after its ``last`` input beat or, when the slots still held the
   previous query then, after that query's final output beat (:meth:`worst_case_cycles`); two
@@ -419,7 +420,7 @@ class CountingTopK(wiring.Component):
         while the selections leave)."""
         b = cls.beats(cfg, n)
         if cfg.overlap:
-            return max(b + 2, min(b, cfg.rows) + 5, cfg.top_k)
+            return max(b + 2, min(b, cfg.rows) + 5, cfg.top_k + 1)
         return min(b, cfg.rows) + 4 + max(b, cfg.top_k + 1)
 
     @staticmethod
@@ -610,14 +611,16 @@ class CountingTopK(wiring.Component):
         full = Signal()  # the slots hold a query's selections, not yet published
         emitting = Signal()  # the output bank holds selections that have not all left
         out_pos = Signal(_bits_for(k - 1))
-        # out_pos == k - 1 as a register of its own: 'final' and with it 'publish', which
-        # empties every slot, start at a flip-flop
+        # out_pos == k - 1 as a register of its own: 'final' starts at a flip-flop
         at_last = Signal(init=int(k == 1))
         o_take, final, publish = Signal(), Signal(), Signal()
+        # Publication waits for an empty output bank, the cycle after its final transfer at the
+        # earliest: 'publish', which empties every slot, and the hand-over depend on registers
+        # only, not on the consumer's ready.
         m.d.comb += [
             o_take.eq(self.o_stream.valid & self.o_stream.ready),
             final.eq(o_take & at_last),
-            publish.eq(full & (~emitting | final)),
+            publish.eq(full & ~emitting),
             handoff.eq((c_state == counted) & (p2_state == idle) & (~full | publish)),
         ]
         m.d.sync += rd_valid.eq(0)

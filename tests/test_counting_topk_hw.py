@@ -136,8 +136,9 @@ def test_overlapped_cycle_formulas(cfg):
     last beat (two cycles to finish its counts, the read and its register, the row, lookup and
     slot stages, the
     output bank); back to back, the next query is collected before the previous one's first output,
-    and from the third query on they leave every max(B + 2, B' + 5, top_k) cycles (the
-    collector, pass 2 or the output bank, whichever is slowest); top_k outputs in a row."""
+    and from the third query on they leave every max(B + 2, B' + 5, top_k + 1) cycles (the
+    collector, pass 2 or the output bank and its publication, whichever is slowest); top_k
+    outputs in a row."""
     rng = np.random.default_rng(10)
     for n in sorted({1, max(1, cfg.n_max // 2), cfg.n_max}):
         m = 6
@@ -148,7 +149,7 @@ def test_overlapped_cycle_formulas(cfg):
         first_out = [outs[q * cfg.top_k] for q in range(m)]
         assert first_out[0] - ins[b - 1] == min(b, cfg.rows) + 8
         assert CountingTopK.first_output_latency(cfg, n) == min(b, cfg.rows) + 8
-        period = max(b + 2, min(b, cfg.rows) + 5, cfg.top_k)
+        period = max(b + 2, min(b, cfg.rows) + 5, cfg.top_k + 1)
         assert CountingTopK.query_cycles(cfg, n) == period
         assert [first_out[q + 1] - first_out[q] for q in range(2, m - 1)] == [period] * 3, n
         assert first_in[1] < first_out[0]
