@@ -82,7 +82,7 @@ class MaxTree(wiring.Component):
 class WeightMul(wiring.Component):
     """``p = e * v``: an unsigned weight times an int8 value, in a module of its own (so that
     hierarchical synthesis maps each multiplier separately), with ``latency = 1``: the product
-    of the ``e``, ``v`` presented the cycle before. Two partial products are registered and
+    of the ``e``, ``v`` presented the cycle before. Its partial products are registered and
     ``p`` is their shifted sum (a wide weight's multipliers and the adder of their products do
     not share a cycle):
 
