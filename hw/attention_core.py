@@ -653,14 +653,17 @@ class AttentionCore(wiring.Component):
         wsum = SlotWeightedSum(self.config, topk.out_layout, exp_units[-1])
         m.submodules.wsum = wsum
         wiring.connect(m, topk.o_stream, wsum.slot)
-        # Each query's k waits in a queue from its acceptance to its last slot (queries in
-        # the front, the sparsifier and the weighting: fewer than max_in_flight).
+        # Each query's k waits in a queue from its acceptance until the cycle after its last
+        # slot (queries in the front, the sparsifier and the weighting: fewer than
+        # max_in_flight). The pop is registered, so the sparsifier's output handshake does not
+        # reach the queue's pointers; the weighting takes no slot of the next query before
+        # the finished one is released, several cycles later.
         m.submodules.k_queue = k_queue = SyncFIFO(width=len(scan["k_eff"]),
                                                   depth=self.max_in_flight(self.config))
+        k_pop = Signal()
+        m.d.sync += k_pop.eq(wsum.slot.valid & wsum.slot.ready & wsum.slot.payload.last)
         m.d.comb += [k_queue.w_en.eq(scan["q_take"]), k_queue.w_data.eq(scan["k_eff"]),
-                     k_queue.r_en.eq(wsum.slot.valid & wsum.slot.ready
-                                     & wsum.slot.payload.last),
-                     wsum.k.eq(k_queue.r_data)]
+                     k_queue.r_en.eq(k_pop), wsum.k.eq(k_queue.r_data)]
         m.d.comb += [v_rd.addr.eq(wsum.v_addr), wsum.v_data.eq(v_rd.data)]
         return wsum
 
