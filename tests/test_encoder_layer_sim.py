@@ -55,9 +55,11 @@ def test_verilator_edge_and_random_sequences():
 
 
 @pytest.mark.sim
+@pytest.mark.full
 def test_verilator_reset_in_the_middle_of_a_sequence():
     """All of a sequence but its last beat, reset while the layer projects, then two whole
-    sequences: only theirs come out, bit exact."""
+    sequences: only theirs come out, bit exact (a build of its own; the Amaranth simulator's
+    test of the same reset runs in the fast tier)."""
     cfg = NARROW_SHARED
     arrays = edge_inputs(cfg, seed=6)
     arrays = {"x": arrays["x"][[4, 1]], "n_valid": arrays["n_valid"][[4, 1]]}

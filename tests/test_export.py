@@ -34,6 +34,17 @@ def exported(trained, tmp_path):
     return tmp_path / "exp"
 
 
+@pytest.fixture(scope="module")
+def exported_one_block_each(tmp_path_factory):
+    """One layer of one head: the smallest export with an attention and an MLP block."""
+    out = tmp_path_factory.mktemp("train1") / "digits"
+    torch.set_num_threads(1)
+    train("digits", out, epochs=1, progress=False, max_steps=2,
+          overrides={**TINY, "model.n_heads": 1, "model.n_layers": 1})
+    export_checkpoint(out / "student.pt", out.parent / "exp")
+    return out.parent / "exp"
+
+
 def resign(folder, rel):
     """Update the manifest entry of ``rel`` after a deliberate change (a consistent but wrong
     export, so that the content checks behind the checksums are exercised)."""
@@ -168,14 +179,30 @@ def test_run_on_golden_models(exported):
     assert r["samples"] == 6 and 0.0 <= r["golden_accuracy"] <= 1.0
 
 
-@pytest.mark.sim
-def test_run_on_simulated_hardware_is_logit_exact(exported):
+def _logit_exact(folder):
     from hadware.sw.run import run_exported
 
-    r = run_exported(exported, both=True, samples=3, progress=False)
-    layers = len(load_export(exported).attention)
-    heads = len(load_export(exported).attention[0])
+    r = run_exported(folder, both=True, samples=3, progress=False)
+    layers = len(load_export(folder).attention)
+    heads = len(load_export(folder).attention[0])
     assert r["blocks_compared"] == layers * (heads + 1)
+    return r
+
+
+@pytest.mark.sim
+def test_one_block_each_on_simulated_hardware_is_logit_exact(exported_one_block_each):
+    r = _logit_exact(exported_one_block_each)
+    assert r["blocks_compared"] == 2
+    assert r["first_block_mismatch"] is None and r["logits_equal"] is True
+    assert r["hw_matches_golden"] is True and r["prediction_mismatches"] == 0
+    assert r["verilator_accuracy"] == r["golden_accuracy"]
+
+
+@pytest.mark.sim
+@pytest.mark.full
+def test_run_on_simulated_hardware_is_logit_exact(exported):
+    """Two layers of two heads (six Verilator runs, four minutes)."""
+    r = _logit_exact(exported)
     assert r["first_block_mismatch"] is None and r["logits_equal"] is True
     assert r["hw_matches_golden"] is True and r["prediction_mismatches"] == 0
     assert r["verilator_accuracy"] == r["golden_accuracy"]

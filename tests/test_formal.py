@@ -49,6 +49,9 @@ SLOW = {(n, c) for n in ("std_attention", "int8_topk_attention", "binary_dense_a
 #: one of its runs is a deep BMC, in the full tier.
 SLOW |= {(layer, c) for layer in ("encoder_layer", "std_layer")
          for c in (*F.CHECKS, *F.MUTATIONS)}
+#: The MLP's two deepest negative controls (about a minute each): the same mutations are caught
+#: on every other block in the fast tier, and the MLP's own proofs stay there.
+SLOW |= {("mlp", "payload"), ("mlp", "drop_valid")}
 
 #: The assertions each broken variant may be caught by (a swallowed response shows as a
 #: request waiting too long, or, when the block takes the next request first, as one request

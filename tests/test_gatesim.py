@@ -15,6 +15,9 @@ from hadware.synth.power import estimate_energy
 
 SMALL = AttentionConfig(d=16, n_max=16, top_k=4, d_v=4, lanes=2, temperature=0.25,
                         exp_frac_bits=12, out_frac_bits=8)
+#: The fast tier's cross-check: Verilator's build of a flattened netlist grows with its gates.
+TINY = AttentionConfig(d=8, n_max=8, top_k=2, d_v=2, lanes=2, temperature=0.25,
+                       exp_frac_bits=8, out_frac_bits=6)
 
 
 def _inputs(cfg, seed):
@@ -26,11 +29,12 @@ def _inputs(cfg, seed):
 
 @pytest.mark.sim
 @pytest.mark.synth
-def test_levelized_engine_counts_what_verilator_counts(tmp_path):
+@pytest.mark.parametrize("cfg", [TINY, pytest.param(SMALL, marks=pytest.mark.full)],
+                         ids=["tiny", "small"])
+def test_levelized_engine_counts_what_verilator_counts(cfg, tmp_path):
     from hadware.synth.flow import synthesize
     from hadware.tb.runner import simulate
 
-    cfg = SMALL
     arrays = _inputs(cfg, 5)
     synthesize("attention", cfg, tmp_path / "synth", fpga=False)
     netlist = tmp_path / "synth" / "gates.v"
