@@ -51,10 +51,10 @@ demo: setup
 	$(VENV)/bin/hadware demo
 
 test: setup
-	$(PY) -m pytest -n $(JOBS) -m "not full"
+	$(PY) -m pytest -n $(JOBS) --dist worksteal -m "not full"
 
 test-full: setup
-	$(PY) -m pytest -n $(JOBS)
+	$(PY) -m pytest -n $(JOBS) --dist worksteal
 
 lint: setup
 	$(VENV)/bin/ruff check .
