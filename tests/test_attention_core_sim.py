@@ -37,7 +37,7 @@ def sim_cases():
                == {"scorer": "hamming", "exp": "table", "sparsifier": "topk"})
     cls = BLOCKS[had].config_class()
     # (the wide d, a minute and a half of Verilator build, in the full tier; the fast tier's
-    # HAD cases run d = 8, 16 and 64)
+    # HAD cases run d = 8 and 16)
     wide = cls(d=256, n_max=32, top_k=8, d_v=4, lanes=2, temperature=0.02, exp_frac_bits=19,
                out_frac_bits=8)
     out += [(had, configs(had)[0]), pytest.param((had, wide), marks=pytest.mark.full)]
